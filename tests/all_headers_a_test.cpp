@@ -1,0 +1,13 @@
+// Includes every public header. Linked together with all_headers_b_test.cpp into one
+// binary, so a non-inline function defined in a header fails the link (one-definition rule).
+#include <rlobj/rlobj.h>
+#include <rlobj/tensordict.h>
+#include <rlobj/version.h>
+
+#include <catch2/catch.hpp>
+
+TEST_CASE("all headers compile together (a)", "[headers]") {
+  CHECK(std::string(RLOBJ_VERSION_STRING) == "0.1.0");
+  rlobj::TensorDict td({2});
+  CHECK(td.batch_dims() == 1);
+}
