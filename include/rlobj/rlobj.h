@@ -6,5 +6,16 @@
 
 #include "rlobj/version.h"
 
-// Data
+// Data containers and specs
 #include "rlobj/tensordict.h"
+#include "rlobj/specs.h"
+
+// Modules (rlobj::modules)
+#include "rlobj/modules/mlp.h"
+#include "rlobj/modules/tensordict_module.h"
+#include "rlobj/modules/actor.h"
+#include "rlobj/modules/value_operator.h"
+
+// Environments (rlobj::envs)
+#include "rlobj/envs/common.h"
+#include "rlobj/envs/pendulum.h"

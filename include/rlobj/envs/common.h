@@ -1,0 +1,301 @@
+#pragma once
+
+/// \file
+/// `EnvBase`, `step_mdp` and `rollout`: TorchRL's environment conventions (>= 0.4 / main).
+///
+/// * `reset()` returns the root entries of a new episode (observations, state, done flags).
+/// * `step(td)` reads the action from `td` and writes the environment's output under
+///   `td["next"]` (observation, reward, done, terminated, truncated, state), returning `td`.
+/// * `step_mdp(td)` builds the next root from `td["next"]` (reward excluded).
+/// * `rollout(max_steps, policy)` stacks the steps on a new last batch dim.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <ATen/core/Generator.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/util/Exception.h>
+#include <torch/arg.h>
+#include <torch/types.h>
+#include <torch/utils.h>
+
+#include "rlobj/specs.h"
+#include "rlobj/tensordict.h"
+
+namespace rlobj {
+namespace envs {
+
+/// Options of `step_mdp`, with TorchRL's names and defaults.
+struct StepMdpOptions {
+  /// Keep the root keys other than `"next"` (they are overwritten by `next`'s entries).
+  TORCH_ARG(bool, keep_other) = true;
+  /// Leave the reward out of the new root.
+  TORCH_ARG(bool, exclude_reward) = true;
+  /// Leave `done`, `terminated` and `truncated` out of the new root.
+  TORCH_ARG(bool, exclude_done) = false;
+  /// Leave the action out of the new root.
+  TORCH_ARG(bool, exclude_action) = true;
+};
+
+/// The root of the next step: the contents of `td["next"]` (minus the reward), plus, with
+/// `keep_other`, the other root entries. A new TensorDict; `td` is left alone.
+inline TensorDict step_mdp(const TensorDict& td, const StepMdpOptions& options = {}) {
+  TORCH_CHECK(td.contains("next"), "step_mdp: the TensorDict has no \"next\" entry; call "
+              "env.step(td) first");
+  static const std::vector<std::string> kDoneKeys = {"done", "terminated", "truncated"};
+  auto is_done_key = [](const std::string& k) {
+    return std::find(kDoneKeys.begin(), kDoneKeys.end(), k) != kDoneKeys.end();
+  };
+  TensorDict out(td.batch_size(), td.device());
+  for (const auto& item : td.items()) {
+    const std::string& k = item.first.leaf();
+    if (k == "next") continue;
+    const bool is_action = k == "action";
+    if (is_action ? options.exclude_action() : !options.keep_other()) continue;
+    if (options.exclude_done() && is_done_key(k)) continue;
+    if (item.second.is_tensor()) {
+      out.set(k, item.second.tensor());
+    } else {
+      out.set(k, item.second.tensordict());
+    }
+  }
+  TensorDict next = td.get_sub("next");
+  for (const auto& item : next.items()) {
+    const std::string& k = item.first.leaf();
+    if (options.exclude_reward() && k == "reward") continue;
+    if (options.exclude_done() && is_done_key(k)) continue;
+    if (item.second.is_tensor()) {
+      out.set(k, item.second.tensor());
+    } else {
+      out.set(k, item.second.tensordict());
+    }
+  }
+  return out;
+}
+
+/// Options of `EnvBase::rollout`, with TorchRL's names and defaults.
+struct RolloutOptions {
+  /// Start with `reset()`; else start from `tensordict`.
+  TORCH_ARG(bool, auto_reset) = true;
+  /// Stop after the first step in which any sub-environment is done (that step included).
+  TORCH_ARG(bool, break_when_any_done) = true;
+  /// With `break_when_any_done=false`: stop once every sub-environment has been done once;
+  /// the entries of a sub-environment after its done step repeat its last step (TorchRL
+  /// main's behaviour). Without it, done sub-environments are reset and go on.
+  TORCH_ARG(bool, break_when_all_done) = false;
+  /// The starting root when `auto_reset` is false.
+  TORCH_ARG(std::optional<TensorDict>, tensordict) = std::nullopt;
+  /// Mark the last step as truncated (`next.truncated` and `next.done` set on the last step).
+  TORCH_ARG(bool, set_truncated) = false;
+};
+
+/// Base class of environments, with TorchRL's `EnvBase` interface. Subclasses implement
+/// `reset_impl` and `step_impl` and fill the specs.
+class EnvBase {
+ public:
+  virtual ~EnvBase() = default;
+
+  /// A new episode for every sub-environment: observations, state and false done flags.
+  TensorDict reset() { return checked_reset(nullptr); }
+  /// A reset guided by `td`: with a boolean `"_reset"` entry (`[*batch, 1]`), only those
+  /// sub-environments restart and the others keep `td`'s entries; subclasses may also read a
+  /// starting state from `td` (see each environment).
+  TensorDict reset(const TensorDict& td) { return checked_reset(&td); }
+
+  /// Reads `td["action"]`, writes the environment's output under `td["next"]`, returns `td`.
+  TensorDict step(TensorDict td) {
+    TORCH_CHECK(td.batch_size() == batch_size_, name(), ".step: the TensorDict has batch_size ",
+                rlobj::detail::shape_str(td.batch_size()), " but the environment has ",
+                rlobj::detail::shape_str(batch_size_));
+    TensorDict next = step_impl(td);
+    td.set("next", next);
+    return td;
+  }
+
+  /// `step`, then the next root; sub-environments that are done are reset in that root
+  /// (TorchRL's `step_and_maybe_reset`). Returns `(td with "next", next root)`.
+  std::pair<TensorDict, TensorDict> step_and_maybe_reset(TensorDict td) {
+    td = step(td);
+    TensorDict root = step_mdp(td, StepMdpOptions().exclude_action(false));
+    torch::Tensor done = root.get("done");
+    if (done.any().item<bool>()) {
+      root.set("_reset", done);
+      root = reset(root);
+    }
+    return {td, root};
+  }
+
+  /// Writes a random action drawn from `action_spec()` with the environment's generator.
+  TensorDict rand_action(TensorDict td) {
+    td.set("action", action_spec_->rand({}, generator_));
+    return td;
+  }
+
+  /// Runs `policy` (anything callable on a TensorDict: a module holder, a lambda) for up to
+  /// `max_steps` steps and stacks them on a new last batch dim (`[*batch_size, T]`), in
+  /// TorchRL's layout: the root holds the entries at t, `"next"` those at t+1. The policy runs
+  /// under `torch::NoGradGuard`.
+  template <typename Policy,
+            typename = std::enable_if_t<std::is_invocable<Policy&, TensorDict&>::value>>
+  TensorDict rollout(int64_t max_steps, Policy&& policy, const RolloutOptions& options = {}) {
+    return rollout_impl(max_steps, [&](TensorDict td) { return call_policy(policy, std::move(td)); },
+                        options);
+  }
+  /// A rollout of random actions from `action_spec()`.
+  TensorDict rollout(int64_t max_steps, const RolloutOptions& options = {}) {
+    return rollout_impl(max_steps, [&](TensorDict td) { return rand_action(std::move(td)); },
+                        options);
+  }
+
+  /// Reseeds the environment's generator (resets and random actions).
+  void set_seed(uint64_t seed) { generator_.set_current_seed(seed); }
+  /// The generator used for resets and random actions (its state can be saved with
+  /// `generator().get_state()`).
+  at::Generator& generator() noexcept { return generator_; }
+
+  const Composite& observation_spec() const noexcept { return observation_spec_; }
+  const TensorSpec& action_spec() const noexcept { return *action_spec_; }
+  const TensorSpec& reward_spec() const noexcept { return *reward_spec_; }
+  const Composite& done_spec() const noexcept { return done_spec_; }
+  const TensorDict::BatchSize& batch_size() const noexcept { return batch_size_; }
+  torch::Device device() const noexcept { return device_; }
+  /// The environment's name in error messages.
+  virtual const char* name() const { return "EnvBase"; }
+
+ protected:
+  EnvBase(TensorDict::BatchSize batch_size, torch::Device device, uint64_t seed)
+      : batch_size_(std::move(batch_size)),
+        device_(device),
+        generator_(at::make_generator<at::CPUGeneratorImpl>(seed)),
+        observation_spec_(batch_size_),
+        done_spec_(batch_size_) {}
+
+  /// The root entries after a reset; `td` is the guiding TensorDict or nullptr.
+  virtual TensorDict reset_impl(const TensorDict* td) = 0;
+  /// The `"next"` entries of a step from `td`.
+  virtual TensorDict step_impl(const TensorDict& td) = 0;
+
+  /// The `[*batch_size, 1]` `"_reset"` mask of `td`, validated, or an undefined tensor.
+  torch::Tensor reset_mask(const TensorDict* td) const {
+    if (td == nullptr) return {};
+    const torch::Tensor* mask = td->find("_reset");
+    if (mask == nullptr) return {};
+    std::vector<int64_t> expected = batch_size_;
+    expected.push_back(1);
+    TORCH_CHECK(mask->scalar_type() == torch::kBool && mask->sizes() == expected, name(),
+                ".reset: \"_reset\" must be a bool tensor of shape ",
+                rlobj::detail::shape_str(expected), ", got ", rlobj::detail::dtype_str(mask->scalar_type()),
+                " ", rlobj::detail::shape_str(mask->sizes()));
+    return *mask;
+  }
+
+  TensorDict::BatchSize batch_size_;
+  torch::Device device_;
+  at::Generator generator_;
+  Composite observation_spec_;
+  std::shared_ptr<const TensorSpec> action_spec_;
+  std::shared_ptr<const TensorSpec> reward_spec_;
+  Composite done_spec_;
+
+ private:
+  TensorDict checked_reset(const TensorDict* td) {
+    if (td != nullptr) {
+      TORCH_CHECK(td->batch_size() == batch_size_, name(), ".reset: the TensorDict has batch_size ",
+                  rlobj::detail::shape_str(td->batch_size()), " but the environment has ",
+                  rlobj::detail::shape_str(batch_size_));
+    }
+    TensorDict out = reset_impl(td);
+    if (td != nullptr) {
+      // Carry over what the environment does not own (e.g. exploration state), as TorchRL
+      // does for partial resets, minus the mask itself and "next".
+      for (const auto& item : td->items()) {
+        const auto& k = item.first.leaf();
+        if (k == "_reset" || k == "next" || out.contains(k)) continue;
+        if (item.second.is_tensor()) out.set(k, item.second.tensor());
+      }
+    }
+    return out;
+  }
+
+  template <typename Policy>
+  static TensorDict call_policy(Policy& policy, TensorDict td) {
+    torch::NoGradGuard no_grad;
+    using R = decltype(policy(td));
+    if constexpr (std::is_convertible<R, TensorDict>::value) {
+      TensorDict out = policy(td);
+      if (!out.is_same(td)) td.update(out);
+    } else {
+      policy(td);
+    }
+    return td;
+  }
+
+  static torch::Tensor where_rows(const torch::Tensor& keep_new, const torch::Tensor& a,
+                                  const torch::Tensor& b) {
+    std::vector<int64_t> shape = keep_new.sizes().vec();
+    shape.resize(a.dim(), 1);
+    return torch::where(keep_new.view(shape), a, b);
+  }
+
+  template <typename StepFn>
+  TensorDict rollout_impl(int64_t max_steps, const StepFn& act, const RolloutOptions& options) {
+    TORCH_CHECK_VALUE(max_steps > 0, name(), ".rollout: max_steps must be positive, got ", max_steps);
+    TensorDict td;
+    if (options.auto_reset()) {
+      td = reset();
+    } else {
+      TORCH_CHECK_VALUE(options.tensordict().has_value(), name(),
+                        ".rollout: auto_reset=false needs a starting tensordict");
+      td = options.tensordict()->copy();
+    }
+    std::vector<TensorDict> steps;
+    steps.reserve(static_cast<size_t>(max_steps));
+    torch::Tensor active;  // break_when_all_done: sub-environments not yet done
+    for (int64_t i = 0; i < max_steps; ++i) {
+      td = act(td);
+      const bool last = i == max_steps - 1;
+      if (options.break_when_any_done()) {
+        td = step(td);
+        steps.push_back(td);
+        if (last) break;
+        td = step_mdp(td, StepMdpOptions().exclude_action(false));
+        if (td.get("done").any().item<bool>()) break;
+        continue;
+      }
+      auto stepped = step_and_maybe_reset(td);
+      TensorDict record = stepped.first;
+      if (options.break_when_all_done()) {
+        if (active.defined() && !active.all().item<bool>()) {
+          const TensorDict& prev = steps.back();
+          TensorDict frozen(record.batch_size(), record.device());
+          for (const auto& key : record.keys(true, true)) {
+            frozen.set(key, where_rows(active, record.get(key), prev.get(key)));
+          }
+          record = frozen;
+        }
+        torch::Tensor done_now = record.get({"next", "done"}).squeeze(-1);
+        active = active.defined() ? active & done_now.logical_not() : done_now.logical_not();
+      }
+      steps.push_back(record);
+      if (last) break;
+      td = stepped.second;
+      if (options.break_when_all_done() && !active.any().item<bool>()) break;
+    }
+    if (options.set_truncated()) {
+      TensorDict& tail = steps.back();
+      TensorDict next = tail.get_sub("next").copy();
+      next.set("truncated", torch::ones_like(next.get("truncated")));
+      next.set("done", torch::ones_like(next.get("done")));
+      tail = tail.copy();
+      tail.set("next", next);
+    }
+    return TensorDict::stack(steps, -1);
+  }
+};
+
+}  // namespace envs
+}  // namespace rlobj

@@ -1,0 +1,339 @@
+#pragma once
+
+/// \file
+/// `TensorDictModule` and `TensorDictSequential`, TorchRL's (tensordict's) wrappers that make
+/// a tensor-to-tensor module read its inputs from, and write its outputs to, a TensorDict.
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <c10/util/Exception.h>
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+#include "rlobj/specs.h"
+#include "rlobj/tensordict.h"
+
+namespace rlobj {
+namespace modules {
+
+namespace detail {
+
+/// The module implementation behind a holder (`MLP` -> `MLPImpl`) or a `shared_ptr<Impl>`.
+template <typename M>
+auto impl_ptr(const torch::nn::ModuleHolder<M>& holder) {
+  TORCH_CHECK(!holder.is_empty(), "TensorDictModule: the wrapped module holder is empty");
+  return holder.ptr();
+}
+template <typename M>
+std::shared_ptr<M> impl_ptr(const std::shared_ptr<M>& ptr) {
+  TORCH_CHECK(ptr != nullptr, "TensorDictModule: the wrapped module is null");
+  return ptr;
+}
+
+template <typename M, typename... Args>
+using forward_result_t = decltype(std::declval<M&>().forward(std::declval<Args>()...));
+
+template <typename M, typename Enable, typename... Args>
+struct can_forward_impl : std::false_type {};
+template <typename M, typename... Args>
+struct can_forward_impl<M, std::void_t<forward_result_t<M, Args...>>, Args...> : std::true_type {};
+/// True if `M::forward` accepts `Args...`.
+template <typename M, typename... Args>
+constexpr bool can_forward = can_forward_impl<M, void, Args...>::value;
+
+using T = const torch::Tensor&;
+
+inline void append_outputs(std::vector<torch::Tensor>* out, torch::Tensor t) {
+  out->push_back(std::move(t));
+}
+inline void append_outputs(std::vector<torch::Tensor>* out, std::vector<torch::Tensor> ts) {
+  for (auto& t : ts) out->push_back(std::move(t));
+}
+template <typename... Ts>
+void append_outputs(std::vector<torch::Tensor>* out, std::tuple<Ts...> ts) {
+  std::apply([&](auto&... t) { (out->push_back(std::move(t)), ...); }, ts);
+}
+
+/// Calls `m.forward` with `in`: as separate tensors when `forward` takes that many, else — for
+/// single-input modules — concatenated on the last dim (TorchRL's MLP behaviour), else as a
+/// `std::vector<torch::Tensor>` when `forward` takes one.
+template <typename M>
+void call_forward(M& m, const std::vector<torch::Tensor>& in, std::vector<torch::Tensor>* out) {
+  const size_t n = in.size();
+  if constexpr (can_forward<M, T, T, T, T>) {
+    if (n == 4) return append_outputs(out, m.forward(in[0], in[1], in[2], in[3]));
+  }
+  if constexpr (can_forward<M, T, T, T>) {
+    if (n == 3) return append_outputs(out, m.forward(in[0], in[1], in[2]));
+  }
+  if constexpr (can_forward<M, T, T>) {
+    if (n == 2) return append_outputs(out, m.forward(in[0], in[1]));
+  }
+  if constexpr (can_forward<M, T>) {
+    if (n == 1) return append_outputs(out, m.forward(in[0]));
+    return append_outputs(out, m.forward(torch::cat(in, -1)));
+  } else if constexpr (can_forward<M, const std::vector<torch::Tensor>&>) {
+    return append_outputs(out, m.forward(in));
+  } else {
+    TORCH_CHECK(false, "TensorDictModule: the wrapped module's forward does not take ", n,
+                " tensor(s)");
+  }
+}
+
+}  // namespace detail
+
+/// Wraps any LibTorch module so that it reads `in_keys` from a TensorDict and writes its
+/// outputs under `out_keys` (tensordict's `TensorDictModule`).
+///
+/// The module's `forward` may take one tensor per in_key; a single-input module given several
+/// in_keys receives them concatenated on the last dim (TorchRL's `MLP` does the same). It may
+/// return a tensor, a `std::tuple` of tensors or a `std::vector<torch::Tensor>`, one per
+/// out_key. The wrapped module is registered as the child `"module"`, so parameter names read
+/// `module.0.weight`, as in TorchRL.
+///
+/// ```
+/// auto policy = rlobj::modules::TensorDictModule(
+///     rlobj::modules::MLP(rlobj::modules::MLPOptions(3, 1).num_cells({32})),
+///     /*in_keys=*/{"observation"}, /*out_keys=*/{"action"});
+/// policy(td);  // td["action"] = mlp(td["observation"])
+/// ```
+class TensorDictModuleImpl : public torch::nn::Module {
+ public:
+  template <typename M>
+  TensorDictModuleImpl(const M& module, std::vector<NestedKey> in_keys,
+                       std::vector<NestedKey> out_keys)
+      : TensorDictModuleImpl(detail::impl_ptr(module), std::move(in_keys), std::move(out_keys),
+                             0) {}
+
+  /// Reads the in_keys (throwing, naming the key, if one is missing), runs the module and
+  /// writes the out_keys into `td`, which it returns (the same handle, as TorchRL does).
+  TensorDict forward(TensorDict td) {
+    std::vector<torch::Tensor> inputs;
+    inputs.reserve(in_keys_.size());
+    for (const auto& key : in_keys_) {
+      const torch::Tensor* t = td.find(key);
+      TORCH_CHECK(t != nullptr, name_, ": input key \"", key.str(),
+                  "\" not found in the TensorDict; keys present: ",
+                  rlobj::detail::keys_str(td.keys(/*include_nested=*/true)));
+      inputs.push_back(*t);
+    }
+    std::vector<torch::Tensor> outputs = forward_tensors(inputs);
+    for (size_t i = 0; i < out_keys_.size(); ++i) td.set(out_keys_[i], std::move(outputs[i]));
+    return td;
+  }
+
+  /// The module on plain tensors (one per in_key), projected into the spec when `safe`.
+  std::vector<torch::Tensor> forward_tensors(const std::vector<torch::Tensor>& inputs) {
+    TORCH_CHECK(inputs.size() == in_keys_.size(), name_, ": expected ", in_keys_.size(),
+                " inputs, got ", inputs.size());
+    std::vector<torch::Tensor> outputs;
+    outputs.reserve(out_keys_.size());
+    call_(inputs, &outputs);
+    TORCH_CHECK(outputs.size() == out_keys_.size(), name_, ": the module returned ",
+                outputs.size(), " tensor(s) but there are ", out_keys_.size(), " out_keys ",
+                rlobj::detail::keys_str(out_keys_));
+    if (safe_ && spec_ && outputs.size() == 1) outputs[0] = spec_->project(outputs[0]);
+    return outputs;
+  }
+
+  /// Keys read, in the order they are passed to the module.
+  const std::vector<NestedKey>& in_keys() const noexcept { return in_keys_; }
+  /// Keys written, in the order of the module's outputs.
+  const std::vector<NestedKey>& out_keys() const noexcept { return out_keys_; }
+  /// The wrapped module.
+  const std::shared_ptr<torch::nn::Module>& module() const noexcept { return module_; }
+  /// The wrapped module as its concrete type (`module_as<MLPImpl>()`); throws on a mismatch.
+  template <typename M>
+  std::shared_ptr<M> module_as() const {
+    auto p = std::dynamic_pointer_cast<M>(module_);
+    TORCH_CHECK(p != nullptr, name_, ": the wrapped module is not of the requested type");
+    return p;
+  }
+  /// The spec of the (single) output, if any.
+  const std::shared_ptr<const TensorSpec>& spec() const noexcept { return spec_; }
+  /// Attaches a spec to the output; with `safe`, outputs are projected into it (TorchRL's
+  /// `safe=True`). Returns `*this` for chaining.
+  TensorDictModuleImpl& set_spec(std::shared_ptr<const TensorSpec> spec, bool safe = false) {
+    TORCH_CHECK_VALUE(!safe || spec != nullptr, name_, ": safe=true needs a spec");
+    TORCH_CHECK_VALUE(!safe || out_keys_.size() == 1, name_,
+                      ": safe=true is supported for a single out_key");
+    spec_ = std::move(spec);
+    safe_ = safe;
+    return *this;
+  }
+  /// True if outputs are projected into the spec.
+  bool safe() const noexcept { return safe_; }
+
+  /// A deep copy (the wrapped module is cloned too).
+  std::shared_ptr<torch::nn::Module> clone(
+      const c10::optional<torch::Device>& device = c10::nullopt) const override {
+    return clone_as<TensorDictModuleImpl>(device);
+  }
+
+  void pretty_print(std::ostream& stream) const override {
+    stream << name_ << "(in_keys=" << rlobj::detail::keys_str(in_keys_)
+           << ", out_keys=" << rlobj::detail::keys_str(out_keys_) << ")";
+  }
+
+ protected:
+  using Call = std::function<void(const std::vector<torch::Tensor>&, std::vector<torch::Tensor>*)>;
+  using Binder = Call (*)(torch::nn::Module*);
+
+  // Module is a virtual base of Cloneable, so the concrete type is recovered once, here (at
+  // construction and after cloning), not on every call.
+  template <typename Impl>
+  static Call bind(torch::nn::Module* module) {
+    auto* typed = dynamic_cast<Impl*>(module);
+    TORCH_CHECK(typed != nullptr, "TensorDictModule: cloned module changed type");
+    return [typed](const std::vector<torch::Tensor>& in, std::vector<torch::Tensor>* out) {
+      detail::call_forward(*typed, in, out);
+    };
+  }
+
+  template <typename Impl>
+  TensorDictModuleImpl(std::shared_ptr<Impl> module, std::vector<NestedKey> in_keys,
+                       std::vector<NestedKey> out_keys, int /*tag*/)
+      : in_keys_(std::move(in_keys)), out_keys_(std::move(out_keys)) {
+    static_assert(std::is_base_of<torch::nn::Module, Impl>::value,
+                  "TensorDictModule wraps torch::nn modules (holders or shared_ptr<Impl>)");
+    TORCH_CHECK_VALUE(!in_keys_.empty(), name_, ": in_keys must not be empty");
+    TORCH_CHECK_VALUE(!out_keys_.empty(), name_, ": out_keys must not be empty");
+    module_ = register_module("module", std::static_pointer_cast<torch::nn::Module>(module));
+    binder_ = &bind<Impl>;
+    call_ = binder_(module_.get());
+  }
+
+  /// Used by subclasses to give errors their own name (`"Actor"`, `"ValueOperator"`).
+  void set_name(std::string name) { name_ = std::move(name); }
+
+  /// Clone into `Derived` (the subclass's own type), cloning the wrapped module.
+  template <typename Derived>
+  std::shared_ptr<Derived> clone_as(const c10::optional<torch::Device>& device) const {
+    auto copy = std::make_shared<Derived>(static_cast<const Derived&>(*this));
+    copy->module_ = copy->replace_module("module", module_->clone(device));
+    copy->call_ = binder_(copy->module_.get());
+    copy->train(is_training());
+    return copy;
+  }
+
+ private:
+  std::vector<NestedKey> in_keys_;
+  std::vector<NestedKey> out_keys_;
+  std::shared_ptr<torch::nn::Module> module_;
+  Binder binder_ = nullptr;
+  Call call_;
+  std::shared_ptr<const TensorSpec> spec_;
+  bool safe_ = false;
+  std::string name_ = "TensorDictModule";
+};
+
+namespace detail {
+
+/// Holder base for TensorDict modules: `nullptr` and `shared_ptr<Impl>` constructors, but not
+/// ModuleHolder's variadic forwarding one, which cannot take braced key lists.
+template <typename Impl>
+class TDModuleHolder : public torch::nn::ModuleHolder<Impl> {
+ public:
+  using Base = torch::nn::ModuleHolder<Impl>;
+  using Base::get;
+  TDModuleHolder(std::nullptr_t) : Base(nullptr) {}                           // NOLINT
+  TDModuleHolder(std::shared_ptr<Impl> impl) : Base(std::move(impl)) {}      // NOLINT
+};
+
+template <typename M>
+using enable_if_module_t = std::enable_if_t<
+    std::is_base_of<torch::nn::Module, typename std::decay_t<decltype(*impl_ptr(std::declval<M>()))>>::value>;
+
+}  // namespace detail
+
+/// Holder of `TensorDictModuleImpl`.
+class TensorDictModule : public detail::TDModuleHolder<TensorDictModuleImpl> {
+ public:
+  using detail::TDModuleHolder<TensorDictModuleImpl>::TDModuleHolder;
+  template <typename M, typename = detail::enable_if_module_t<M>>
+  TensorDictModule(const M& module, std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys)
+      : TDModuleHolder(std::make_shared<TensorDictModuleImpl>(module, std::move(in_keys),
+                                                              std::move(out_keys))) {}
+};
+
+/// Runs TensorDict modules one after the other on the same TensorDict (tensordict's
+/// `TensorDictSequential`; TorchRL's `ActorCriticWrapper` is one: actor, then critic).
+/// Children are named `"0"`, `"1"`, ...; `in_keys` are the keys read before being written,
+/// `out_keys` everything written.
+class TensorDictSequentialImpl : public torch::nn::Module {
+ public:
+  explicit TensorDictSequentialImpl(std::vector<std::shared_ptr<TensorDictModuleImpl>> modules) {
+    TORCH_CHECK_VALUE(!modules.empty(), "TensorDictSequential: needs at least one module");
+    for (size_t i = 0; i < modules.size(); ++i) {
+      TORCH_CHECK_VALUE(modules[i] != nullptr, "TensorDictSequential: module ", i, " is null");
+      modules_.push_back(register_module(std::to_string(i), modules[i]));
+    }
+    compute_keys();
+  }
+  template <typename... Holders>
+  explicit TensorDictSequentialImpl(const Holders&... holders)
+      : TensorDictSequentialImpl(
+            std::vector<std::shared_ptr<TensorDictModuleImpl>>{holders.ptr()...}) {}
+
+  /// Runs every module in order on `td` and returns it.
+  TensorDict forward(TensorDict td) {
+    for (auto& m : modules_) td = m->forward(td);
+    return td;
+  }
+
+  const std::vector<NestedKey>& in_keys() const noexcept { return in_keys_; }
+  const std::vector<NestedKey>& out_keys() const noexcept { return out_keys_; }
+  /// The i-th module.
+  const std::shared_ptr<TensorDictModuleImpl>& operator[](size_t i) const { return modules_.at(i); }
+  size_t size() const noexcept { return modules_.size(); }
+
+  std::shared_ptr<torch::nn::Module> clone(
+      const c10::optional<torch::Device>& device = c10::nullopt) const override {
+    std::vector<std::shared_ptr<TensorDictModuleImpl>> copies;
+    for (const auto& m : modules_) {
+      copies.push_back(std::dynamic_pointer_cast<TensorDictModuleImpl>(m->clone(device)));
+    }
+    auto copy = std::make_shared<TensorDictSequentialImpl>(std::move(copies));
+    copy->train(is_training());
+    return copy;
+  }
+
+  void pretty_print(std::ostream& stream) const override {
+    stream << "TensorDictSequential(in_keys=" << rlobj::detail::keys_str(in_keys_)
+           << ", out_keys=" << rlobj::detail::keys_str(out_keys_) << ")";
+  }
+
+ private:
+  void compute_keys() {
+    auto has = [](const std::vector<NestedKey>& v, const NestedKey& k) {
+      return std::find(v.begin(), v.end(), k) != v.end();
+    };
+    for (const auto& m : modules_) {
+      for (const auto& k : m->in_keys()) {
+        if (!has(out_keys_, k) && !has(in_keys_, k)) in_keys_.push_back(k);
+      }
+      for (const auto& k : m->out_keys()) {
+        if (!has(out_keys_, k)) out_keys_.push_back(k);
+      }
+    }
+  }
+
+  std::vector<std::shared_ptr<TensorDictModuleImpl>> modules_;
+  std::vector<NestedKey> in_keys_;
+  std::vector<NestedKey> out_keys_;
+};
+
+/// Holder of `TensorDictSequentialImpl`: `TensorDictSequential(actor, critic)`.
+TORCH_MODULE(TensorDictSequential);
+
+}  // namespace modules
+}  // namespace rlobj
