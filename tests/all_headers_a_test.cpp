@@ -7,6 +7,11 @@
 #include <rlobj/modules/mlp.h>
 #include <rlobj/modules/tensordict_module.h>
 #include <rlobj/modules/value_operator.h>
+#include <rlobj/objectives/common.h>
+#include <rlobj/objectives/ddpg.h>
+#include <rlobj/objectives/utils.h>
+#include <rlobj/objectives/value/advantages.h>
+#include <rlobj/objectives/value/functional.h>
 #include <rlobj/specs.h>
 #include <rlobj/tensordict.h>
 #include <rlobj/version.h>

@@ -19,3 +19,10 @@
 // Environments (rlobj::envs)
 #include "rlobj/envs/common.h"
 #include "rlobj/envs/pendulum.h"
+
+// Objectives (rlobj::objectives) and value estimators (rlobj::objectives::value)
+#include "rlobj/objectives/common.h"
+#include "rlobj/objectives/value/functional.h"
+#include "rlobj/objectives/value/advantages.h"
+#include "rlobj/objectives/ddpg.h"
+#include "rlobj/objectives/utils.h"

@@ -1,0 +1,374 @@
+#pragma once
+
+/// \file
+/// `rlobj::objectives::DDPGLoss`, TorchRL's `DDPGLoss` (>= 0.4 / main semantics):
+///
+/// * value loss: `distance(Q(s, a), y)` with `y = r + gamma * (!terminated) * Q'(s', mu'(s'))`
+///   from the value estimator (TD(0) by default); trains the critic only;
+/// * actor loss: `-Q(s, mu(s))` with the critic's weights frozen (the gradient flows through the
+///   action into the actor only);
+/// * output keys `loss_actor`, `loss_value` (reduced), `pred_value`, `target_value`,
+///   `td_error` (per sample), `pred_value_max`, `target_value_max`; everything but the two
+///   losses is detached. `td_error` is also written into the input TensorDict.
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <c10/util/Exception.h>
+#include <torch/arg.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+#include <torch/utils.h>
+
+#include "rlobj/modules/actor.h"
+#include "rlobj/modules/value_operator.h"
+#include "rlobj/objectives/common.h"
+#include "rlobj/objectives/value/advantages.h"
+#include "rlobj/tensordict.h"
+
+namespace rlobj {
+namespace objectives {
+
+/// Options of `DDPGLoss`, with TorchRL's names and defaults.
+struct DDPGLossOptions {
+  /// Distance between predicted and target values (`"l2"`: `(x - y)^2`, no 1/2).
+  TORCH_ARG(LossFunction, loss_function) = LossFunction::L2;
+  /// Keep a separate, slowly-updated copy of the actor for targets.
+  TORCH_ARG(bool, delay_actor) = false;
+  /// Keep a separate, slowly-updated copy of the critic for targets.
+  TORCH_ARG(bool, delay_value) = true;
+  /// Parameters shared by actor and critic are trained by the actor loss only.
+  TORCH_ARG(bool, separate_losses) = false;
+  /// Reduction of both losses.
+  TORCH_ARG(Reduction, reduction) = Reduction::Mean;
+};
+
+/// The keys `DDPGLoss` reads and writes (TorchRL's `_AcceptedKeys`); `reward`, `done` and
+/// `terminated` are read under `"next"`.
+struct DDPGLossKeys {
+  NestedKey state_action_value = "state_action_value";
+  NestedKey priority = "td_error";
+  NestedKey reward = "reward";
+  NestedKey done = "done";
+  NestedKey terminated = "terminated";
+};
+
+/// DDPG's actor and critic losses. `ActorT` / `ValueT` are module holders whose modules map
+/// TensorDicts to TensorDicts and expose `in_keys()` / `out_keys()` (`Actor`,
+/// `ValueOperator`, `TensorDictModule`, `TensorDictSequential`...) and whose `clone()`
+/// returns the same module type.
+///
+/// ```
+/// auto loss = rlobj::objectives::DDPGLoss(actor, value_net);   // TorchRL's defaults
+/// rlobj::TensorDict out = loss(batch);
+/// torch::Tensor total = rlobj::objectives::sum_losses(out);
+/// torch::optim::Adam optim(loss->parameters());
+/// ```
+template <typename ActorT = modules::Actor, typename ValueT = modules::ValueOperator>
+class DDPGLossImpl : public LossModuleImpl {
+ public:
+  using ActorImpl = typename ActorT::ContainedType;
+  using ValueImpl = typename ValueT::ContainedType;
+
+  DDPGLossImpl(ActorT actor_network, ValueT value_network, DDPGLossOptions options = {})
+      : options(options), actor_(std::move(actor_network)), value_(std::move(value_network)) {
+    TORCH_CHECK_VALUE(!actor_.is_empty(), "DDPGLoss: actor_network is empty");
+    TORCH_CHECK_VALUE(!value_.is_empty(), "DDPGLoss: value_network is empty");
+    // Targets are cloned before adoption, so they start equal to the online networks.
+    if (options.delay_actor()) target_actor_ = clone_of<ActorImpl>(*actor_, "actor_network");
+    if (options.delay_value()) target_value_ = clone_of<ValueImpl>(*value_, "value_network");
+    auto frozen = clone_of<ValueImpl>(*value_, "value_network");
+
+    actor_group_ = &adopt("actor_network", *actor_, /*trainable=*/true);
+    value_group_ = &adopt("value_network", *value_, /*trainable=*/true);
+    if (target_actor_) target_actor_group_ = &adopt("target_actor_network", *target_actor_, false);
+    if (target_value_) target_value_group_ = &adopt("target_value_network", *target_value_, false);
+
+    // The actor term evaluates the critic with its weights frozen (TorchRL's
+    // `_cached_detached_value_params`).
+    frozen_value_ = frozen;
+    alias_network(*frozen_value_, *value_, /*frozen_all=*/true);
+
+    // Parameters the critic shares with the actor: with separate_losses, the value loss sees
+    // them frozen (TorchRL's `compare_against`).
+    std::vector<torch::Tensor> shared;
+    for (const auto& p : value_->parameters()) {
+      for (const auto& q : actor_->parameters()) {
+        if (p.unsafeGetTensorImpl() == q.unsafeGetTensorImpl()) shared.push_back(p);
+      }
+    }
+    if (options.separate_losses() && !shared.empty()) {
+      value_for_loss_ = clone_of<ValueImpl>(*value_, "value_network");
+      alias_network(*value_for_loss_, *value_, /*frozen_all=*/false, shared);
+    }
+    make_value_estimator(ValueEstimators::TD0);
+  }
+
+  /// Both losses and their logging entries (`batch_size` `[]`). Writes `td_error` into `td`.
+  TensorDict forward(TensorDict td) {
+    ensure_linked();
+    check_inputs(td);
+    torch::Tensor pred, target;
+    torch::Tensor loss_value = value_loss(td, &pred, &target);
+    torch::Tensor loss_actor = actor_loss(td);
+    check_finite(td, loss_value, loss_actor);
+
+    torch::Tensor td_error = (pred - target).pow(2).detach();
+    td.set(keys_.priority, td_error);
+    TensorDict out(TensorDict::BatchSize{});
+    out.set("loss_actor", loss_actor);
+    out.set("loss_value", loss_value);
+    {
+      torch::NoGradGuard no_grad;
+      out.set("td_error", td_error);
+      out.set("pred_value", pred.detach());
+      out.set("target_value", target.detach());
+      out.set("target_value_max", target.max().detach());
+      out.set("pred_value_max", pred.max().detach());
+    }
+    return out;
+  }
+
+  /// Builds the value estimator (TD0, TD1 or TDLambda; GAE is not supported by DDPG, as in
+  /// TorchRL). Its value network is the target actor followed by the target critic.
+  void make_value_estimator(ValueEstimators type = ValueEstimators::TD0,
+                            value::ValueEstimatorOptions hyperparams = {}) {
+    value::ValueEstimatorBase::ValueNetwork net = [this](TensorDict next) { return target_actor_critic(next); };
+    switch (type) {
+      case ValueEstimators::TD0:
+        estimator_ = std::make_shared<value::TD0Estimator>(net, hyperparams);
+        break;
+      case ValueEstimators::TD1:
+        estimator_ = std::make_shared<value::TD1Estimator>(net, hyperparams);
+        break;
+      case ValueEstimators::TDLambda:
+        estimator_ = std::make_shared<value::TDLambdaEstimator>(net, hyperparams);
+        break;
+      case ValueEstimators::GAE:
+        TORCH_CHECK_NOT_IMPLEMENTED(false, "DDPGLoss: value estimator GAE is not implemented "
+                                    "(DDPG supports TD0, TD1 and TDLambda)");
+    }
+    value_type_ = type;
+    forward_keys_to_estimator();
+  }
+
+  /// The value estimator (TD0 with gamma 0.99 unless `make_value_estimator` was called).
+  value::ValueEstimatorBase& value_estimator() const { return *estimator_; }
+  ValueEstimators value_type() const noexcept { return value_type_; }
+
+  /// Renames input keys (TorchRL's `set_keys`): `{{"reward", "r"}, {"priority", "prio"}}`.
+  /// Accepted names: state_action_value, priority, reward, done, terminated. Renaming
+  /// `state_action_value` only changes where the loss reads Q: the value network's out_keys
+  /// must be changed to match.
+  void set_keys(const std::map<std::string, NestedKey>& keys) {
+    for (const auto& kv : keys) {
+      const std::string& k = kv.first;
+      NestedKey* slot = k == "state_action_value" ? &keys_.state_action_value
+                        : k == "priority"         ? &keys_.priority
+                        : k == "reward"           ? &keys_.reward
+                        : k == "done"             ? &keys_.done
+                        : k == "terminated"       ? &keys_.terminated
+                                                  : nullptr;
+      TORCH_CHECK_VALUE(slot != nullptr, "DDPGLoss.set_keys: \"", k,
+                        "\" is not an accepted key; expected state_action_value, priority, reward, done "
+                        "or terminated");
+      *slot = kv.second;
+    }
+    forward_keys_to_estimator();
+  }
+  const DDPGLossKeys& tensor_keys() const noexcept { return keys_; }
+
+  /// Every key `forward` may read (TorchRL's `in_keys`, sorted).
+  std::vector<NestedKey> in_keys() const {
+    std::vector<NestedKey> keys = {NestedKey("next") / keys_.reward, NestedKey("next") / keys_.done,
+                                   NestedKey("next") / keys_.terminated};
+    auto add = [&](const std::vector<NestedKey>& ks) {
+      for (const auto& k : ks) {
+        keys.push_back(k);
+        keys.push_back(NestedKey("next") / k);
+      }
+    };
+    add(actor_->in_keys());
+    add(value_->in_keys());
+    std::sort(keys.begin(), keys.end(), [](const NestedKey& a, const NestedKey& b) { return a.str() < b.str(); });
+    keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+    return keys;
+  }
+  /// The entries of the output, in TorchRL's `out_keys` order.
+  std::vector<std::string> out_keys() const {
+    return {"loss_actor", "loss_value", "pred_value", "target_value", "pred_value_max", "target_value_max"};
+  }
+
+  /// The online actor (the user's network).
+  ActorT& actor_network() noexcept { return actor_; }
+  /// The online critic (the user's network).
+  ValueT& value_network() noexcept { return value_; }
+  /// The actor used for targets: a separate copy with `delay_actor`, else the online actor.
+  std::shared_ptr<ActorImpl> target_actor_network() const { return target_actor_ ? target_actor_ : actor_.ptr(); }
+  /// The critic used for targets: a separate copy with `delay_value`, else the online critic.
+  std::shared_ptr<ValueImpl> target_value_network() const { return target_value_ ? target_value_ : value_.ptr(); }
+
+  std::vector<TargetPair> target_pairs() const override {
+    std::vector<TargetPair> pairs;
+    pairs.push_back(pair_of("actor_network", *actor_, target_actor_.get(), *actor_group_, target_actor_group_));
+    pairs.push_back(pair_of("value_network", *value_, target_value_.get(), *value_group_, target_value_group_));
+    return pairs;
+  }
+
+  void pretty_print(std::ostream& stream) const override {
+    stream << "rlobj::objectives::DDPGLoss(delay_actor=" << (options.delay_actor() ? "true" : "false")
+           << ", delay_value=" << (options.delay_value() ? "true" : "false") << ", actor_network=";
+    actor_->pretty_print(stream);
+    stream << ", value_network=";
+    value_->pretty_print(stream);
+    stream << ")";
+  }
+
+  /// The options the loss was built with.
+  DDPGLossOptions options;
+
+ private:
+  template <typename Impl, typename Source>
+  static std::shared_ptr<Impl> clone_of(const Source& source, const char* what) {
+    auto copy = std::dynamic_pointer_cast<Impl>(source.clone());
+    TORCH_CHECK(copy != nullptr, "DDPGLoss: ", what, "->clone() did not return a module of the same type; "
+                "implement clone() for it (see TensorDictModuleImpl::clone)");
+    return copy;
+  }
+
+  static TargetPair pair_of(const char* name, const torch::nn::Module& online, const torch::nn::Module* target,
+                            const ParameterGroup& online_group, const ParameterGroup* target_group) {
+    TargetPair p;
+    p.name = name;
+    p.source = online_group.flat();
+    p.delayed = target != nullptr;
+    p.target = p.delayed ? target_group->flat() : online_group.flat();
+    if (p.delayed) {
+      auto tb = target->buffers();
+      auto sb = online.buffers();
+      for (size_t i = 0; i < tb.size() && i < sb.size(); ++i) p.buffers.emplace_back(tb[i], sb[i]);
+    }
+    return p;
+  }
+
+  void forward_keys_to_estimator() {
+    if (!estimator_) return;
+    estimator_->set_keys({{"value", keys_.state_action_value},
+                          {"reward", keys_.reward},
+                          {"done", keys_.done},
+                          {"terminated", keys_.terminated}});
+  }
+
+  // The estimator's value network: target actor, then target critic, never with gradient.
+  TensorDict target_actor_critic(TensorDict next) {
+    torch::NoGradGuard no_grad;
+    if (target_actor_) {
+      next = target_actor_->forward(next);
+    } else {
+      next = actor_->forward(next);
+    }
+    if (target_value_) {
+      next = target_value_->forward(next);
+    } else {
+      next = value_->forward(next);
+    }
+    return next;
+  }
+
+  void check_inputs(const TensorDict& td) const {
+    auto require = [&](const NestedKey& key) {
+      TORCH_CHECK(td.contains(key), "DDPGLoss: input key \"", key.str(), "\" not found; keys present: ",
+                  rlobj::detail::keys_str(td.keys(true)));
+    };
+    for (const auto& k : value_->in_keys()) require(k);
+    for (const auto& k : actor_->in_keys()) {
+      require(k);
+      require(NestedKey("next") / k);
+    }
+    TORCH_CHECK(td.batch_dims() >= 1, "DDPGLoss: expected a batch of transitions (batch_dims >= 1), got "
+                "batch_size ", rlobj::detail::shape_str(td.batch_size()));
+  }
+
+  torch::Tensor value_loss(const TensorDict& td, torch::Tensor* pred, torch::Tensor* target) {
+    TensorDict td_v(td.batch_size());
+    for (const auto& k : value_->in_keys()) td_v.set(k, td.get(k).detach());
+    td_v = value_for_loss_ ? value_for_loss_->forward(td_v) : value_->forward(td_v);
+    *pred = read_value(td_v, "value network").squeeze(-1);
+    *target = estimator_->value_estimate(td).squeeze(-1);
+    TORCH_CHECK(pred->sizes() == target->sizes(), "DDPGLoss: predicted values have shape ",
+                rlobj::detail::shape_str(pred->sizes()), " but targets have shape ",
+                rlobj::detail::shape_str(target->sizes()));
+    return reduce(distance_loss(*pred, *target, options.loss_function()), options.reduction());
+  }
+
+  torch::Tensor actor_loss(const TensorDict& td) {
+    TensorDict td_a(td.batch_size());
+    for (const auto& k : actor_->in_keys()) td_a.set(k, td.get(k).detach());
+    // Keys only the critic reads (TorchRL's value_exclusive_keys).
+    const auto& actor_in = actor_->in_keys();
+    const auto& actor_out = actor_->out_keys();
+    for (const auto& k : value_->in_keys()) {
+      const bool mine = std::find(actor_in.begin(), actor_in.end(), k) != actor_in.end() ||
+                        std::find(actor_out.begin(), actor_out.end(), k) != actor_out.end();
+      if (!mine) td_a.set(k, td.get(k).detach());
+    }
+    td_a = actor_->forward(td_a);
+    td_a = frozen_value_->forward(td_a);
+    return reduce(-read_value(td_a, "value network").squeeze(-1), options.reduction());
+  }
+
+  torch::Tensor read_value(const TensorDict& td, const char* who) const {
+    const torch::Tensor* q = td.find(keys_.state_action_value);
+    TORCH_CHECK(q != nullptr, "DDPGLoss: the ", who, " did not write \"", keys_.state_action_value.str(),
+                "\"; set its out_keys or call set_keys({{\"state_action_value\", ...}})");
+    return *q;
+  }
+
+  // NaN or Inf in the batch would silently poison the networks: name the key instead. Only
+  // checked in depth when a loss came out non-finite, so the common path costs one test.
+  void check_finite(const TensorDict& td, const torch::Tensor& loss_value, const torch::Tensor& loss_actor) const {
+    if ((loss_value.isfinite().all() & loss_actor.isfinite().all()).item<bool>()) return;
+    for (const auto& item : td.items(/*include_nested=*/true, /*leaves_only=*/true)) {
+      const auto& t = item.second.tensor();
+      if (!at::isFloatingType(t.scalar_type())) continue;
+      TORCH_CHECK(t.isfinite().all().item<bool>(), "DDPGLoss: input \"", item.first.str(),
+                  "\" contains NaN or Inf");
+    }
+  }
+
+  DDPGLossKeys keys_;
+  ActorT actor_;
+  ValueT value_;
+  std::shared_ptr<ActorImpl> target_actor_;
+  std::shared_ptr<ValueImpl> target_value_;
+  std::shared_ptr<ValueImpl> frozen_value_;
+  std::shared_ptr<ValueImpl> value_for_loss_;
+  ParameterGroup* actor_group_ = nullptr;
+  ParameterGroup* value_group_ = nullptr;
+  ParameterGroup* target_actor_group_ = nullptr;
+  ParameterGroup* target_value_group_ = nullptr;
+  std::shared_ptr<value::ValueEstimatorBase> estimator_;
+  ValueEstimators value_type_ = ValueEstimators::TD0;
+};
+
+/// Holder of `DDPGLossImpl`: `auto loss = DDPGLoss(actor, value_net);` deduces the network
+/// types; `loss->parameters()`, `loss(batch)`.
+template <typename ActorT = modules::Actor, typename ValueT = modules::ValueOperator>
+class DDPGLoss : public torch::nn::ModuleHolder<DDPGLossImpl<ActorT, ValueT>> {
+ public:
+  using Impl = DDPGLossImpl<ActorT, ValueT>;
+  using Base = torch::nn::ModuleHolder<Impl>;
+  using Base::get;
+
+  DDPGLoss(std::nullptr_t) : Base(nullptr) {}                       // NOLINT
+  DDPGLoss(std::shared_ptr<Impl> impl) : Base(std::move(impl)) {}   // NOLINT
+  DDPGLoss(ActorT actor_network, ValueT value_network, DDPGLossOptions options = {})
+      : Base(std::make_shared<Impl>(std::move(actor_network), std::move(value_network), options)) {}
+};
+
+}  // namespace objectives
+}  // namespace rlobj

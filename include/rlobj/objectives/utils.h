@@ -1,0 +1,182 @@
+#pragma once
+
+/// \file
+/// Target-network updaters (`SoftUpdate`, `HardUpdate`) and `sum_losses`, as in TorchRL's
+/// `torchrl.objectives.utils`.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <c10/util/Exception.h>
+#include <torch/arg.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+#include <torch/utils.h>
+
+#include "rlobj/objectives/common.h"
+#include "rlobj/tensordict.h"
+
+namespace rlobj {
+namespace objectives {
+
+/// The sum of every top-level entry whose key starts with `"loss_"` (what a TorchRL training
+/// loop back-propagates). Throws if there is none.
+inline torch::Tensor sum_losses(const TensorDict& losses) {
+  torch::Tensor total;
+  for (const auto& item : losses.items()) {
+    const std::string& key = item.first.leaf();
+    if (key.rfind("loss_", 0) != 0 || !item.second.is_tensor()) continue;
+    total = total.defined() ? total + item.second.tensor() : item.second.tensor();
+  }
+  TORCH_CHECK(total.defined(), "sum_losses: no \"loss_*\" entry; keys present: ",
+              rlobj::detail::keys_str(losses.keys()));
+  return total;
+}
+
+/// Common base of the target updaters (TorchRL's `TargetNetUpdater`): finds the loss's
+/// (target, source) pairs, keeps the delayed ones, and copies every source into its target at
+/// construction (`init_()`), so build the updater right after the loss.
+class TargetNetUpdater {
+ public:
+  virtual ~TargetNetUpdater() = default;
+
+  /// One update of every delayed target.
+  virtual void step() = 0;
+
+  /// Copies every source into its target.
+  void init_() {
+    loss_->ensure_linked();
+    torch::NoGradGuard no_grad;
+    for (auto& p : pairs_) {
+      p.target.copy_(p.source);
+      for (auto& b : p.buffers) b.first.copy_(b.second);
+    }
+  }
+
+  /// The delayed (target, source) pairs this updater maintains.
+  const std::vector<TargetPair>& pairs() const noexcept { return pairs_; }
+
+ protected:
+  TargetNetUpdater(std::shared_ptr<LossModuleImpl> loss, const char* name) : loss_(std::move(loss)) {
+    TORCH_CHECK_VALUE(loss_ != nullptr, name, ": the loss is empty");
+    for (auto& p : loss_->target_pairs()) {
+      // Non-delayed "targets" share the online storage: nothing to update (TorchRL >= 0.2).
+      if (p.delayed) pairs_.push_back(std::move(p));
+    }
+    TORCH_CHECK(!pairs_.empty(), name, ": the loss has no delayed target network to update; build it "
+                "with delay_value(true) or delay_actor(true)");
+    loss_->set_has_updater(true);
+    init_();
+  }
+
+  template <typename Loss>
+  static std::shared_ptr<LossModuleImpl> impl_of(const torch::nn::ModuleHolder<Loss>& loss) {
+    static_assert(std::is_base_of<LossModuleImpl, Loss>::value, "target updaters take a loss module");
+    TORCH_CHECK_VALUE(!loss.is_empty(), "target updater: the loss holder is empty");
+    return loss.ptr();
+  }
+
+  std::shared_ptr<LossModuleImpl> loss_;
+  std::vector<TargetPair> pairs_;
+};
+
+/// Options of `SoftUpdate`: exactly one of `eps` or `tau` (`eps = 1 - tau`), in [0, 1].
+struct SoftUpdateOptions {
+  /// Weight of the old target: `target = eps * target + (1 - eps) * source`.
+  TORCH_ARG(std::optional<double>, eps) = std::nullopt;
+  /// Weight of the source: `tau = 1 - eps`.
+  TORCH_ARG(std::optional<double>, tau) = std::nullopt;
+};
+
+/// Polyak averaging of the delayed targets: `target = eps * target + (1 - eps) * source`,
+/// one fused `lerp_` over each contiguous parameter group (TorchRL >= 0.6 also uses `lerp_`).
+///
+/// ```
+/// auto updater = rlobj::objectives::SoftUpdate(loss, rlobj::objectives::SoftUpdateOptions().eps(0.995));
+/// updater.step();  // after each optimizer step
+/// ```
+class SoftUpdate : public TargetNetUpdater {
+ public:
+  template <typename Loss>
+  SoftUpdate(const torch::nn::ModuleHolder<Loss>& loss, const SoftUpdateOptions& options)
+      : SoftUpdate(impl_of(loss), options) {}
+  SoftUpdate(std::shared_ptr<LossModuleImpl> loss, const SoftUpdateOptions& options)
+      : TargetNetUpdater(std::move(loss), "SoftUpdate"), eps_(checked_eps(options)) {}
+
+  void step() override {
+    loss_->ensure_linked();
+    torch::NoGradGuard no_grad;
+    const double weight = 1.0 - eps_;
+    for (auto& p : pairs_) {
+      p.target.lerp_(p.source, weight);
+      for (auto& b : p.buffers) {
+        if (at::isFloatingType(b.first.scalar_type())) {
+          b.first.lerp_(b.second, weight);
+        } else {
+          b.first.copy_(b.second);
+        }
+      }
+    }
+  }
+
+  /// The weight of the old target.
+  double eps() const noexcept { return eps_; }
+  /// `1 - eps`.
+  double tau() const noexcept { return 1.0 - eps_; }
+
+ private:
+  static double checked_eps(const SoftUpdateOptions& o) {
+    TORCH_CHECK_VALUE(o.eps().has_value() != o.tau().has_value(),
+                      "SoftUpdate: give exactly one of eps or tau (eps = 1 - tau)",
+                      o.eps() ? "; both were given" : "; neither was given");
+    const double eps = o.eps() ? *o.eps() : 1.0 - *o.tau();
+    TORCH_CHECK_VALUE(eps >= 0.0 && eps <= 1.0, "SoftUpdate: ", o.eps() ? "eps" : "tau",
+                      " must be in [0, 1], got ", o.eps() ? *o.eps() : *o.tau());
+    return eps;
+  }
+
+  double eps_;
+};
+
+/// Copies every source into its delayed target every `value_network_update_interval + 1`
+/// calls of `step()` (TorchRL's counter: it starts at 0; a step copies when the counter equals
+/// the interval and resets it to 0, else increments it).
+class HardUpdate : public TargetNetUpdater {
+ public:
+  template <typename Loss>
+  explicit HardUpdate(const torch::nn::ModuleHolder<Loss>& loss, int64_t value_network_update_interval = 1000)
+      : HardUpdate(impl_of(loss), value_network_update_interval) {}
+  HardUpdate(std::shared_ptr<LossModuleImpl> loss, int64_t value_network_update_interval = 1000)
+      : TargetNetUpdater(std::move(loss), "HardUpdate"), interval_(value_network_update_interval) {
+    TORCH_CHECK_VALUE(interval_ >= 0, "HardUpdate: value_network_update_interval must be >= 0, got ",
+                      interval_);
+  }
+
+  void step() override {
+    if (counter_ == interval_) {
+      init_();
+      counter_ = 0;
+    } else {
+      ++counter_;
+    }
+  }
+
+  int64_t counter() const noexcept { return counter_; }
+  /// Restores the counter (checkpoint resume).
+  void set_counter(int64_t counter) {
+    TORCH_CHECK_VALUE(counter >= 0 && counter <= interval_, "HardUpdate: counter must be in [0, ",
+                      interval_, "], got ", counter);
+    counter_ = counter;
+  }
+  int64_t value_network_update_interval() const noexcept { return interval_; }
+
+ private:
+  int64_t interval_;
+  int64_t counter_ = 0;
+};
+
+}  // namespace objectives
+}  // namespace rlobj

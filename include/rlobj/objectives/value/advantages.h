@@ -1,0 +1,265 @@
+#pragma once
+
+/// \file
+/// Value estimators (TorchRL's `torchrl.objectives.value`): `TD0Estimator` (DDPG's default),
+/// `TD1Estimator`, `TDLambdaEstimator` and `GAE`. An estimator reads rewards and done flags
+/// under `"next"`, evaluates its value network on the next states, and returns targets.
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include <c10/util/Exception.h>
+#include <torch/arg.h>
+#include <torch/types.h>
+#include <torch/utils.h>
+
+#include "rlobj/envs/common.h"
+#include "rlobj/objectives/value/functional.h"
+#include "rlobj/tensordict.h"
+
+namespace rlobj {
+namespace objectives {
+namespace value {
+
+/// The keys an estimator reads and writes (TorchRL's `_AcceptedKeys`). `reward`, `done`,
+/// `terminated` are read under `"next"`.
+struct ValueEstimatorKeys {
+  NestedKey advantage = "advantage";
+  NestedKey value_target = "value_target";
+  NestedKey value = "state_value";
+  NestedKey reward = "reward";
+  NestedKey done = "done";
+  NestedKey terminated = "terminated";
+  NestedKey steps_to_next_obs = "steps_to_next_obs";
+};
+
+/// Hyper-parameters of every estimator (fields an estimator does not use are ignored).
+struct ValueEstimatorOptions {
+  /// Discount. Stored as a float32 tensor, as TorchRL does (0.99 -> 0.9900000095367432).
+  TORCH_ARG(double, gamma) = 0.99;
+  /// TD(lambda) / GAE trace decay.
+  TORCH_ARG(double, lmbda) = 0.95;
+  /// Standardise rewards before computing targets (and write them back).
+  TORCH_ARG(bool, average_rewards) = false;
+  /// Let gradients flow through the value network's evaluations (else they run under
+  /// `torch::NoGradGuard`).
+  TORCH_ARG(bool, differentiable) = false;
+  /// GAE: standardise the advantage.
+  TORCH_ARG(bool, average_gae) = false;
+};
+
+/// Base of the estimators. The value network is any callable TensorDict -> TensorDict that
+/// writes `tensor_keys().value` (a `ValueOperator` holder, a `TensorDictSequential`, a lambda).
+class ValueEstimatorBase {
+ public:
+  using ValueNetwork = std::function<TensorDict(TensorDict)>;
+
+  virtual ~ValueEstimatorBase() = default;
+
+  /// The value target of every transition in `td` (shape of `("next", reward)`). When
+  /// `next_value` is undefined, the value network is run on the next states
+  /// (`step_mdp(td, keep_other=false)`).
+  virtual torch::Tensor value_estimate(TensorDict td, torch::Tensor next_value = {}) = 0;
+
+  /// Writes `advantage` and `value_target` into `td` (TorchRL's `forward`), evaluating the
+  /// value network on `td` and on its next states. Returns `td`.
+  virtual TensorDict forward(TensorDict td) {
+    auto [value, next_value] = values(td);
+    torch::Tensor target = value_estimate(td, next_value);
+    td.set(keys_.advantage, target - value);
+    td.set(keys_.value_target, target);
+    return td;
+  }
+
+  /// Renames keys: `{{"reward", "r"}, {"value", "state_action_value"}}`. Unknown names throw.
+  void set_keys(const std::map<std::string, NestedKey>& keys) {
+    for (const auto& kv : keys) {
+      const std::string& k = kv.first;
+      NestedKey* slot = k == "advantage"           ? &keys_.advantage
+                        : k == "value_target"      ? &keys_.value_target
+                        : k == "value"             ? &keys_.value
+                        : k == "reward"            ? &keys_.reward
+                        : k == "done"              ? &keys_.done
+                        : k == "terminated"        ? &keys_.terminated
+                        : k == "steps_to_next_obs" ? &keys_.steps_to_next_obs
+                                                   : nullptr;
+      TORCH_CHECK_VALUE(slot != nullptr, name_, ".set_keys: \"", k,
+                        "\" is not an accepted key; expected advantage, value_target, value, reward, "
+                        "done, terminated or steps_to_next_obs");
+      *slot = kv.second;
+    }
+  }
+  const ValueEstimatorKeys& tensor_keys() const noexcept { return keys_; }
+  const ValueEstimatorOptions& options() const noexcept { return options_; }
+  /// The discount as TorchRL stores it: a 0-dim float32 tensor.
+  const torch::Tensor& gamma() const noexcept { return gamma_; }
+  /// Replaces the value network (DDPG points it at its target actor-critic).
+  void set_value_network(ValueNetwork network) { value_network_ = std::move(network); }
+  const char* name() const noexcept { return name_; }
+
+ protected:
+  ValueEstimatorBase(const char* name, ValueNetwork network, ValueEstimatorOptions options)
+      : name_(name), value_network_(std::move(network)), options_(options) {
+    TORCH_CHECK_VALUE(options_.gamma() >= 0 && options_.gamma() <= 1, name_,
+                      ": gamma must be in [0, 1], got ", options_.gamma());
+    TORCH_CHECK_VALUE(options_.lmbda() >= 0 && options_.lmbda() <= 1, name_,
+                      ": lmbda must be in [0, 1], got ", options_.lmbda());
+    gamma_ = torch::tensor(options_.gamma(), torch::kFloat32);
+  }
+
+  /// The reward, done and terminated flags under "next", validated; rewards standardised
+  /// (and written back) with `average_rewards`.
+  struct Transition {
+    torch::Tensor reward, done, terminated;
+  };
+  Transition read_transition(TensorDict& td) const {
+    const NestedKey reward_key = NestedKey("next") / keys_.reward;
+    const NestedKey done_key = NestedKey("next") / keys_.done;
+    const NestedKey terminated_key = NestedKey("next") / keys_.terminated;
+    const torch::Tensor* reward = td.find(reward_key);
+    TORCH_CHECK(reward != nullptr, name_, ": the TensorDict has no reward \"", reward_key.str(),
+                "\"; keys present: ", rlobj::detail::keys_str(td.keys(true)));
+    const torch::Tensor* done = td.find(done_key);
+    TORCH_CHECK(done != nullptr, name_, ": the TensorDict has no done flag \"", done_key.str(), "\"");
+    const torch::Tensor* terminated = td.find(terminated_key);
+    if (terminated == nullptr) terminated = done;  // TorchRL: terminated defaults to done
+    TORCH_CHECK_TYPE(done->scalar_type() == torch::kBool, name_, ": \"", done_key.str(),
+                     "\" must be bool, got ", rlobj::detail::dtype_str(done->scalar_type()));
+    TORCH_CHECK_TYPE(terminated->scalar_type() == torch::kBool, name_, ": \"", terminated_key.str(),
+                     "\" must be bool, got ", rlobj::detail::dtype_str(terminated->scalar_type()));
+    TORCH_CHECK(done->sizes() == reward->sizes() && terminated->sizes() == reward->sizes(), name_,
+                ": \"", reward_key.str(), "\" has shape ", rlobj::detail::shape_str(reward->sizes()),
+                " but \"", done_key.str(), "\" has shape ", rlobj::detail::shape_str(done->sizes()),
+                " and \"", terminated_key.str(), "\" ", rlobj::detail::shape_str(terminated->sizes()),
+                "; they must match");
+    Transition t{*reward, *done, *terminated};
+    if (options_.average_rewards()) {
+      t.reward = t.reward - t.reward.mean();
+      t.reward = t.reward / t.reward.std().clamp_min(1e-5);
+      td.set(reward_key, t.reward);  // later readers see the standardised rewards, as in TorchRL
+    }
+    return t;
+  }
+
+  /// Runs the value network on the next states and returns the value it wrote.
+  torch::Tensor next_value(const TensorDict& td) const {
+    TORCH_CHECK(value_network_ != nullptr, name_, ": no value network; pass next_value explicitly");
+    TensorDict next = rlobj::envs::step_mdp(td, rlobj::envs::StepMdpOptions().keep_other(false));
+    return run_value_network(next);
+  }
+
+  torch::Tensor run_value_network(TensorDict td) const {
+    c10::optional<torch::NoGradGuard> no_grad;
+    if (!options_.differentiable()) no_grad.emplace();
+    TensorDict out = value_network_(td);
+    const torch::Tensor* v = out.find(keys_.value);
+    TORCH_CHECK(v != nullptr, name_, ": the value network did not write \"", keys_.value.str(),
+                "\"; keys present: ", rlobj::detail::keys_str(out.keys(true)));
+    return *v;
+  }
+
+  /// (value, next value) for `forward`.
+  std::pair<torch::Tensor, torch::Tensor> values(const TensorDict& td) const {
+    TORCH_CHECK(td.batch_dims() >= 1, name_, ": forward needs a TensorDict with at least one batch dim");
+    return {run_value_network(td.copy()), next_value(td)};
+  }
+
+  void check_value_shape(const torch::Tensor& next_value, const torch::Tensor& reward) const {
+    TORCH_CHECK(next_value.sizes() == reward.sizes(), name_, ": the value \"", keys_.value.str(),
+                "\" has shape ", rlobj::detail::shape_str(next_value.sizes()), " but the reward \"next.",
+                keys_.reward.str(), "\" has shape ", rlobj::detail::shape_str(reward.sizes()),
+                "; they must match exactly");
+  }
+
+  const char* name_;
+  ValueNetwork value_network_;
+  ValueEstimatorOptions options_;
+  ValueEstimatorKeys keys_;
+  torch::Tensor gamma_;
+};
+
+/// One-step bootstrapped TD target: `r + gamma * (!terminated) * V(s')`.
+class TD0Estimator : public ValueEstimatorBase {
+ public:
+  explicit TD0Estimator(ValueNetwork value_network, ValueEstimatorOptions options = {})
+      : ValueEstimatorBase("TD0Estimator", std::move(value_network), options) {}
+
+  torch::Tensor value_estimate(TensorDict td, torch::Tensor next_value = {}) override {
+    Transition t = read_transition(td);
+    torch::Tensor gamma = gamma_.device() == t.reward.device() ? gamma_ : gamma_.to(t.reward.device());
+    if (const torch::Tensor* steps = td.find(keys_.steps_to_next_obs)) {
+      gamma = gamma.pow(steps->view_as(t.reward));
+    }
+    if (!next_value.defined()) next_value = this->next_value(td);
+    check_value_shape(next_value, t.reward);
+    return td0_return_estimate(gamma, next_value, t.reward, t.terminated);
+  }
+};
+
+/// TD(1): discounted Monte-Carlo return over the time dim, bootstrapped at truncation.
+class TD1Estimator : public ValueEstimatorBase {
+ public:
+  explicit TD1Estimator(ValueNetwork value_network, ValueEstimatorOptions options = {})
+      : ValueEstimatorBase("TD1Estimator", std::move(value_network), options) {}
+
+  torch::Tensor value_estimate(TensorDict td, torch::Tensor next_value = {}) override {
+    Transition t = read_transition(td);
+    if (!next_value.defined()) next_value = this->next_value(td);
+    check_value_shape(next_value, t.reward);
+    return td1_return_estimate(gamma_.item<double>(), next_value, t.reward, t.done, t.terminated);
+  }
+};
+
+/// TD(lambda) return over the time dim.
+class TDLambdaEstimator : public ValueEstimatorBase {
+ public:
+  explicit TDLambdaEstimator(ValueNetwork value_network, ValueEstimatorOptions options = {})
+      : ValueEstimatorBase("TDLambdaEstimator", std::move(value_network), options) {}
+
+  torch::Tensor value_estimate(TensorDict td, torch::Tensor next_value = {}) override {
+    Transition t = read_transition(td);
+    if (!next_value.defined()) next_value = this->next_value(td);
+    check_value_shape(next_value, t.reward);
+    return td_lambda_return_estimate(gamma_.item<double>(), options_.lmbda(), next_value, t.reward, t.done,
+                                     t.terminated);
+  }
+};
+
+/// Generalized advantage estimation; `forward` writes `advantage` (standardised with
+/// `average_gae`) and `value_target`.
+class GAE : public ValueEstimatorBase {
+ public:
+  explicit GAE(ValueNetwork value_network, ValueEstimatorOptions options = {})
+      : ValueEstimatorBase("GAE", std::move(value_network), options) {}
+
+  TensorDict forward(TensorDict td) override {
+    auto [value, next_value] = values(td);
+    Transition t = read_transition(td);
+    check_value_shape(next_value, t.reward);
+    auto [advantage, target] = generalized_advantage_estimate(
+        gamma_.item<double>(), options_.lmbda(), value, next_value, t.reward, t.done, t.terminated);
+    if (options_.average_gae()) {
+      advantage = (advantage - advantage.mean()) / advantage.std().clamp_min(1e-6);
+    }
+    td.set(keys_.advantage, advantage);
+    td.set(keys_.value_target, target);
+    return td;
+  }
+
+  /// GAE's value target needs the state values too: the value network is run on `td`.
+  torch::Tensor value_estimate(TensorDict td, torch::Tensor next_value = {}) override {
+    Transition t = read_transition(td);
+    torch::Tensor value = run_value_network(td.copy());
+    if (!next_value.defined()) next_value = this->next_value(td);
+    check_value_shape(next_value, t.reward);
+    return std::get<1>(generalized_advantage_estimate(gamma_.item<double>(), options_.lmbda(), value,
+                                                      next_value, t.reward, t.done, t.terminated));
+  }
+};
+
+}  // namespace value
+}  // namespace objectives
+}  // namespace rlobj

@@ -1,0 +1,159 @@
+#pragma once
+
+/// \file
+/// Return and advantage estimates on plain tensors (TorchRL's
+/// `torchrl.objectives.value.functional`). Every input has shape `[*B, T, F]` with time at
+/// dim -2 (TorchRL's default `time_dim`); `done` and `terminated` are bool.
+///
+/// Truncation versus termination follows TorchRL: a step that is `done` but not
+/// `terminated` (a time limit) bootstraps from the next state's value; a `terminated` step
+/// does not.
+
+#include <string>
+#include <tuple>
+
+#include <c10/util/Exception.h>
+#include <torch/types.h>
+
+#include "rlobj/detail/format.h"
+
+namespace rlobj {
+namespace objectives {
+namespace value {
+
+namespace detail {
+
+inline void check_same_shapes(const char* where, std::initializer_list<std::pair<const char*, const torch::Tensor*>> ts) {
+  const auto& first = *ts.begin();
+  for (const auto& t : ts) {
+    TORCH_CHECK(t.second->defined(), where, ": ", t.first, " is undefined");
+    TORCH_CHECK(t.second->sizes() == first.second->sizes(), where, ": ", t.first, " has shape ",
+                rlobj::detail::shape_str(t.second->sizes()), " but ", first.first, " has shape ",
+                rlobj::detail::shape_str(first.second->sizes()), "; all must match exactly");
+  }
+}
+
+inline void check_bool(const char* where, const char* name, const torch::Tensor& t) {
+  TORCH_CHECK_TYPE(t.scalar_type() == torch::kBool, where, ": ", name, " must be bool, got ",
+                   rlobj::detail::dtype_str(t.scalar_type()));
+}
+
+inline void check_time(const char* where, const torch::Tensor& t) {
+  TORCH_CHECK(t.dim() >= 2, where, ": expected tensors of shape [*B, T, F] (time at dim -2), got ",
+              rlobj::detail::shape_str(t.sizes()));
+}
+
+}  // namespace detail
+
+/// TD(0) return: `reward + gamma * (!terminated) * next_state_value`. `gamma` may be a 0-dim
+/// tensor (the estimators pass a float32 one, as TorchRL does) or a tensor of the inputs'
+/// shape.
+inline torch::Tensor td0_return_estimate(const torch::Tensor& gamma, const torch::Tensor& next_state_value,
+                                         const torch::Tensor& reward, const torch::Tensor& terminated) {
+  constexpr const char* where = "td0_return_estimate";
+  detail::check_same_shapes(where, {{"next_state_value", &next_state_value}, {"reward", &reward},
+                                    {"terminated", &terminated}});
+  detail::check_bool(where, "terminated", terminated);
+  auto not_terminated = terminated.logical_not().to(torch::kInt);
+  return reward + gamma * not_terminated * next_state_value;
+}
+
+/// TD(0) return with a scalar `gamma`.
+inline torch::Tensor td0_return_estimate(double gamma, const torch::Tensor& next_state_value,
+                                         const torch::Tensor& reward, const torch::Tensor& terminated) {
+  constexpr const char* where = "td0_return_estimate";
+  detail::check_same_shapes(where, {{"next_state_value", &next_state_value}, {"reward", &reward},
+                                    {"terminated", &terminated}});
+  detail::check_bool(where, "terminated", terminated);
+  auto not_terminated = terminated.logical_not().to(torch::kInt);
+  return reward + gamma * not_terminated * next_state_value;
+}
+
+/// TD(0) advantage: `td0_return_estimate(...) - state_value`.
+inline torch::Tensor td0_advantage_estimate(double gamma, const torch::Tensor& state_value,
+                                            const torch::Tensor& next_state_value,
+                                            const torch::Tensor& reward, const torch::Tensor& terminated) {
+  detail::check_same_shapes("td0_advantage_estimate", {{"state_value", &state_value},
+                                                       {"next_state_value", &next_state_value}});
+  return td0_return_estimate(gamma, next_state_value, reward, terminated) - state_value;
+}
+
+/// TD(1) (Monte-Carlo) return, bootstrapped with `next_state_value` where a trajectory is
+/// truncated (`done && !terminated`) and at the end of the data; zero past termination.
+inline torch::Tensor td1_return_estimate(double gamma, const torch::Tensor& next_state_value,
+                                         const torch::Tensor& reward, const torch::Tensor& done,
+                                         const torch::Tensor& terminated) {
+  constexpr const char* where = "td1_return_estimate";
+  detail::check_same_shapes(where, {{"next_state_value", &next_state_value}, {"reward", &reward},
+                                    {"done", &done}, {"terminated", &terminated}});
+  detail::check_bool(where, "done", done);
+  detail::check_bool(where, "terminated", terminated);
+  detail::check_time(where, reward);
+  auto not_terminated = terminated.logical_not().to(torch::kInt);
+  auto gammas = torch::full_like(next_state_value, gamma) * not_terminated;
+  auto dnt = (done & terminated.logical_not()).to(torch::kInt);
+  auto returns = torch::empty_like(next_state_value);
+  const int64_t T = returns.size(-2);
+  torch::Tensor g = next_state_value.select(-2, T - 1);
+  for (int64_t i = T - 1; i >= 0; --i) {
+    auto d = dnt.select(-2, i);
+    g = reward.select(-2, i) + gammas.select(-2, i) * ((1 - d) * g + d * next_state_value.select(-2, i));
+    returns.select(-2, i).copy_(g);
+  }
+  return returns;
+}
+
+/// TD(lambda) return (TorchRL's recursive form).
+inline torch::Tensor td_lambda_return_estimate(double gamma, double lmbda, const torch::Tensor& next_state_value,
+                                               const torch::Tensor& reward, const torch::Tensor& done,
+                                               const torch::Tensor& terminated) {
+  constexpr const char* where = "td_lambda_return_estimate";
+  detail::check_same_shapes(where, {{"next_state_value", &next_state_value}, {"reward", &reward},
+                                    {"done", &done}, {"terminated", &terminated}});
+  detail::check_bool(where, "done", done);
+  detail::check_bool(where, "terminated", terminated);
+  detail::check_time(where, reward);
+  auto not_terminated = terminated.logical_not().to(torch::kInt);
+  auto returns = torch::empty_like(next_state_value);
+  auto nsv = next_state_value * not_terminated;
+  const int64_t T = returns.size(-2);
+  torch::Tensor g = nsv.select(-2, T - 1);
+  for (int64_t i = T - 1; i >= 0; --i) {
+    auto dn = done.select(-2, i).to(torch::kInt);
+    auto nv = nsv.select(-2, i);
+    // Where done, the bootstrapped gain is the next value; else the one from the step after.
+    g = g * (1 - dn) + nv * dn;
+    g = reward.select(-2, i) + gamma * ((1 - lmbda) * nv + lmbda * g);
+    returns.select(-2, i).copy_(g);
+  }
+  return returns;
+}
+
+/// Generalized advantage estimate; returns `(advantage, value_target)` with
+/// `value_target = advantage + state_value`.
+inline std::tuple<torch::Tensor, torch::Tensor> generalized_advantage_estimate(
+    double gamma, double lmbda, const torch::Tensor& state_value, const torch::Tensor& next_state_value,
+    const torch::Tensor& reward, const torch::Tensor& done, const torch::Tensor& terminated) {
+  constexpr const char* where = "generalized_advantage_estimate";
+  detail::check_same_shapes(where, {{"state_value", &state_value}, {"next_state_value", &next_state_value},
+                                    {"reward", &reward}, {"done", &done}, {"terminated", &terminated}});
+  detail::check_bool(where, "done", done);
+  detail::check_bool(where, "terminated", terminated);
+  detail::check_time(where, reward);
+  auto not_done = done.logical_not().to(torch::kInt);
+  auto not_terminated = terminated.logical_not().to(torch::kInt);
+  auto advantage = torch::empty_like(next_state_value);
+  auto delta = reward + (gamma * not_terminated * next_state_value) - state_value;
+  auto discount = lmbda * gamma * not_done;
+  const int64_t T = advantage.size(-2);
+  torch::Tensor prev = torch::zeros_like(delta.select(-2, 0));
+  for (int64_t t = T - 1; t >= 0; --t) {
+    prev = delta.select(-2, t) + prev * discount.select(-2, t);
+    advantage.select(-2, t).copy_(prev);
+  }
+  return {advantage, advantage + state_value};
+}
+
+}  // namespace value
+}  // namespace objectives
+}  // namespace rlobj

@@ -1,0 +1,549 @@
+#include <rlobj/objectives/ddpg.h>
+#include <rlobj/objectives/utils.h>
+
+#include <fstream>
+#include <sstream>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "objectives/reference.h"
+#include "test_utils.h"
+
+using Catch::Matchers::Contains;
+using rlobj::NestedKey;
+using rlobj::TensorDict;
+using namespace rlobj::objectives;
+using rlobj_test::check_record;
+using rlobj_test::close;
+using rlobj_test::reference;
+using rlobj_test::reference_batch;
+using rlobj_test::ReferenceNets;
+
+namespace {
+
+torch::Tensor target_param(DDPGLoss<>& loss, ReferenceNets& nets, const std::string& canonical) {
+  const bool is_actor = canonical.rfind("actor.", 0) == 0;
+  const std::string local = "module." + canonical.substr(6);
+  if (is_actor) {
+    return loss->options.delay_actor() ? loss->target_actor_network()->named_parameters()[local]
+                                       : nets.param(canonical);
+  }
+  return loss->options.delay_value() ? loss->target_value_network()->named_parameters()[local]
+                                     : nets.param(canonical);
+}
+
+void check_targets(DDPGLoss<>& loss, ReferenceNets& nets, const nlohmann::json& rec, const std::string& what) {
+  for (const char* net : {"actor", "value"}) {
+    for (const auto& kv : rec[net].items()) {
+      check_record(target_param(loss, nets, kv.key()), kv.value(), what + " " + kv.key());
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("Vendored reference data matches ../shared/reference", "[ddpg][parity]") {
+  std::ifstream shared(std::string(RLOBJ_SHARED_REFERENCE_DIR) + "/ddpg_torchrl.json");
+  if (!shared.good()) {
+    WARN("../shared/reference not found beside the checkout; using the vendored copy only");
+    return;
+  }
+  std::ifstream vendored(std::string(RLOBJ_TEST_DATA_DIR) + "/reference/ddpg_torchrl.json");
+  std::stringstream a, b;
+  a << shared.rdbuf();
+  b << vendored.rdbuf();
+  CHECK(a.str() == b.str());
+}
+
+TEST_CASE("Actor and critic reproduce TorchRL on the reference weights", "[ddpg][parity]") {
+  ReferenceNets nets;
+  auto batch = reference_batch();
+  const auto& ref = reference()["actor_forward_on_batch"];
+  auto td = TensorDict({{"observation", batch.get("observation")}}, {8});
+  nets.actor(td);
+  check_record(td.get("action"), ref["action_from_actor"], "action_from_actor");
+  nets.value(td);
+  check_record(td.get("state_action_value"), ref["state_action_value(obs, actor_action)"], "Q(s, mu(s))");
+}
+
+TEST_CASE("DDPGLoss, Adam and target updaters reproduce TorchRL 0.4.0", "[ddpg][parity]") {
+  const auto& ref = reference();
+  for (const auto& scenario : ref["scenarios"].items()) {
+    DYNAMIC_SECTION("scenario " << scenario.key()) {
+      const auto& sc = scenario.value();
+      ReferenceNets nets;
+      DDPGLossOptions options;
+      if (sc["loss_kwargs"].contains("delay_actor")) options.delay_actor(sc["loss_kwargs"]["delay_actor"]);
+      if (sc["loss_kwargs"].contains("delay_value")) options.delay_value(sc["loss_kwargs"]["delay_value"]);
+      auto loss = DDPGLoss(nets.actor, nets.value, options);
+      CHECK(loss->options.delay_actor() == sc["effective_delay_actor"].get<bool>());
+      CHECK(loss->options.delay_value() == sc["effective_delay_value"].get<bool>());
+      auto pairs = loss->target_pairs();
+      CHECK(pairs[0].delayed == sc["target_has_own_storage"]["actor"].get<bool>());
+      CHECK(pairs[1].delayed == sc["target_has_own_storage"]["value"].get<bool>());
+      CHECK(loss->value_estimator().gamma().item<double>() == sc["gamma"].get<double>());
+      CHECK(std::string(loss->value_estimator().name()) == sc["value_estimator"].get<std::string>());
+
+      std::unique_ptr<TargetNetUpdater> updater;
+      const bool hard = sc["updater"] == "hard";
+      if (hard) {
+        updater = std::make_unique<HardUpdate>(loss, ref["meta"]["hard_update_interval"].get<int64_t>());
+      } else {
+        updater = std::make_unique<SoftUpdate>(loss, SoftUpdateOptions().eps(ref["meta"]["soft_update_eps"].get<double>()));
+      }
+      check_targets(loss, nets, sc["targets_after_updater_init"], "targets after updater init");
+
+      torch::optim::Adam optim(loss->parameters(), torch::optim::AdamOptions(ref["meta"]["adam"]["lr"].get<double>()));
+      auto batch = reference_batch();
+      for (const auto& it : sc["iterations"]) {
+        const std::string iter = "iteration " + std::to_string(it["iteration"].get<int>());
+        TensorDict out = loss(batch);
+        for (const auto& kv : it["loss_out"].items()) {
+          check_record(out.get(kv.key()), kv.value(), iter + " loss output " + kv.key());
+        }
+        CHECK(out.keys().size() == it["loss_out"].size());
+        for (const auto& kv : it["per_sample"].items()) {
+          check_record(out.get(kv.key()), kv.value(), iter + " per-sample " + kv.key());
+        }
+        check_record(batch.get("td_error"), it["batch_td_error"], iter + " td_error written into the batch");
+
+        torch::Tensor total = sum_losses(out);
+        CHECK(close(total.item<double>(), it["total_loss"].get<double>()));
+        total.backward();
+        for (const auto& kv : it["grads"].items()) {
+          check_record(nets.param(kv.key()).grad(), kv.value(), iter + " grad " + kv.key());
+        }
+        optim.step();
+        for (const auto& kv : it["params_after_adam"].items()) {
+          check_record(nets.param(kv.key()), kv.value(), iter + " after Adam " + kv.key());
+        }
+        updater->step();
+        if (hard) {
+          CHECK(dynamic_cast<HardUpdate&>(*updater).counter() == it["hard_counter_after_step"].get<int64_t>());
+        }
+        for (const auto& kv : it["params_after_update"].items()) {
+          check_record(nets.param(kv.key()), kv.value(), iter + " after update " + kv.key());
+        }
+        check_targets(loss, nets, it["targets_after_update"], iter + " targets");
+        optim.zero_grad();
+      }
+    }
+  }
+}
+
+namespace {
+
+struct Setup {
+  ReferenceNets nets;
+  TensorDict batch = reference_batch();
+};
+
+double grad_abs_sum(const std::vector<torch::Tensor>& params) {
+  double s = 0;
+  for (const auto& p : params) {
+    if (p.grad().defined()) s += p.grad().abs().sum().item<double>();
+  }
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("DDPGLoss: loss_actor trains only the actor, loss_value only the critic", "[ddpg]") {
+  Setup s;
+  auto loss = DDPGLoss(s.nets.actor, s.nets.value);
+  auto actor_params = s.nets.actor->parameters();
+  auto value_params = s.nets.value->parameters();
+
+  auto out = loss(s.batch);
+  out.get("loss_actor").backward();
+  CHECK(grad_abs_sum(actor_params) > 0);
+  CHECK(grad_abs_sum(value_params) == 0);
+  std::vector<torch::Tensor> actor_grads;
+  for (auto& p : actor_params) actor_grads.push_back(p.grad().clone());
+  loss->zero_grad();
+
+  out = loss(s.batch);
+  out.get("loss_value").backward();
+  CHECK(grad_abs_sum(actor_params) == 0);
+  CHECK(grad_abs_sum(value_params) > 0);
+  std::vector<torch::Tensor> value_grads;
+  for (auto& p : value_params) value_grads.push_back(p.grad().clone());
+  loss->zero_grad();
+
+  // Summed and back-propagated once: the same gradients.
+  sum_losses(loss(s.batch)).backward();
+  for (size_t i = 0; i < actor_params.size(); ++i) CHECK(torch::equal(actor_params[i].grad(), actor_grads[i]));
+  for (size_t i = 0; i < value_params.size(); ++i) CHECK(torch::equal(value_params[i].grad(), value_grads[i]));
+  // The flat leaves hold the same gradients.
+  auto flat = loss->parameters();
+  REQUIRE(flat.size() == 2);
+  CHECK(torch::equal(flat[0].grad(), torch::cat({actor_grads[0].flatten(), actor_grads[1].flatten(), actor_grads[2].flatten(),
+                                                 actor_grads[3].flatten(), actor_grads[4].flatten(), actor_grads[5].flatten()})));
+}
+
+TEST_CASE("DDPGLoss: parameters(), buffers and outputs", "[ddpg]") {
+  Setup s;
+  auto loss = DDPGLoss(s.nets.actor, s.nets.value);
+  auto named = loss->named_parameters();
+  CHECK(named.keys() == std::vector<std::string>{"actor_network_params", "value_network_params"});
+  int64_t actor_numel = 0, value_numel = 0;
+  for (auto& p : s.nets.actor->parameters()) actor_numel += p.numel();
+  for (auto& p : s.nets.value->parameters()) value_numel += p.numel();
+  CHECK(named["actor_network_params"].numel() == actor_numel);
+  CHECK(named["value_network_params"].numel() == value_numel);
+  CHECK(loss->named_buffers().keys() == std::vector<std::string>{"target_value_network_params"});
+  // The networks' own parameters alias the flat leaves.
+  CHECK(s.nets.actor->parameters()[0].data_ptr() == named["actor_network_params"].data_ptr());
+
+  auto out = loss(s.batch);
+  CHECK(out.batch_size().empty());
+  CHECK(out.keys() == std::vector<NestedKey>{"loss_actor", "loss_value", "td_error", "pred_value", "target_value",
+                                             "target_value_max", "pred_value_max"});
+  CHECK(out.get("loss_actor").requires_grad());
+  CHECK(out.get("loss_value").requires_grad());
+  for (const char* k : {"td_error", "pred_value", "target_value", "target_value_max", "pred_value_max"}) {
+    CHECK_FALSE(out.get(k).requires_grad());
+  }
+  CHECK(out.get("td_error").sizes() == torch::IntArrayRef({8}));
+  std::vector<std::string> in_keys;
+  for (const auto& k : loss->in_keys()) in_keys.push_back(k.str());
+  CHECK(in_keys == std::vector<std::string>{"action", "next.action", "next.done", "next.observation",
+                                            "next.reward", "next.terminated", "observation"});
+  CHECK(loss->out_keys().front() == "loss_actor");
+  std::ostringstream os;
+  os << *loss;
+  CHECK(os.str().find("DDPGLoss(delay_actor=false, delay_value=true") != std::string::npos);
+}
+
+TEST_CASE("DDPGLoss: loss functions and reductions", "[ddpg]") {
+  Setup s;
+  auto base = DDPGLoss(s.nets.actor, s.nets.value);
+  auto ref_out = base(s.batch.copy());
+  auto pred = ref_out.get("pred_value");
+  auto target = ref_out.get("target_value");
+  auto d = pred - target;
+  for (auto fn : {LossFunction::L1, LossFunction::L2, LossFunction::SmoothL1}) {
+    ReferenceNets nets;
+    auto loss = DDPGLoss(nets.actor, nets.value, DDPGLossOptions().loss_function(fn));
+    auto out = loss(s.batch.copy());
+    torch::Tensor expected = fn == LossFunction::L2   ? d.pow(2)
+                             : fn == LossFunction::L1 ? d.abs()
+                                                      : torch::where(d.abs() < 1, 0.5 * d.pow(2), d.abs() - 0.5);
+    CHECK(torch::allclose(out.get("loss_value"), expected.mean()));
+    CHECK(torch::equal(out.get("td_error"), d.pow(2)));  // always the squared difference
+  }
+  for (auto red : {Reduction::Sum, Reduction::None}) {
+    ReferenceNets nets;
+    auto loss = DDPGLoss(nets.actor, nets.value, DDPGLossOptions().reduction(red));
+    auto out = loss(s.batch.copy());
+    if (red == Reduction::Sum) {
+      CHECK(torch::allclose(out.get("loss_value"), d.pow(2).sum()));
+      CHECK(torch::allclose(out.get("loss_actor"), ref_out.get("loss_actor") * 8));
+    } else {
+      CHECK(out.get("loss_value").sizes() == torch::IntArrayRef({8}));
+      CHECK(out.get("loss_actor").sizes() == torch::IntArrayRef({8}));
+      CHECK(torch::allclose(out.get("loss_value").mean(), ref_out.get("loss_value")));
+    }
+  }
+  CHECK(loss_function_from_string("smooth_l1") == LossFunction::SmoothL1);
+  CHECK(reduction_from_string("none") == Reduction::None);
+  REQUIRE_THROWS_AS(loss_function_from_string("l3"), c10::ValueError);
+  REQUIRE_THROWS_AS(reduction_from_string("avg"), c10::ValueError);
+}
+
+TEST_CASE("DDPGLoss: the target bootstraps through truncation, not termination", "[ddpg]") {
+  Setup s;
+  auto loss = DDPGLoss(s.nets.actor, s.nets.value);
+  auto batch = s.batch.copy();
+  batch.set({"next", "terminated"}, torch::zeros({8, 1}, torch::kBool));  // rows 2, 5: done, truncated
+  auto truncated = loss(batch).get("target_value");
+  auto terminated = loss(s.batch.copy()).get("target_value");
+  auto reward = s.batch.get({"next", "reward"}).squeeze(-1);
+  for (int i : {2, 5}) {
+    CHECK(terminated[i].item<float>() == reward[i].item<float>());
+    CHECK(truncated[i].item<float>() != reward[i].item<float>());
+  }
+  CHECK(torch::equal(truncated.index({0}), terminated.index({0})));
+  // Without a terminated entry, done is used (TorchRL's fallback).
+  auto no_term = s.batch.copy();
+  no_term.get_sub("next").erase("terminated");
+  CHECK(torch::equal(loss(no_term).get("target_value"), terminated));
+}
+
+TEST_CASE("DDPGLoss: set_keys renames inputs", "[ddpg]") {
+  Setup s;
+  auto value = rlobj::modules::ValueOperator(s.nets.value_mlp, {"observation", "action"}, {"q"});
+  auto loss = DDPGLoss(s.nets.actor, value);
+  loss->set_keys({{"reward", "r"}, {"done", "d"}, {"terminated", "t"}, {"state_action_value", "q"},
+                  {"priority", "prio"}});
+  CHECK(loss->tensor_keys().reward == NestedKey("r"));
+  auto batch = s.batch.copy();
+  auto next = batch.get_sub("next");
+  next.set("r", next.pop("reward"));
+  next.set("d", next.pop("done"));
+  next.set("t", next.pop("terminated"));
+  auto out = loss(batch);
+  CHECK(batch.contains("prio"));
+  ReferenceNets fresh;
+  auto plain = DDPGLoss(fresh.actor, fresh.value);
+  CHECK(torch::allclose(out.get("loss_value"), plain(s.batch.copy()).get("loss_value")));
+  REQUIRE_THROWS_AS(loss->set_keys({{"rewards", "x"}}), c10::ValueError);
+  REQUIRE_THROWS_WITH(loss->set_keys({{"rewards", "x"}}), Contains("\"rewards\" is not an accepted key"));
+}
+
+TEST_CASE("DDPGLoss: bad input is a clear error", "[ddpg]") {
+  Setup s;
+  auto loss = DDPGLoss(s.nets.actor, s.nets.value);
+  REQUIRE_THROWS_WITH(loss(s.batch.exclude({"action"})), Contains("input key \"action\" not found"));
+  auto no_next_obs = s.batch.copy();
+  no_next_obs.get_sub("next").erase("observation");
+  REQUIRE_THROWS_WITH(loss(no_next_obs), Contains("\"next.observation\" not found"));
+  auto no_reward = s.batch.copy();
+  no_reward.get_sub("next").erase("reward");
+  REQUIRE_THROWS_WITH(loss(no_reward), Contains("no reward \"next.reward\""));
+  auto flat_reward = s.batch.copy();
+  flat_reward.set({"next", "reward"}, torch::zeros({8}));
+  REQUIRE_THROWS_WITH(loss(flat_reward), Contains("\"next.reward\" has shape [8]"));
+  auto float_done = s.batch.copy();
+  float_done.set({"next", "done"}, torch::zeros({8, 1}));
+  REQUIRE_THROWS_AS(loss(float_done), c10::TypeError);
+  REQUIRE_THROWS_WITH(loss(float_done), Contains("\"next.done\" must be bool"));
+  auto nan_reward = s.batch.clone();
+  nan_reward.get({"next", "reward"})[3][0] = NAN;
+  REQUIRE_THROWS_WITH(loss(nan_reward), Contains("input \"next.reward\" contains NaN or Inf"));
+  auto nan_obs = s.batch.clone();
+  nan_obs.get("observation")[0][1] = NAN;
+  REQUIRE_THROWS_WITH(loss(nan_obs), Contains("input \"observation\" contains NaN or Inf"));
+  auto inf_reward = s.batch.clone();
+  inf_reward.get({"next", "reward"})[0][0] = INFINITY;
+  REQUIRE_THROWS_WITH(loss(inf_reward), Contains("input \"next.reward\" contains NaN or Inf"));
+  REQUIRE_THROWS_WITH(loss(s.batch.index({0})), Contains("batch_dims >= 1"));
+  REQUIRE_THROWS_AS(loss->make_value_estimator(ValueEstimators::GAE), c10::NotImplementedError);
+  REQUIRE_THROWS_AS(DDPGLoss(rlobj::modules::Actor(nullptr), s.nets.value), c10::ValueError);
+}
+
+TEST_CASE("DDPGLoss: value estimators TD1 and TD(lambda), gamma", "[ddpg]") {
+  Setup s;
+  auto loss = DDPGLoss(s.nets.actor, s.nets.value);
+  auto td0 = loss(s.batch.copy()).get("target_value");
+  loss->make_value_estimator(ValueEstimators::TD0, value::ValueEstimatorOptions().gamma(0.5));
+  auto td0_half = loss(s.batch.copy()).get("target_value");
+  auto reward = s.batch.get({"next", "reward"}).squeeze(-1);
+  auto not_term = s.batch.get({"next", "terminated"}).squeeze(-1).logical_not();
+  // y = r + gamma * !term * Q': recover Q' from gamma 0.99 and predict gamma 0.5.
+  auto q_next = (td0 - reward) / 0.99f;
+  CHECK(torch::allclose(td0_half, reward + 0.5 * not_term * q_next, 1e-5, 1e-6));
+  loss->make_value_estimator(ValueEstimators::TD1);
+  CHECK(loss->value_type() == ValueEstimators::TD1);
+  CHECK(std::string(loss->value_estimator().name()) == "TD1Estimator");
+  auto td1 = loss(s.batch.copy()).get("target_value");
+  // The batch read as one trajectory: the last step bootstraps like TD(0) (row 7 is not done).
+  CHECK(td1[7].item<float>() == Approx(td0[7].item<float>()).epsilon(1e-6));
+  CHECK(td1[5].item<float>() == Approx(reward[5].item<float>()).epsilon(1e-6));  // terminated
+  loss->make_value_estimator(ValueEstimators::TDLambda, value::ValueEstimatorOptions().lmbda(0.0));
+  CHECK(torch::allclose(loss(s.batch.copy()).get("target_value"), td0, 1e-6, 1e-7));  // lambda 0 == TD(0)
+  CHECK(value_estimator_from_string("td_lambda") == ValueEstimators::TDLambda);
+}
+
+TEST_CASE("SoftUpdate and HardUpdate: options, math and errors", "[ddpg][updaters]") {
+  SECTION("exactly one of eps or tau, in [0, 1]") {
+    Setup s;
+    auto loss = DDPGLoss(s.nets.actor, s.nets.value);
+    REQUIRE_THROWS_WITH(SoftUpdate(loss, SoftUpdateOptions()), Contains("neither was given"));
+    REQUIRE_THROWS_WITH(SoftUpdate(loss, SoftUpdateOptions().eps(0.9).tau(0.1)), Contains("both were given"));
+    REQUIRE_THROWS_WITH(SoftUpdate(loss, SoftUpdateOptions().eps(1.5)), Contains("eps must be in [0, 1]"));
+    REQUIRE_THROWS_WITH(SoftUpdate(loss, SoftUpdateOptions().tau(-0.1)), Contains("tau must be in [0, 1]"));
+    CHECK(SoftUpdate(loss, SoftUpdateOptions().tau(0.25)).eps() == 0.75);
+    REQUIRE_THROWS_AS(HardUpdate(loss, -1), c10::ValueError);
+  }
+  SECTION("a loss without delayed targets is an error") {
+    Setup s;
+    auto loss = DDPGLoss(s.nets.actor, s.nets.value, DDPGLossOptions().delay_value(false));
+    REQUIRE_THROWS_WITH(SoftUpdate(loss, SoftUpdateOptions().eps(0.9)), Contains("no delayed target"));
+    REQUIRE_THROWS_WITH(HardUpdate(loss), Contains("no delayed target"));
+  }
+  SECTION("soft: target = eps * target + (1 - eps) * source, one group at a time") {
+    Setup s;
+    auto loss = DDPGLoss(s.nets.actor, s.nets.value, DDPGLossOptions().delay_actor(true));
+    SoftUpdate updater(loss, SoftUpdateOptions().eps(0.75));
+    CHECK(updater.pairs().size() == 2);
+    CHECK(loss->has_updater());
+    auto target = loss->named_buffers()["target_value_network_params"];
+    auto source = loss->named_parameters()["value_network_params"];
+    CHECK(torch::equal(target, source));  // initialised from the source
+    {
+      torch::NoGradGuard g;
+      source.add_(1.0);
+    }
+    auto before = target.clone();
+    updater.step();
+    CHECK(torch::allclose(target, 0.75 * before + 0.25 * source, 1e-6, 1e-7));
+    // The target network sees it: its parameters alias the buffer.
+    CHECK(loss->target_value_network()->parameters()[0].data_ptr() == target.data_ptr());
+    CHECK_FALSE(loss->target_value_network()->parameters()[0].requires_grad());
+  }
+  SECTION("hard: copies on step interval + 1, then every interval + 1 steps") {
+    Setup s;
+    auto loss = DDPGLoss(s.nets.actor, s.nets.value);
+    HardUpdate updater(loss, 2);
+    auto target = loss->named_buffers()["target_value_network_params"];
+    auto source = loss->named_parameters()["value_network_params"];
+    std::vector<int64_t> counters;
+    std::vector<bool> copied;
+    for (int step = 1; step <= 6; ++step) {
+      {
+        torch::NoGradGuard g;
+        source.add_(1.0);
+      }
+      updater.step();
+      counters.push_back(updater.counter());
+      copied.push_back(torch::equal(target, source));
+    }
+    CHECK(counters == std::vector<int64_t>{1, 2, 0, 1, 2, 0});
+    CHECK(copied == std::vector<bool>{false, false, true, false, false, true});
+    updater.set_counter(1);
+    CHECK(updater.counter() == 1);
+    REQUIRE_THROWS_AS(updater.set_counter(3), c10::ValueError);
+  }
+}
+
+TEST_CASE("DDPGLoss: the aliasing survives what users do to networks and grads", "[ddpg]") {
+  SECTION("new weights loaded into the actor are picked up by the loss") {
+    Setup s;
+    auto loss = DDPGLoss(s.nets.actor, s.nets.value);
+    std::stringstream stream;
+    ReferenceNets other;
+    {
+      torch::NoGradGuard g;
+      for (auto& p : other.actor->parameters()) p.mul_(2.0);
+    }
+    torch::save(other.actor, stream);
+    torch::load(s.nets.actor, stream);  // replaces the parameters' storage
+    loss(s.batch.copy());               // forward re-links
+    CHECK(torch::equal(s.nets.actor->parameters()[0], other.actor->parameters()[0]));
+    CHECK(s.nets.actor->parameters()[0].data_ptr() == loss->named_parameters()["actor_network_params"].data_ptr());
+    CHECK(torch::equal(loss->named_parameters()["actor_network_params"].narrow(0, 0, 96),
+                       other.actor->parameters()[0].flatten()));
+  }
+  SECTION("gradients set to none (LibTorch 2.x zero_grad) are re-attached") {
+    Setup s;
+    auto loss = DDPGLoss(s.nets.actor, s.nets.value);
+    sum_losses(loss(s.batch.copy())).backward();
+    auto expected = loss->parameters()[0].grad().clone();
+    loss->zero_grad(/*set_to_none=*/true);
+    s.nets.actor->zero_grad(/*set_to_none=*/true);
+    CHECK_FALSE(loss->parameters()[0].grad().defined());
+    sum_losses(loss(s.batch.copy())).backward();
+    CHECK(torch::equal(loss->parameters()[0].grad(), expected));
+  }
+  SECTION("loss->to(dtype) moves everything and keeps the aliasing") {
+    Setup s;
+    auto loss = DDPGLoss(s.nets.actor, s.nets.value);
+    loss->to(torch::kFloat64);
+    CHECK(s.nets.actor->parameters()[0].scalar_type() == torch::kFloat64);
+    CHECK(loss->target_value_network()->parameters()[0].scalar_type() == torch::kFloat64);
+    auto batch = s.batch.apply([](const torch::Tensor& t) {
+      return at::isFloatingType(t.scalar_type()) ? t.to(torch::kFloat64) : t;
+    });
+    auto out = loss(batch);
+    CHECK(out.get("loss_value").scalar_type() == torch::kFloat64);
+    sum_losses(out).backward();
+    CHECK(loss->parameters()[1].grad().abs().sum().item<double>() > 0);
+    CHECK(s.nets.value->parameters()[0].data_ptr() == loss->parameters()[1].data_ptr());
+  }
+  SECTION("moving a network away from its loss is a clear error") {
+    Setup s;
+    auto loss = DDPGLoss(s.nets.actor, s.nets.value);
+    s.nets.actor->to(torch::kFloat64);
+    REQUIRE_THROWS_WITH(loss(s.batch.copy()), Contains("move the loss (loss->to(...)), not its networks"));
+  }
+  SECTION("torch::save / torch::load of the loss restore online and target parameters") {
+    Setup s;
+    auto loss = DDPGLoss(s.nets.actor, s.nets.value, DDPGLossOptions().delay_actor(true));
+    SoftUpdate updater(loss, SoftUpdateOptions().eps(0.5));
+    torch::optim::Adam optim(loss->parameters());
+    for (int i = 0; i < 3; ++i) {
+      sum_losses(loss(s.batch.copy())).backward();
+      optim.step();
+      optim.zero_grad();
+      updater.step();
+    }
+    std::stringstream stream;
+    torch::save(loss, stream);
+    auto before = loss(s.batch.copy());
+
+    ReferenceNets fresh;
+    auto restored = DDPGLoss(fresh.actor, fresh.value, DDPGLossOptions().delay_actor(true));
+    torch::load(restored, stream);
+    auto after = restored(s.batch.copy());
+    CHECK(torch::equal(before.get("loss_value"), after.get("loss_value")));
+    CHECK(torch::equal(before.get("target_value"), after.get("target_value")));
+    CHECK(torch::equal(fresh.actor->parameters()[2], s.nets.actor->parameters()[2]));
+    CHECK(fresh.actor->parameters()[2].data_ptr() != s.nets.actor->parameters()[2].data_ptr());
+  }
+}
+
+namespace {
+
+// Actor and critic that share a first layer (a common trunk). torch::nn::Cloneable would
+// clone_() the shared child in place (overwriting the other network's trunk), so these
+// modules implement clone() themselves: each copy gets its own copy of the trunk.
+torch::nn::Linear copy_linear(const torch::nn::Linear& src) {
+  return torch::nn::Linear(std::dynamic_pointer_cast<torch::nn::LinearImpl>(src->clone()));
+}
+
+struct TrunkPolicyImpl : torch::nn::Module {
+  explicit TrunkPolicyImpl(torch::nn::Linear t)
+      : trunk(register_module("trunk", std::move(t))), head(register_module("head", torch::nn::Linear(8, 1))) {}
+  torch::Tensor forward(const torch::Tensor& obs) { return head(torch::tanh(trunk(obs))); }
+  std::shared_ptr<torch::nn::Module> clone(const c10::optional<torch::Device>& = c10::nullopt) const override {
+    auto copy = std::make_shared<TrunkPolicyImpl>(copy_linear(trunk));
+    copy->head = copy->replace_module("head", copy_linear(head));
+    return copy;
+  }
+  torch::nn::Linear trunk, head;
+};
+TORCH_MODULE(TrunkPolicy);
+
+struct TrunkCriticImpl : torch::nn::Module {
+  explicit TrunkCriticImpl(torch::nn::Linear t)
+      : trunk(register_module("trunk", std::move(t))), head(register_module("head", torch::nn::Linear(9, 1))) {}
+  torch::Tensor forward(const torch::Tensor& obs, const torch::Tensor& action) {
+    return head(torch::cat({torch::tanh(trunk(obs)), action}, -1));
+  }
+  std::shared_ptr<torch::nn::Module> clone(const c10::optional<torch::Device>& = c10::nullopt) const override {
+    auto copy = std::make_shared<TrunkCriticImpl>(copy_linear(trunk));
+    copy->head = copy->replace_module("head", copy_linear(head));
+    return copy;
+  }
+  torch::nn::Linear trunk, head;
+};
+TORCH_MODULE(TrunkCritic);
+
+}  // namespace
+
+TEST_CASE("DDPGLoss: shared parameters and separate_losses", "[ddpg]") {
+  auto batch = reference_batch();
+  for (bool separate : {false, true}) {
+    INFO("separate_losses=" << separate);
+    torch::manual_seed(0);
+    torch::nn::Linear trunk(3, 8);
+    auto actor = rlobj::modules::Actor(TrunkPolicy(trunk));
+    auto critic = rlobj::modules::ValueOperator(TrunkCritic(trunk), {"observation", "action"});
+    auto loss = DDPGLoss(actor, critic, DDPGLossOptions().separate_losses(separate));
+    // The shared trunk is trained through the actor's group only: no double counting.
+    int64_t total = 0;
+    for (auto& p : loss->parameters()) total += p.numel();
+    CHECK(total == 3 * 8 + 8 + 9 + 1 + 8 + 1);
+    loss(batch.copy()).get("loss_value").backward();
+    const double trunk_grad = trunk->weight.grad().abs().sum().item<double>();
+    if (separate) {
+      CHECK(trunk_grad == 0);  // the value loss leaves shared parameters alone
+    } else {
+      CHECK(trunk_grad > 0);
+    }
+    CHECK(critic->parameters().back().grad().abs().sum().item<double>() > 0);  // its own head trains
+  }
+}
