@@ -4,6 +4,9 @@
 /// rlobj: TorchRL's objectives for LibTorch. This umbrella header only includes the others;
 /// each concept lives in one header you can reach from here in one hop.
 
+// The whole LibTorch C++ API (torch::optim, torch::nn...), as a training program needs it.
+#include <torch/torch.h>
+
 #include "rlobj/version.h"
 
 // Data containers and specs
@@ -15,10 +18,16 @@
 #include "rlobj/modules/tensordict_module.h"
 #include "rlobj/modules/actor.h"
 #include "rlobj/modules/value_operator.h"
+#include "rlobj/modules/exploration.h"
 
 // Environments (rlobj::envs)
 #include "rlobj/envs/common.h"
 #include "rlobj/envs/pendulum.h"
+
+// Data collection and storage (rlobj::collectors, rlobj::data), checkpoints
+#include "rlobj/collectors/sync.h"
+#include "rlobj/data/replay_buffer.h"
+#include "rlobj/serialize.h"
 
 // Objectives (rlobj::objectives) and value estimators (rlobj::objectives::value)
 #include "rlobj/objectives/common.h"

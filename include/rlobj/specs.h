@@ -55,6 +55,8 @@ class TensorSpec {
   virtual torch::Tensor project(const torch::Tensor& value) const { return value; }
   /// A copy of this spec on `device`.
   virtual std::shared_ptr<TensorSpec> to(torch::Device device) const = 0;
+  /// A copy of this spec.
+  std::shared_ptr<TensorSpec> clone() const { return to(device_); }
   /// A copy of this spec with `batch` prepended to its shape.
   virtual std::shared_ptr<TensorSpec> expand(c10::IntArrayRef batch) const = 0;
   /// `Bounded(shape=[1], low=-2, high=2, dtype=float32, device=cpu)`.

@@ -261,7 +261,8 @@ class TensorDict {
  private:
   friend class Value;
   friend struct detail::TensorDictImpl;
-  explicit TensorDict(std::shared_ptr<detail::TensorDictImpl> impl) : impl_(std::move(impl)) {}
+  struct FromImpl {};
+  TensorDict(FromImpl, std::shared_ptr<detail::TensorDictImpl> impl) : impl_(std::move(impl)) {}
 
   std::shared_ptr<detail::TensorDictImpl> impl_;
 };
@@ -307,7 +308,7 @@ struct TensorDictImpl {
     return v;
   }
   static TensorDict wrap(std::shared_ptr<TensorDictImpl> impl) {
-    return TensorDict(std::move(impl));
+    return TensorDict(TensorDict::FromImpl{}, std::move(impl));
   }
   static const std::shared_ptr<TensorDictImpl>& of(const TensorDict& td) noexcept {
     return td.impl_;
@@ -362,7 +363,7 @@ inline TensorDict::Value::Value(const TensorDict& td) : td_(td.impl_) {
 
 inline TensorDict TensorDict::Value::tensordict() const {
   TORCH_CHECK(is_tensordict(), "TensorDict entry is a tensor, not a TensorDict");
-  return TensorDict(td_);
+  return TensorDict(TensorDict::FromImpl{}, td_);
 }
 
 inline TensorDict::TensorDict() : impl_(detail::make_impl({}, std::nullopt)) {}
@@ -377,7 +378,7 @@ inline TensorDict::TensorDict(std::vector<Item> source, BatchSize batch_size,
     if (item.second.is_tensor()) {
       set(item.first, item.second.tensor_);
     } else {
-      set(item.first, TensorDict(item.second.td_));
+      set(item.first, TensorDict(FromImpl{}, item.second.td_));
     }
   }
 }
@@ -693,7 +694,7 @@ inline TensorDict TensorDict::get_sub(const NestedKey& key) const {
               "\" not found; keys present: ", detail::keys_str(keys(/*include_nested=*/true)));
   TORCH_CHECK(v->is_tensordict(), "TensorDict.get_sub: entry \"", key.str(),
               "\" is a tensor, not a nested TensorDict; use get(\"", key.str(), "\")");
-  return TensorDict(v->td_);
+  return TensorDict(FromImpl{}, v->td_);
 }
 
 inline const torch::Tensor* TensorDict::find(const NestedKey& key) const noexcept {
@@ -742,27 +743,27 @@ inline std::vector<TensorDict::Item> TensorDict::items(bool include_nested,
 // -- copies -----------------------------------------------------------------------------------
 
 inline TensorDict TensorDict::clone() const {
-  return TensorDict(detail::map_leaves(
+  return TensorDict(FromImpl{}, detail::map_leaves(
       *impl_, [](const torch::Tensor& t) { return t.clone(); }, impl_->device));
 }
 
 inline TensorDict TensorDict::copy() const {
-  return TensorDict(
+  return TensorDict(FromImpl{},
       detail::map_leaves(*impl_, [](const torch::Tensor& t) { return t; }, impl_->device));
 }
 
 inline TensorDict TensorDict::detach() const {
-  return TensorDict(detail::map_leaves(
+  return TensorDict(FromImpl{}, detail::map_leaves(
       *impl_, [](const torch::Tensor& t) { return t.detach(); }, impl_->device));
 }
 
 inline TensorDict TensorDict::to(torch::Device device, bool non_blocking) const {
-  return TensorDict(detail::map_leaves(
+  return TensorDict(FromImpl{}, detail::map_leaves(
       *impl_, [&](const torch::Tensor& t) { return t.to(device, non_blocking); }, device));
 }
 
 inline TensorDict TensorDict::to(torch::Dtype dtype) const {
-  return TensorDict(detail::map_leaves(
+  return TensorDict(FromImpl{}, detail::map_leaves(
       *impl_, [&](const torch::Tensor& t) { return t.to(dtype); }, impl_->device));
 }
 
@@ -791,7 +792,7 @@ inline std::shared_ptr<Impl> apply_impl(const Impl& src, const std::vector<std::
 
 inline TensorDict TensorDict::apply(
     const std::function<torch::Tensor(const torch::Tensor&)>& fn) const {
-  return TensorDict(detail::apply_impl(*impl_, {}, fn));
+  return TensorDict(FromImpl{}, detail::apply_impl(*impl_, {}, fn));
 }
 
 inline TensorDict& TensorDict::zero_() {
@@ -825,9 +826,9 @@ inline TensorDict TensorDict::select(const std::vector<NestedKey>& keys, bool st
       src = src_sub;
       dst = detail::Impl::sub(*existing);
     }
-    dst->put(key.leaf(), v->is_tensor() ? *v : Value(TensorDict(v->td_).copy()));
+    dst->put(key.leaf(), v->is_tensor() ? *v : Value(TensorDict(FromImpl{}, v->td_).copy()));
   }
-  return TensorDict(std::move(out));
+  return TensorDict(FromImpl{}, std::move(out));
 }
 
 inline TensorDict TensorDict::exclude(const std::vector<NestedKey>& keys) const {
@@ -846,9 +847,9 @@ inline TensorDict& TensorDict::update(const TensorDict& other) {
     }
     Value* mine = impl_->find(kv.first);
     if (mine != nullptr && mine->is_tensordict()) {
-      TensorDict(mine->td_).update(TensorDict(kv.second.td_));
+      TensorDict(FromImpl{}, mine->td_).update(TensorDict(FromImpl{}, kv.second.td_));
     } else {
-      set(kv.first, TensorDict(kv.second.td_).copy());
+      set(kv.first, TensorDict(FromImpl{}, kv.second.td_).copy());
     }
   }
   return *this;
@@ -876,7 +877,7 @@ inline TensorDict TensorDict::unflatten_keys(const std::string& sep) const {
     if (kv.second.is_tensor()) {
       out.set(NestedKey(parts), kv.second.tensor_);
     } else {
-      out.set(NestedKey(parts), TensorDict(kv.second.td_).unflatten_keys(sep));
+      out.set(NestedKey(parts), TensorDict(FromImpl{}, kv.second.td_).unflatten_keys(sep));
     }
   }
   return out;
@@ -888,7 +889,7 @@ inline TensorDict TensorDict::index(at::ArrayRef<at::indexing::TensorIndex> indi
   constexpr const char* where = "TensorDict.index";
   const BatchSize new_batch = detail::indexed_batch(impl_->batch_size, indices, where);
   const size_t old_dims = impl_->batch_size.size();
-  return TensorDict(detail::map_batch(
+  return TensorDict(FromImpl{}, detail::map_batch(
       *impl_,
       [&](const BatchSize& level) {
         BatchSize b = new_batch;
@@ -913,7 +914,7 @@ inline TensorDict& TensorDict::index_put_(at::ArrayRef<at::indexing::TensorIndex
 
 inline TensorDict TensorDict::unsqueeze(int64_t dim) const {
   const int64_t d = detail::normalize_dim("TensorDict.unsqueeze", dim, batch_dims() + 1);
-  return TensorDict(detail::map_batch(
+  return TensorDict(FromImpl{}, detail::map_batch(
       *impl_,
       [&](const BatchSize& level) {
         BatchSize b = level;
@@ -928,7 +929,7 @@ inline TensorDict TensorDict::squeeze(int64_t dim) const {
   TORCH_CHECK(impl_->batch_size[d] == 1, "TensorDict.squeeze: batch dim ", dim, " of batch_size ",
               detail::shape_str(impl_->batch_size), " has size ", impl_->batch_size[d],
               ", expected 1");
-  return TensorDict(detail::map_batch(
+  return TensorDict(FromImpl{}, detail::map_batch(
       *impl_,
       [&](const BatchSize& level) {
         BatchSize b = level;
@@ -1071,7 +1072,7 @@ inline TensorDict TensorDict::stack(const std::vector<TensorDict>& tds, int64_t 
     srcs.push_back(tds[i].impl_.get());
   }
   const auto n = static_cast<int64_t>(tds.size());
-  return TensorDict(detail::combine(
+  return TensorDict(FromImpl{}, detail::combine(
       srcs, {},
       [&](const detail::Impl& level) {
         BatchSize b = level.batch_size;
@@ -1110,7 +1111,7 @@ inline TensorDict TensorDict::cat(const std::vector<TensorDict>& tds, int64_t di
     if (i > 0) detail::check_same_keys(keys, *tds[i].impl_, where, i);
     srcs.push_back(tds[i].impl_.get());
   }
-  return TensorDict(detail::combine(
+  return TensorDict(FromImpl{}, detail::combine(
       srcs, {},
       [&](const detail::Impl& level) {
         BatchSize b = level.batch_size;

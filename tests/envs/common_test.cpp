@@ -46,9 +46,14 @@ TEST_CASE("rollout: TorchRL's layout, unbatched and batched", "[envs][rollout]")
     CHECK(r.batch_size() == bt);
     CHECK(r.keys(true, true) ==
           std::vector<NestedKey>{"observation", "th", "thdot", "step_count", "done", "terminated", "truncated",
-                                 "action", {"next", "observation"}, {"next", "th"}, {"next", "thdot"},
+                                 "is_init", "action", {"next", "observation"}, {"next", "th"}, {"next", "thdot"},
                                  {"next", "step_count"}, {"next", "reward"}, {"next", "done"},
-                                 {"next", "terminated"}, {"next", "truncated"}});
+                                 {"next", "terminated"}, {"next", "truncated"}, {"next", "is_init"}});
+    // InitTracker: only the first root of an episode is marked.
+    auto is_init = r.get("is_init");
+    CHECK(is_init.index({"...", 0, 0}).all().item<bool>());
+    CHECK_FALSE(is_init.index({"...", ti::Slice(1), ti::Slice()}).any().item<bool>());
+    CHECK_FALSE(r.get({"next", "is_init"}).any().item<bool>());
     auto shape = [&](std::vector<int64_t> feat) {
       auto s = bt;
       s.insert(s.end(), feat.begin(), feat.end());
@@ -93,6 +98,8 @@ TEST_CASE("rollout: break_when_any_done=false resets done pendulums and goes on"
   CHECK(r.get({"next", "done"}).index({0, 19}).item<bool>());
   CHECK_FALSE(torch::equal(obs[20], next_obs[19]));
   CHECK(torch::equal(obs[21], next_obs[20]));
+  CHECK(r.get("is_init").index({0, 20}).item<bool>());
+  CHECK_FALSE(r.get("is_init").index({0, 19}).item<bool>());
 }
 
 TEST_CASE("rollout: break_when_all_done freezes done pendulums and stops when all are done", "[envs][rollout]") {

@@ -246,5 +246,6 @@ TEST_CASE("Pendulum: partial reset keeps the other pendulums", "[envs][pendulum]
   CHECK(after.get("th")[0].item<float>() == td.get("th")[0].item<float>());
   CHECK(after.get("th")[1].item<float>() != td.get("th")[1].item<float>());
   CHECK_FALSE(after.contains("_reset"));
+  CHECK(rlobj_test::ints(after.get("is_init")) == std::vector<int64_t>{0, 1, 0});
   CHECK(after.contains("policy_state"));  // entries the env does not own are carried over
 }

@@ -8,6 +8,10 @@
 ///   `td["next"]` (observation, reward, done, terminated, truncated, state), returning `td`.
 /// * `step_mdp(td)` builds the next root from `td["next"]` (reward excluded).
 /// * `rollout(max_steps, policy)` stacks the steps on a new last batch dim.
+/// * Every environment tracks episode starts as TorchRL's `InitTracker` transform does: the
+///   bool entry `is_init` (`[*batch, 1]`) is true in a root produced by a reset (for the
+///   sub-environments that were reset) and false after a step. Exploration modules use it to
+///   reset their per-environment noise.
 
 #include <cstdint>
 #include <memory>
@@ -112,6 +116,9 @@ class EnvBase {
                 rlobj::detail::shape_str(td.batch_size()), " but the environment has ",
                 rlobj::detail::shape_str(batch_size_));
     TensorDict next = step_impl(td);
+    std::vector<int64_t> flag_shape = batch_size_;
+    flag_shape.push_back(1);
+    next.set("is_init", torch::zeros(flag_shape, torch::TensorOptions().dtype(torch::kBool).device(device_)));
     td.set("next", next);
     return td;
   }
@@ -172,7 +179,9 @@ class EnvBase {
         device_(device),
         generator_(at::make_generator<at::CPUGeneratorImpl>(seed)),
         observation_spec_(batch_size_),
-        done_spec_(batch_size_) {}
+        done_spec_(batch_size_) {
+    observation_spec_.set("is_init", Categorical(2, {1}, torch::kBool, device_).expand(batch_size_));
+  }
 
   /// The root entries after a reset; `td` is the guiding TensorDict or nullptr.
   virtual TensorDict reset_impl(const TensorDict* td) = 0;
@@ -209,6 +218,11 @@ class EnvBase {
                   rlobj::detail::shape_str(batch_size_));
     }
     TensorDict out = reset_impl(td);
+    torch::Tensor mask = reset_mask(td);
+    std::vector<int64_t> flag_shape = batch_size_;
+    flag_shape.push_back(1);
+    out.set("is_init", mask.defined() ? mask.clone()
+                                      : torch::ones(flag_shape, torch::TensorOptions().dtype(torch::kBool).device(device_)));
     if (td != nullptr) {
       // Carry over what the environment does not own (e.g. exploration state), as TorchRL
       // does for partial resets, minus the mask itself and "next".

@@ -40,6 +40,84 @@ class ActorImpl : public TensorDictModuleImpl {
   }
 };
 
+/// Squashes its inputs into a box with `tanh` (TorchRL's `TanhModule`):
+/// `out = tanh(x) * (high - low) / 2 + (high + low) / 2`, or plain `tanh` without bounds. Put it
+/// after a network that writes unbounded "param" to get actions inside the action spec.
+///
+/// ```
+/// auto actor = rlobj::modules::TensorDictSequential(
+///     rlobj::modules::TensorDictModule(mlp, {"observation"}, {"param"}),
+///     rlobj::modules::TanhModule({"param"}, {"action"}, env.action_spec()));
+/// ```
+class TanhModuleImpl : public TensorDictModuleBase {
+ public:
+  /// Bounds from a `Bounded` spec; its last dim holds the action features (leading dims,
+  /// such as an environment's batch dims, are assumed to repeat the same bounds).
+  TanhModuleImpl(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys, const TensorSpec& spec)
+      : TanhModuleImpl(std::move(in_keys), std::move(out_keys)) {
+    const auto* bounded = dynamic_cast<const Bounded*>(&spec);
+    TORCH_CHECK_VALUE(bounded != nullptr, "TanhModule: the spec must be Bounded, got ", spec.repr());
+    const int64_t features = spec.shape().empty() ? 1 : spec.shape().back();
+    set_bounds(bounded->low().reshape({-1, features})[0], bounded->high().reshape({-1, features})[0]);
+  }
+  /// Scalar bounds.
+  TanhModuleImpl(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys, double low, double high)
+      : TanhModuleImpl(std::move(in_keys), std::move(out_keys)) {
+    set_bounds(torch::tensor(low), torch::tensor(high));
+  }
+  /// No bounds: `out = tanh(x)`.
+  TanhModuleImpl(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys)
+      : in_keys_(std::move(in_keys)), out_keys_(std::move(out_keys)) {
+    TORCH_CHECK_VALUE(!in_keys_.empty() && in_keys_.size() == out_keys_.size(),
+                      "TanhModule: needs as many out_keys as in_keys (and at least one)");
+  }
+
+  TensorDict forward(TensorDict td) override {
+    for (size_t i = 0; i < in_keys_.size(); ++i) {
+      const torch::Tensor* x = td.find(in_keys_[i]);
+      TORCH_CHECK(x != nullptr, "TanhModule: input key \"", in_keys_[i].str(), "\" not found");
+      torch::Tensor y = x->tanh();
+      if (scale_.defined()) y = y * scale_ + shift_;
+      td.set(out_keys_[i], y);
+    }
+    return td;
+  }
+  const std::vector<NestedKey>& in_keys() const override { return in_keys_; }
+  const std::vector<NestedKey>& out_keys() const override { return out_keys_; }
+
+  std::shared_ptr<torch::nn::Module> clone(const c10::optional<torch::Device>& device = c10::nullopt) const override {
+    auto copy = std::make_shared<TanhModuleImpl>(in_keys_, out_keys_);
+    if (scale_.defined()) {
+      copy->scale_ = copy->register_buffer("scale", device ? scale_.to(*device) : scale_.clone());
+      copy->shift_ = copy->register_buffer("shift", device ? shift_.to(*device) : shift_.clone());
+    }
+    return copy;
+  }
+
+ private:
+  void set_bounds(const torch::Tensor& low, const torch::Tensor& high) {
+    TORCH_CHECK_VALUE((low < high).all().item<bool>(), "TanhModule: low must be < high");
+    scale_ = register_buffer("scale", ((high - low) / 2).to(torch::kFloat32));
+    shift_ = register_buffer("shift", ((high + low) / 2).to(torch::kFloat32));
+  }
+
+  std::vector<NestedKey> in_keys_;
+  std::vector<NestedKey> out_keys_;
+  torch::Tensor scale_, shift_;
+};
+
+/// Holder of `TanhModuleImpl`.
+class TanhModule : public detail::TDModuleHolder<TanhModuleImpl> {
+ public:
+  using detail::TDModuleHolder<TanhModuleImpl>::TDModuleHolder;
+  TanhModule(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys, const TensorSpec& spec)
+      : TDModuleHolder(std::make_shared<TanhModuleImpl>(std::move(in_keys), std::move(out_keys), spec)) {}
+  TanhModule(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys, double low, double high)
+      : TDModuleHolder(std::make_shared<TanhModuleImpl>(std::move(in_keys), std::move(out_keys), low, high)) {}
+  TanhModule(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys)
+      : TDModuleHolder(std::make_shared<TanhModuleImpl>(std::move(in_keys), std::move(out_keys))) {}
+};
+
 /// Holder of `ActorImpl`.
 class Actor : public detail::TDModuleHolder<ActorImpl> {
  public:

@@ -91,6 +91,18 @@ void call_forward(M& m, const std::vector<torch::Tensor>& in, std::vector<torch:
 
 }  // namespace detail
 
+/// Base of every module that maps a TensorDict to a TensorDict (tensordict's
+/// `TensorDictModuleBase`): wrapped networks, exploration noise, sequences of them.
+class TensorDictModuleBase : public torch::nn::Module {
+ public:
+  /// Reads `in_keys()` from `td`, writes `out_keys()` into it and returns it.
+  virtual TensorDict forward(TensorDict td) = 0;
+  /// Keys read.
+  virtual const std::vector<NestedKey>& in_keys() const = 0;
+  /// Keys written.
+  virtual const std::vector<NestedKey>& out_keys() const = 0;
+};
+
 /// Wraps any LibTorch module so that it reads `in_keys` from a TensorDict and writes its
 /// outputs under `out_keys` (tensordict's `TensorDictModule`).
 ///
@@ -106,7 +118,7 @@ void call_forward(M& m, const std::vector<torch::Tensor>& in, std::vector<torch:
 ///     /*in_keys=*/{"observation"}, /*out_keys=*/{"action"});
 /// policy(td);  // td["action"] = mlp(td["observation"])
 /// ```
-class TensorDictModuleImpl : public torch::nn::Module {
+class TensorDictModuleImpl : public TensorDictModuleBase {
  public:
   template <typename M>
   TensorDictModuleImpl(const M& module, std::vector<NestedKey> in_keys,
@@ -116,7 +128,7 @@ class TensorDictModuleImpl : public torch::nn::Module {
 
   /// Reads the in_keys (throwing, naming the key, if one is missing), runs the module and
   /// writes the out_keys into `td`, which it returns (the same handle, as TorchRL does).
-  TensorDict forward(TensorDict td) {
+  TensorDict forward(TensorDict td) override {
     std::vector<torch::Tensor> inputs;
     inputs.reserve(in_keys_.size());
     for (const auto& key : in_keys_) {
@@ -146,9 +158,9 @@ class TensorDictModuleImpl : public torch::nn::Module {
   }
 
   /// Keys read, in the order they are passed to the module.
-  const std::vector<NestedKey>& in_keys() const noexcept { return in_keys_; }
+  const std::vector<NestedKey>& in_keys() const override { return in_keys_; }
   /// Keys written, in the order of the module's outputs.
-  const std::vector<NestedKey>& out_keys() const noexcept { return out_keys_; }
+  const std::vector<NestedKey>& out_keys() const override { return out_keys_; }
   /// The wrapped module.
   const std::shared_ptr<torch::nn::Module>& module() const noexcept { return module_; }
   /// The wrapped module as its concrete type (`module_as<MLPImpl>()`); throws on a mismatch.
@@ -266,12 +278,12 @@ class TensorDictModule : public detail::TDModuleHolder<TensorDictModuleImpl> {
 };
 
 /// Runs TensorDict modules one after the other on the same TensorDict (tensordict's
-/// `TensorDictSequential`; TorchRL's `ActorCriticWrapper` is one: actor, then critic).
-/// Children are named `"0"`, `"1"`, ...; `in_keys` are the keys read before being written,
-/// `out_keys` everything written.
-class TensorDictSequentialImpl : public torch::nn::Module {
+/// `TensorDictSequential`; TorchRL's `ActorCriticWrapper` is one: actor, then critic; a policy
+/// with exploration is another: actor, then noise). Children are named `"0"`, `"1"`, ...;
+/// `in_keys` are the keys read before being written, `out_keys` everything written.
+class TensorDictSequentialImpl : public TensorDictModuleBase {
  public:
-  explicit TensorDictSequentialImpl(std::vector<std::shared_ptr<TensorDictModuleImpl>> modules) {
+  explicit TensorDictSequentialImpl(std::vector<std::shared_ptr<TensorDictModuleBase>> modules) {
     TORCH_CHECK_VALUE(!modules.empty(), "TensorDictSequential: needs at least one module");
     for (size_t i = 0; i < modules.size(); ++i) {
       TORCH_CHECK_VALUE(modules[i] != nullptr, "TensorDictSequential: module ", i, " is null");
@@ -282,25 +294,27 @@ class TensorDictSequentialImpl : public torch::nn::Module {
   template <typename... Holders>
   explicit TensorDictSequentialImpl(const Holders&... holders)
       : TensorDictSequentialImpl(
-            std::vector<std::shared_ptr<TensorDictModuleImpl>>{holders.ptr()...}) {}
+            std::vector<std::shared_ptr<TensorDictModuleBase>>{holders.ptr()...}) {}
 
   /// Runs every module in order on `td` and returns it.
-  TensorDict forward(TensorDict td) {
+  TensorDict forward(TensorDict td) override {
     for (auto& m : modules_) td = m->forward(td);
     return td;
   }
 
-  const std::vector<NestedKey>& in_keys() const noexcept { return in_keys_; }
-  const std::vector<NestedKey>& out_keys() const noexcept { return out_keys_; }
+  const std::vector<NestedKey>& in_keys() const override { return in_keys_; }
+  const std::vector<NestedKey>& out_keys() const override { return out_keys_; }
   /// The i-th module.
-  const std::shared_ptr<TensorDictModuleImpl>& operator[](size_t i) const { return modules_.at(i); }
+  const std::shared_ptr<TensorDictModuleBase>& operator[](size_t i) const { return modules_.at(i); }
   size_t size() const noexcept { return modules_.size(); }
 
   std::shared_ptr<torch::nn::Module> clone(
       const c10::optional<torch::Device>& device = c10::nullopt) const override {
-    std::vector<std::shared_ptr<TensorDictModuleImpl>> copies;
+    std::vector<std::shared_ptr<TensorDictModuleBase>> copies;
     for (const auto& m : modules_) {
-      copies.push_back(std::dynamic_pointer_cast<TensorDictModuleImpl>(m->clone(device)));
+      auto copy = std::dynamic_pointer_cast<TensorDictModuleBase>(m->clone(device));
+      TORCH_CHECK(copy != nullptr, "TensorDictSequential: a module's clone() changed its type");
+      copies.push_back(std::move(copy));
     }
     auto copy = std::make_shared<TensorDictSequentialImpl>(std::move(copies));
     copy->train(is_training());
@@ -327,7 +341,7 @@ class TensorDictSequentialImpl : public torch::nn::Module {
     }
   }
 
-  std::vector<std::shared_ptr<TensorDictModuleImpl>> modules_;
+  std::vector<std::shared_ptr<TensorDictModuleBase>> modules_;
   std::vector<NestedKey> in_keys_;
   std::vector<NestedKey> out_keys_;
 };

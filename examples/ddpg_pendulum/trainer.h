@@ -1,0 +1,250 @@
+#pragma once
+
+// DDPG on the batched Pendulum, written with rlobj the way TorchRL's DDPG example is written:
+// collector -> replay buffer -> DDPGLoss -> Adam -> SoftUpdate. Used by main.cpp and by the
+// checkpoint-resume test, so both run the same code.
+
+#include <algorithm>
+#include <cstdint>
+#include <deque>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <rlobj/rlobj.h>
+
+namespace ddpg_pendulum {
+
+namespace rl = rlobj;
+
+/// Hyper-parameters (the command-line flags of ddpg_pendulum).
+struct Config {
+  uint64_t seed = 0;
+  int64_t total_frames = 20000;
+  int64_t num_envs = 1;
+  int64_t batch_size = 256;
+  double lr_actor = 1e-3;
+  double lr_critic = 1e-3;
+  double gamma = 0.99;
+  double tau = 0.005;
+  std::vector<int64_t> num_cells = {64, 64};
+  std::string activation = "relu";
+  int64_t init_random_frames = 1000;
+  int64_t buffer_size = 100000;
+  double noise_std = 0.1;
+  int64_t eval_every = 2000;
+  int64_t eval_episodes = 10;
+  std::string device = "cpu";
+
+  /// What a checkpoint must agree on to be resumed.
+  std::string fingerprint() const {
+    return fmt::format("num_envs={} num_cells={} activation={} buffer_size={} device={}", num_envs,
+                       fmt::join(num_cells, ","), activation, buffer_size, device);
+  }
+};
+
+/// Keys the loss reads: only these go into the replay buffer.
+inline std::vector<rl::NestedKey> transition_keys() {
+  return {"observation", "action", {"next", "observation"}, {"next", "reward"}, {"next", "done"},
+          {"next", "terminated"}};
+}
+
+class Trainer {
+ public:
+  using ActorNet = rl::modules::TensorDictSequential;
+  using Loss = rl::objectives::DDPGLoss<ActorNet, rl::modules::ValueOperator>;
+
+  explicit Trainer(Config cfg)
+      : cfg_(std::move(cfg)),
+        device_(cfg_.device),
+        env_(rl::envs::PendulumOptions().batch_size({cfg_.num_envs}).seed(cfg_.seed).device(device_)),
+        eval_env_(rl::envs::PendulumOptions()
+                      .batch_size({cfg_.eval_episodes})
+                      .seed(cfg_.seed + 1000003)
+                      .device(device_)),
+        rb_(rl::data::ReplayBufferOptions(cfg_.buffer_size).seed(cfg_.seed + 17)) {
+    TORCH_CHECK_VALUE(cfg_.num_envs > 0 && cfg_.batch_size > 0 && cfg_.eval_episodes > 0,
+                      "ddpg_pendulum: num_envs, batch_size and eval_episodes must be positive");
+    TORCH_CHECK_VALUE(cfg_.tau > 0 && cfg_.tau <= 1, "ddpg_pendulum: tau must be in (0, 1]");
+    torch::manual_seed(cfg_.seed);
+    const auto act = rl::modules::activation_from_string(cfg_.activation);
+    const int64_t n_obs = env_.observation_spec().at("observation").shape().back();
+    const int64_t n_act = env_.action_spec().shape().back();
+
+    // Actor: MLP -> "param", squashed into the action bounds by a TanhModule.
+    auto actor_mlp = rl::modules::MLP(rl::modules::MLPOptions(n_obs, n_act).num_cells(cfg_.num_cells).activation(act));
+    actor_ = ActorNet(rl::modules::TensorDictModule(actor_mlp, {"observation"}, {"param"}),
+                      rl::modules::TanhModule({"param"}, {"action"}, env_.action_spec()));
+    critic_ = rl::modules::ValueOperator(
+        rl::modules::MLP(rl::modules::MLPOptions(n_obs + n_act, 1).num_cells(cfg_.num_cells).activation(act)),
+        /*in_keys=*/{"observation", "action"});
+    actor_->to(device_);
+    critic_->to(device_);
+
+    loss_ = Loss(actor_, critic_);
+    loss_->make_value_estimator(rl::objectives::ValueEstimators::TD0,
+                                rl::objectives::value::ValueEstimatorOptions().gamma(cfg_.gamma));
+    optim_actor_ = std::make_unique<torch::optim::Adam>(loss_->parameters_of("actor_network"),
+                                                        torch::optim::AdamOptions(cfg_.lr_actor));
+    optim_critic_ = std::make_unique<torch::optim::Adam>(loss_->parameters_of("value_network"),
+                                                         torch::optim::AdamOptions(cfg_.lr_critic));
+    updater_ = std::make_unique<rl::objectives::SoftUpdate>(loss_, rl::objectives::SoftUpdateOptions().tau(cfg_.tau));
+
+    // Exploration: constant Gaussian noise on top of the actor (TorchRL's DDPG example).
+    noise_ = rl::modules::AdditiveGaussianModule(
+        env_.action_spec(),
+        rl::modules::AdditiveGaussianModuleOptions().sigma_init(1.0).sigma_end(1.0).std(cfg_.noise_std).seed(cfg_.seed + 29));
+    policy_ = ActorNet(actor_, noise_);
+    collector_ = std::make_unique<rl::collectors::SyncDataCollector>(
+        env_, policy_, /*frames_per_batch=*/cfg_.num_envs, /*total_frames=*/cfg_.total_frames,
+        /*init_random_frames=*/cfg_.init_random_frames);
+    running_return_ = torch::zeros({cfg_.num_envs});
+  }
+
+  /// Collects one step of every environment and, past the warm-up, does `num_envs` updates.
+  /// Returns false once `total_frames` have been collected.
+  bool step() {
+    auto batch = collector_->next();
+    if (!batch) return false;
+    track_returns(*batch);
+    rb_.extend(batch->select(transition_keys()));
+    if (collector_->frames() >= cfg_.init_random_frames && rb_.size() >= cfg_.batch_size) {
+      for (int64_t i = 0; i < cfg_.num_envs; ++i) update();
+    }
+    return true;
+  }
+
+  /// One gradient step of actor and critic, then a soft target update.
+  void update() {
+    rl::TensorDict sample = rb_.sample(cfg_.batch_size);
+    if (!device_.is_cpu()) sample = sample.to(device_);
+    rl::TensorDict out = loss_(sample);
+    torch::Tensor total = rl::objectives::sum_losses(out);
+    optim_actor_->zero_grad();
+    optim_critic_->zero_grad();
+    total.backward();
+    optim_critic_->step();
+    optim_actor_->step();
+    updater_->step();
+    ++updates_;
+    last_loss_actor_ = out.get("loss_actor").item<double>();
+    last_loss_value_ = out.get("loss_value").item<double>();
+  }
+
+  /// Mean return of `eval_episodes` fresh 200-step episodes, without exploration noise.
+  double evaluate() {
+    rl::modules::SetExplorationType deterministic(rl::modules::ExplorationType::Deterministic);
+    torch::NoGradGuard no_grad;
+    rl::TensorDict episodes = eval_env_.rollout(/*max_steps=*/200, actor_);
+    return episodes.get({"next", "reward"}).sum(-2).mean().item<double>();
+  }
+
+  /// Writes everything needed to continue exactly where we are.
+  void save(const std::string& path) const {
+    torch::serialize::OutputArchive archive, loss, optim_a, optim_c, noise, rb, collector;
+    archive.write("config", c10::IValue(cfg_.fingerprint()));
+    loss_->save(loss);
+    archive.write("loss", loss);
+    optim_actor_->save(optim_a);
+    archive.write("optim_actor", optim_a);
+    optim_critic_->save(optim_c);
+    archive.write("optim_critic", optim_c);
+    noise_->save(noise);
+    archive.write("noise", noise);
+    rb_.save(rb);
+    archive.write("replay_buffer", rb);
+    collector_->save(collector);
+    archive.write("collector", collector);
+    archive.write("eval_generator", const_cast<rl::envs::Pendulum&>(eval_env_).generator().get_state());
+    archive.write("running_return", running_return_);
+    archive.write("recent_returns", torch::tensor(std::vector<double>(recent_returns_.begin(), recent_returns_.end()),
+                                                  torch::kFloat64));
+    archive.write("counters", torch::tensor({updates_}, torch::kInt64));
+    archive.write("last_losses", torch::tensor({last_loss_actor_, last_loss_value_}, torch::kFloat64));
+    rl::save_atomic(archive, path);
+  }
+
+  /// Restores a checkpoint written by `save` (with the same fingerprint).
+  void load(const std::string& path) {
+    torch::serialize::InputArchive archive, loss, optim_a, optim_c, noise, rb, collector;
+    archive.load_from(path);
+    c10::IValue fingerprint;
+    archive.read("config", fingerprint);
+    TORCH_CHECK(fingerprint.toStringRef() == cfg_.fingerprint(), "ddpg_pendulum: checkpoint \"", path,
+                "\" was made with ", fingerprint.toStringRef(), " but this run uses ", cfg_.fingerprint());
+    archive.read("loss", loss);
+    loss_->load(loss);
+    archive.read("optim_actor", optim_a);
+    optim_actor_->load(optim_a);
+    archive.read("optim_critic", optim_c);
+    optim_critic_->load(optim_c);
+    archive.read("noise", noise);
+    noise_->load(noise);
+    archive.read("replay_buffer", rb);
+    rb_.load(rb);
+    archive.read("collector", collector);
+    collector_->load(collector);
+    torch::Tensor gen, recent, counters, losses;
+    archive.read("eval_generator", gen);
+    eval_env_.generator().set_state(gen);
+    archive.read("running_return", running_return_);
+    archive.read("recent_returns", recent);
+    recent_returns_.assign(recent.data_ptr<double>(), recent.data_ptr<double>() + recent.numel());
+    archive.read("counters", counters);
+    updates_ = counters[0].item<int64_t>();
+    archive.read("last_losses", losses);
+    last_loss_actor_ = losses[0].item<double>();
+    last_loss_value_ = losses[1].item<double>();
+  }
+
+  int64_t frames() const { return collector_->frames(); }
+  int64_t episodes() const { return collector_->episodes(); }
+  int64_t updates() const { return updates_; }
+  double last_loss_actor() const { return last_loss_actor_; }
+  double last_loss_value() const { return last_loss_value_; }
+  /// Mean return of the last (up to) 10 finished training episodes (with exploration noise).
+  double recent_return() const {
+    if (recent_returns_.empty()) return std::nan("");
+    return std::accumulate(recent_returns_.begin(), recent_returns_.end(), 0.0) / recent_returns_.size();
+  }
+  const Config& config() const { return cfg_; }
+  Loss& loss() { return loss_; }
+  ActorNet& actor() { return actor_; }
+
+ private:
+  void track_returns(const rl::TensorDict& batch) {
+    // batch: [num_envs, 1]
+    auto reward = batch.get({"next", "reward"}).reshape({-1}).to(torch::kCPU, torch::kFloat32);
+    auto done = batch.get({"next", "done"}).reshape({-1}).to(torch::kCPU);
+    running_return_ += reward;
+    for (int64_t i = 0; i < done.numel(); ++i) {
+      if (done[i].item<bool>()) {
+        recent_returns_.push_back(running_return_[i].item<double>());
+        if (recent_returns_.size() > 10) recent_returns_.pop_front();
+        running_return_[i] = 0;
+      }
+    }
+  }
+
+  Config cfg_;
+  torch::Device device_;
+  rl::envs::Pendulum env_;
+  rl::envs::Pendulum eval_env_;
+  rl::data::ReplayBuffer rb_;
+  ActorNet actor_{nullptr};
+  rl::modules::ValueOperator critic_{nullptr};
+  Loss loss_{nullptr};
+  std::unique_ptr<torch::optim::Adam> optim_actor_, optim_critic_;
+  std::unique_ptr<rl::objectives::SoftUpdate> updater_;
+  rl::modules::AdditiveGaussianModule noise_{nullptr};
+  ActorNet policy_{nullptr};
+  std::unique_ptr<rl::collectors::SyncDataCollector> collector_;
+  torch::Tensor running_return_;
+  std::deque<double> recent_returns_;
+  int64_t updates_ = 0;
+  double last_loss_actor_ = std::nan("");
+  double last_loss_value_ = std::nan("");
+};
+
+}  // namespace ddpg_pendulum

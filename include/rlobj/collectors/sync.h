@@ -1,0 +1,183 @@
+#pragma once
+
+/// \file
+/// `rlobj::collectors::SyncDataCollector`: TorchRL's `SyncDataCollector` — steps an
+/// environment with a policy and yields batches of transitions in TorchRL's layout.
+
+#include <cstdint>
+#include <functional>
+#include <iterator>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <c10/util/Exception.h>
+#include <torch/serialize/archive.h>
+#include <torch/types.h>
+#include <torch/utils.h>
+
+#include "rlobj/envs/common.h"
+#include "rlobj/serialize.h"
+#include "rlobj/tensordict.h"
+
+namespace rlobj {
+namespace collectors {
+
+/// Collects `frames_per_batch` transitions per iteration from `env` (all its sub-environments
+/// step together), until `total_frames` (-1: forever). The first `init_random_frames` frames use
+/// random actions from the env's action spec; after that the policy acts, under
+/// `torch::NoGradGuard`. Done sub-environments are reset and go on, so episodes span batches.
+///
+/// Each batch has batch_size `[*env.batch_size(), T]` with `T = frames_per_batch /
+/// env numel`, root entries at t and `"next"` entries at t+1, as `env.rollout` returns.
+///
+/// ```
+/// rlobj::collectors::SyncDataCollector collector(env, policy, /*frames_per_batch=*/1000,
+///                                                /*total_frames=*/20000, /*init_random_frames=*/1000);
+/// for (rlobj::TensorDict batch : collector) rb.extend(batch);
+/// ```
+class SyncDataCollector {
+ public:
+  using Policy = std::function<void(TensorDict&)>;
+
+  /// `env` must outlive the collector. `policy` is anything callable on a TensorDict (a module
+  /// holder, a lambda) that writes the action.
+  template <typename P>
+  SyncDataCollector(envs::EnvBase& env, P policy, int64_t frames_per_batch, int64_t total_frames = -1,
+                    int64_t init_random_frames = 0)
+      : env_(&env),
+        policy_(wrap(std::move(policy))),
+        frames_per_batch_(frames_per_batch),
+        total_frames_(total_frames),
+        init_random_frames_(init_random_frames) {
+    int64_t n_envs = 1;
+    for (auto s : env.batch_size()) n_envs *= s;
+    TORCH_CHECK_VALUE(frames_per_batch > 0, "SyncDataCollector: frames_per_batch must be positive, got ",
+                      frames_per_batch);
+    TORCH_CHECK_VALUE(frames_per_batch % n_envs == 0, "SyncDataCollector: frames_per_batch (", frames_per_batch,
+                      ") must be a multiple of the number of environments (", n_envs, ")");
+    TORCH_CHECK_VALUE(total_frames == -1 || total_frames > 0,
+                      "SyncDataCollector: total_frames must be positive or -1 (no limit), got ", total_frames);
+    TORCH_CHECK_VALUE(init_random_frames >= 0, "SyncDataCollector: init_random_frames must be >= 0");
+    steps_per_batch_ = frames_per_batch / n_envs;
+  }
+
+  /// The next batch, or nothing once `total_frames` have been collected.
+  std::optional<TensorDict> next() {
+    if (total_frames_ > 0 && frames_ >= total_frames_) return std::nullopt;
+    if (!root_) root_ = env_->reset();
+    const bool random = frames_ < init_random_frames_;
+    std::vector<TensorDict> steps;
+    steps.reserve(static_cast<size_t>(steps_per_batch_));
+    for (int64_t t = 0; t < steps_per_batch_; ++t) {
+      TensorDict td = *root_;
+      if (random) {
+        env_->rand_action(td);
+      } else {
+        torch::NoGradGuard no_grad;
+        policy_(td);
+      }
+      auto stepped = env_->step_and_maybe_reset(td);
+      episodes_ += stepped.first.get({"next", "done"}).sum().item<int64_t>();
+      steps.push_back(std::move(stepped.first));
+      root_ = std::move(stepped.second);
+    }
+    frames_ += frames_per_batch_;
+    return TensorDict::stack(steps, -1);
+  }
+
+  /// Frames collected so far.
+  int64_t frames() const noexcept { return frames_; }
+  /// Episodes finished so far (done flags seen).
+  int64_t episodes() const noexcept { return episodes_; }
+  int64_t frames_per_batch() const noexcept { return frames_per_batch_; }
+  int64_t total_frames() const noexcept { return total_frames_; }
+  /// Restarts every sub-environment on the next batch.
+  void reset() { root_.reset(); }
+
+  /// Writes the collector's progress, the environments' current state and the env's
+  /// generator into `archive`.
+  void save(torch::serialize::OutputArchive& archive) const {
+    archive.write("counters", torch::tensor({frames_, episodes_}, torch::kInt64));
+    archive.write("env_generator", env_->generator().get_state());
+    if (root_) {
+      torch::serialize::OutputArchive root;
+      save_tensordict(*root_, root);
+      archive.write("root", root);
+    }
+  }
+  /// Restores what `save` wrote.
+  void load(torch::serialize::InputArchive& archive) {
+    torch::Tensor counters, gen;
+    archive.read("counters", counters);
+    archive.read("env_generator", gen);
+    frames_ = counters[0].item<int64_t>();
+    episodes_ = counters[1].item<int64_t>();
+    env_->generator().set_state(gen);
+    torch::serialize::InputArchive root;
+    if (archive.try_read("root", root)) {
+      root_ = load_tensordict(root);
+    } else {
+      root_.reset();
+    }
+  }
+
+  /// Input iterator over the batches: `for (TensorDict batch : collector)`.
+  class iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = TensorDict;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const TensorDict*;
+    using reference = const TensorDict&;
+
+    iterator() = default;
+    explicit iterator(SyncDataCollector* c) : collector_(c) { ++*this; }
+    reference operator*() const { return *current_; }
+    pointer operator->() const { return &*current_; }
+    iterator& operator++() {
+      current_ = collector_->next();
+      if (!current_) collector_ = nullptr;
+      return *this;
+    }
+    bool operator==(const iterator& other) const { return collector_ == other.collector_; }
+    bool operator!=(const iterator& other) const { return !(*this == other); }
+
+   private:
+    SyncDataCollector* collector_ = nullptr;
+    std::optional<TensorDict> current_;
+  };
+  iterator begin() { return iterator(this); }
+  iterator end() { return iterator(); }
+
+ private:
+  template <typename P>
+  static Policy wrap(P policy) {
+    static_assert(std::is_invocable<P&, TensorDict&>::value,
+                  "SyncDataCollector: the policy must be callable on a TensorDict&");
+    return [p = std::move(policy)](TensorDict& td) mutable {
+      using R = decltype(p(td));
+      if constexpr (std::is_convertible<R, TensorDict>::value) {
+        TensorDict out = p(td);
+        if (!out.is_same(td)) td.update(out);
+      } else {
+        p(td);
+      }
+    };
+  }
+
+  envs::EnvBase* env_;
+  Policy policy_;
+  int64_t frames_per_batch_;
+  int64_t total_frames_;
+  int64_t init_random_frames_;
+  int64_t steps_per_batch_ = 1;
+  int64_t frames_ = 0;
+  int64_t episodes_ = 0;
+  std::optional<TensorDict> root_;
+};
+
+}  // namespace collectors
+}  // namespace rlobj

@@ -1,0 +1,276 @@
+#pragma once
+
+/// \file
+/// `rlobj::data::ReplayBuffer`: TorchRL's `ReplayBuffer(storage=LazyTensorStorage(capacity),
+/// sampler=RandomSampler())` — a ring buffer of transitions allocated on the first `extend`,
+/// sampled uniformly with replacement.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/util/Exception.h>
+#include <torch/arg.h>
+#include <torch/serialize/archive.h>
+#include <torch/types.h>
+
+#include "rlobj/serialize.h"
+#include "rlobj/tensordict.h"
+
+namespace rlobj {
+namespace data {
+
+/// Options of `ReplayBuffer`.
+struct ReplayBufferOptions {
+  explicit ReplayBufferOptions(int64_t capacity = 1000000) : capacity_(capacity) {}
+  /// Number of transitions kept; older ones are overwritten (TorchRL's `max_size`).
+  TORCH_ARG(int64_t, capacity);
+  /// Default `sample()` size (0: `sample()` needs an explicit size).
+  TORCH_ARG(int64_t, batch_size) = 0;
+  /// Seed of the sampler's generator.
+  TORCH_ARG(uint64_t, seed) = 0;
+  /// Where the storage lives (default: the device of the first data written).
+  TORCH_ARG(std::optional<torch::Device>, device) = std::nullopt;
+};
+
+/// A replay buffer of TensorDict transitions.
+///
+/// The storage is allocated on the first `extend`, from that data's keys, dtypes and
+/// feature shapes; later data must match them (a clear error names the entry that does not).
+/// Entries are packed by dtype into one `[capacity, K]` tensor each, so `sample` costs one
+/// gather per dtype however many keys there are, and the sampled entries are views of it.
+///
+/// ```
+/// rlobj::data::ReplayBuffer rb(rlobj::data::ReplayBufferOptions(100000).seed(0));
+/// rb.extend(rollout);                 // batch dims are flattened into transitions
+/// rlobj::TensorDict batch = rb.sample(256);  // batch_size [256]
+/// ```
+class ReplayBuffer {
+ public:
+  explicit ReplayBuffer(ReplayBufferOptions options = ReplayBufferOptions())
+      : options_(options), generator_(at::make_generator<at::CPUGeneratorImpl>(options.seed())) {
+    TORCH_CHECK_VALUE(options_.capacity() > 0, "ReplayBuffer: capacity must be positive, got ", options_.capacity());
+    TORCH_CHECK_VALUE(options_.batch_size() >= 0, "ReplayBuffer: batch_size must be >= 0");
+  }
+
+  /// Appends every transition of `td` (all its batch dims are flattened), overwriting the
+  /// oldest ones once the buffer is full.
+  void extend(const TensorDict& td) {
+    TORCH_CHECK(td.batch_dims() >= 1, "ReplayBuffer.extend: expected a TensorDict with at least one batch dim, "
+                "got batch_size ", rlobj::detail::shape_str(td.batch_size()));
+    const int64_t n_total = td.numel();
+    if (n_total == 0) return;
+    if (layout_.empty()) allocate(td);
+    const auto items = td.items(/*include_nested=*/true, /*leaves_only=*/true);
+    check_compatible(td, items);
+
+    // Only the last `capacity` transitions can survive; skip the others (TorchRL's
+    // round-robin writer ends in the same state).
+    int64_t skip = std::max<int64_t>(0, n_total - options_.capacity());
+    if (skip > 0) cursor_ = (cursor_ + skip) % options_.capacity();
+    const int64_t n = n_total - skip;
+    const int64_t first = std::min(n, options_.capacity() - cursor_);
+    for (const auto& item : items) {
+      const Slot& slot = slot_of(item.first);
+      auto src = item.second.tensor().reshape({n_total, slot.numel}).narrow(0, skip, n);
+      if (src.device() != storage_[slot.buffer].device()) src = src.to(storage_[slot.buffer].device());
+      auto dst = storage_[slot.buffer].narrow(1, slot.offset, slot.numel);
+      dst.narrow(0, cursor_, first).copy_(src.narrow(0, 0, first));
+      if (first < n) dst.narrow(0, 0, n - first).copy_(src.narrow(0, first, n - first));
+    }
+    cursor_ = (cursor_ + n) % options_.capacity();
+    size_ = std::min(size_ + n, options_.capacity());
+  }
+
+  /// `batch_size` transitions drawn uniformly with replacement (batch_size `[batch_size]`).
+  TensorDict sample(int64_t batch_size) {
+    TORCH_CHECK_VALUE(batch_size > 0, "ReplayBuffer.sample: batch_size must be positive, got ", batch_size);
+    TORCH_CHECK(size_ > 0, "ReplayBuffer.sample: the buffer is empty; extend it first");
+    auto index = torch::randint(0, size_, {batch_size}, generator_, torch::TensorOptions().dtype(torch::kLong));
+    return gather(index);
+  }
+  /// `sample(options.batch_size())`.
+  TensorDict sample() {
+    TORCH_CHECK_VALUE(options_.batch_size() > 0, "ReplayBuffer.sample: no default batch_size; pass one or set "
+                      "ReplayBufferOptions::batch_size");
+    return sample(options_.batch_size());
+  }
+
+  /// The transitions at `index` (an int64 tensor of positions in `[0, size())`).
+  TensorDict gather(const torch::Tensor& index) {
+    TORCH_CHECK(size_ > 0, "ReplayBuffer.gather: the buffer is empty");
+    std::vector<torch::Tensor> packed(storage_.size());
+    for (size_t b = 0; b < storage_.size(); ++b) {
+      const auto& idx = index.device() == storage_[b].device() ? index : index.to(storage_[b].device());
+      packed[b] = storage_[b].index_select(0, idx);
+    }
+    const int64_t n = index.numel();
+    TensorDict out({n}, options_.device());
+    for (const auto& slot : layout_) {
+      std::vector<int64_t> shape{n};
+      shape.insert(shape.end(), slot.shape.begin(), slot.shape.end());
+      out.set(slot.key, packed[slot.buffer].narrow(1, slot.offset, slot.numel).view(shape));
+    }
+    return out;
+  }
+
+  /// Every stored transition, oldest first once the buffer has wrapped (a copy).
+  TensorDict storage() {
+    if (size_ == 0) return TensorDict({0});
+    auto order = size_ < options_.capacity() ? torch::arange(size_, torch::kLong)
+                                             : (torch::arange(size_, torch::kLong) + cursor_) % options_.capacity();
+    return gather(order);
+  }
+
+  int64_t size() const noexcept { return size_; }
+  bool empty() const noexcept { return size_ == 0; }
+  int64_t capacity() const noexcept { return options_.capacity(); }
+  /// Position of the next write.
+  int64_t cursor() const noexcept { return cursor_; }
+  /// The sampler's generator.
+  at::Generator& generator() noexcept { return generator_; }
+  const ReplayBufferOptions& options() const noexcept { return options_; }
+
+  /// Writes the storage, cursor, size and sampler state into `archive`.
+  void save(torch::serialize::OutputArchive& archive) const {
+    archive.write("counters", torch::tensor({cursor_, size_, options_.capacity()}, torch::kInt64));
+    archive.write("generator", generator_.get_state());
+    std::string layout;
+    for (const auto& s : layout_) {
+      layout += s.key.str(std::string(1, rlobj::detail::kPartSeparator)) + "\n";
+    }
+    archive.write("layout", c10::IValue(layout));
+    for (size_t b = 0; b < storage_.size(); ++b) {
+      // Only the filled rows: a 1M-capacity buffer holding 20k transitions stays small.
+      archive.write("storage_" + std::to_string(b), storage_[b].narrow(0, 0, size_));
+    }
+    if (!layout_.empty()) {
+      torch::serialize::OutputArchive example;
+      save_tensordict(example_, example);
+      archive.write("example", example);
+    }
+  }
+
+  /// Restores what `save` wrote (the capacity must match).
+  void load(torch::serialize::InputArchive& archive) {
+    torch::Tensor counters, gen_state;
+    archive.read("counters", counters);
+    TORCH_CHECK(counters[2].item<int64_t>() == options_.capacity(), "ReplayBuffer.load: the checkpoint has capacity ",
+                counters[2].item<int64_t>(), " but this buffer has ", options_.capacity());
+    archive.read("generator", gen_state);
+    layout_.clear();
+    storage_.clear();
+    torch::serialize::InputArchive example;
+    if (archive.try_read("example", example)) {
+      allocate(load_tensordict(example));
+      for (size_t b = 0; b < storage_.size(); ++b) {
+        torch::Tensor rows;
+        archive.read("storage_" + std::to_string(b), rows);
+        storage_[b].narrow(0, 0, rows.size(0)).copy_(rows);
+      }
+    }
+    cursor_ = counters[0].item<int64_t>();
+    size_ = counters[1].item<int64_t>();
+    generator_.set_state(gen_state);
+  }
+
+  /// `save` to a file, atomically.
+  void save(const std::string& path) const {
+    torch::serialize::OutputArchive archive;
+    save(archive);
+    save_atomic(archive, path);
+  }
+  /// `load` from a file.
+  void load(const std::string& path) {
+    torch::serialize::InputArchive archive;
+    archive.load_from(path);
+    load(archive);
+  }
+
+ private:
+  struct Slot {
+    NestedKey key;
+    torch::Dtype dtype;
+    std::vector<int64_t> shape;  // feature shape (after the batch dims)
+    int64_t numel;
+    size_t buffer;
+    int64_t offset;
+  };
+
+  const Slot& slot_of(const NestedKey& key) const {
+    for (const auto& s : layout_) {
+      if (s.key == key) return s;
+    }
+    TORCH_CHECK(false, "ReplayBuffer: no storage for \"", key.str(), "\"");
+  }
+
+  void allocate(const TensorDict& td) {
+    const auto bd = td.batch_dims();
+    std::vector<torch::Dtype> dtypes;
+    std::vector<int64_t> widths;
+    std::optional<torch::Device> device = options_.device();
+    for (const auto& item : td.items(true, true)) {
+      const auto& t = item.second.tensor();
+      if (!device) device = t.device();
+      Slot s{item.first, t.scalar_type(), t.sizes().slice(bd).vec(), 1, 0, 0};
+      for (auto d : s.shape) s.numel *= d;
+      auto it = std::find(dtypes.begin(), dtypes.end(), s.dtype);
+      s.buffer = static_cast<size_t>(it - dtypes.begin());
+      if (it == dtypes.end()) {
+        dtypes.push_back(s.dtype);
+        widths.push_back(0);
+      }
+      s.offset = widths[s.buffer];
+      widths[s.buffer] += s.numel;
+      layout_.push_back(std::move(s));
+    }
+    TORCH_CHECK(!layout_.empty(), "ReplayBuffer.extend: the TensorDict has no entry");
+    for (size_t b = 0; b < dtypes.size(); ++b) {
+      storage_.push_back(torch::empty({options_.capacity(), widths[b]},
+                                      torch::TensorOptions().dtype(dtypes[b]).device(*device)));
+    }
+    // One zero-filled transition remembers the structure for save/load.
+    example_ = td.index({0}).apply([](const torch::Tensor& t) { return torch::zeros_like(t); }).unsqueeze(0);
+  }
+
+  void check_compatible(const TensorDict& td, const std::vector<TensorDict::Item>& items) const {
+    const auto bd = td.batch_dims();
+    TORCH_CHECK(items.size() == layout_.size(), "ReplayBuffer.extend: the data has keys ",
+                rlobj::detail::keys_str(td.keys(true, true)), " but the storage holds ", stored_keys());
+    for (const auto& item : items) {
+      const Slot* slot = nullptr;
+      for (const auto& s : layout_) {
+        if (s.key == item.first) slot = &s;
+      }
+      TORCH_CHECK(slot != nullptr, "ReplayBuffer.extend: entry \"", item.first.str(),
+                  "\" is not in the storage, which holds ", stored_keys());
+      const auto& t = item.second.tensor();
+      const auto feature = t.sizes().slice(bd);
+      TORCH_CHECK(t.scalar_type() == slot->dtype && feature.vec() == slot->shape, "ReplayBuffer.extend: entry \"",
+                  item.first.str(), "\" is ", rlobj::detail::dtype_str(t.scalar_type()), " with feature shape ",
+                  rlobj::detail::shape_str(feature), " but the storage holds ", rlobj::detail::dtype_str(slot->dtype),
+                  " ", rlobj::detail::shape_str(slot->shape));
+    }
+  }
+
+  std::string stored_keys() const {
+    std::vector<NestedKey> keys;
+    for (const auto& s : layout_) keys.push_back(s.key);
+    return rlobj::detail::keys_str(keys);
+  }
+
+  ReplayBufferOptions options_;
+  at::Generator generator_;
+  std::vector<Slot> layout_;
+  std::vector<torch::Tensor> storage_;
+  TensorDict example_;
+  int64_t cursor_ = 0;
+  int64_t size_ = 0;
+};
+
+}  // namespace data
+}  // namespace rlobj

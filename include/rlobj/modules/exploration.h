@@ -1,0 +1,293 @@
+#pragma once
+
+/// \file
+/// Exploration noise for deterministic policies, as TorchRL's `AdditiveGaussianModule` and
+/// `OrnsteinUhlenbeckProcessModule`, and TorchRL's exploration-type switch
+/// (`set_exploration_type`).
+///
+/// Put a noise module after the actor: `TensorDictSequential(actor, noise)`. Noise is added
+/// only while the exploration type is `Random` (the default); evaluate with
+/// `SetExplorationType guard(ExplorationType::Deterministic);`.
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/util/Exception.h>
+#include <torch/arg.h>
+#include <torch/nn/pimpl.h>
+#include <torch/serialize/archive.h>
+#include <torch/types.h>
+
+#include "rlobj/modules/tensordict_module.h"
+#include "rlobj/specs.h"
+#include "rlobj/tensordict.h"
+
+namespace rlobj {
+namespace modules {
+
+/// TorchRL's `ExplorationType`: how stochastic modules act.
+enum class ExplorationType { Random, Deterministic, Mode, Mean };
+
+namespace detail {
+inline ExplorationType& exploration_type_slot() {
+  static thread_local ExplorationType type = ExplorationType::Random;
+  return type;
+}
+}  // namespace detail
+
+/// The exploration type of the calling thread (`Random` unless a guard says otherwise).
+inline ExplorationType exploration_type() { return detail::exploration_type_slot(); }
+
+/// Sets the exploration type of the calling thread for the guard's lifetime (TorchRL's
+/// `with set_exploration_type(...)`).
+class SetExplorationType {
+ public:
+  explicit SetExplorationType(ExplorationType type) : previous_(detail::exploration_type_slot()) {
+    detail::exploration_type_slot() = type;
+  }
+  ~SetExplorationType() { detail::exploration_type_slot() = previous_; }
+  SetExplorationType(const SetExplorationType&) = delete;
+  SetExplorationType& operator=(const SetExplorationType&) = delete;
+
+ private:
+  ExplorationType previous_;
+};
+
+namespace detail {
+
+/// Shared plumbing of the noise modules: the action spec, a private seeded generator whose
+/// state is saved with the module, and TorchRL's float32 annealing.
+class NoiseModuleBase : public TensorDictModuleBase {
+ public:
+  const std::vector<NestedKey>& in_keys() const override { return in_keys_; }
+  const std::vector<NestedKey>& out_keys() const override { return out_keys_; }
+  const TensorSpec& spec() const { return *spec_; }
+  /// The generator the noise is drawn from.
+  at::Generator& generator() noexcept { return generator_; }
+
+  void save(torch::serialize::OutputArchive& archive) const override {
+    generator_state_.set_(generator_.get_state());
+    torch::nn::Module::save(archive);
+  }
+  void load(torch::serialize::InputArchive& archive) override {
+    torch::nn::Module::load(archive);
+    generator_.set_state(generator_state_);
+  }
+
+ protected:
+  NoiseModuleBase(const TensorSpec& spec, NestedKey action_key, std::optional<uint64_t> seed)
+      : spec_(spec.clone()),
+        // Unseeded: the seed comes from the global generator, so torch::manual_seed governs it.
+        generator_(at::make_generator<at::CPUGeneratorImpl>(
+            seed ? *seed
+                 : static_cast<uint64_t>(torch::randint(0, std::numeric_limits<int64_t>::max(), {1},
+                                                        torch::kInt64)
+                                             .item<int64_t>()))) {
+    generator_state_ = register_buffer("generator_state", generator_.get_state());
+    in_keys_ = {action_key};
+    out_keys_ = {std::move(action_key)};
+  }
+
+  /// Standard normal noise of `like`'s shape, drawn on the CPU generator, moved to `like`.
+  torch::Tensor randn_like(const torch::Tensor& like) {
+    auto n = torch::randn(like.sizes(), generator_, torch::TensorOptions().dtype(like.scalar_type()));
+    return like.device().is_cpu() ? n : n.to(like.device());
+  }
+
+  /// `value` annealed `frames` times towards `end` by `(init - end) / num_steps`, in float32
+  /// as TorchRL's buffers are.
+  static float anneal(float value, float init, float end, int64_t num_steps, int64_t frames) {
+    if (num_steps <= 0) return value;
+    const float delta = (init - end) / static_cast<float>(num_steps);
+    for (int64_t i = 0; i < frames && value > end; ++i) value = std::max(end, value - delta);
+    return value;
+  }
+
+  torch::Tensor project(const torch::Tensor& action) const { return spec_->project(action); }
+
+  std::shared_ptr<TensorSpec> spec_;
+  at::Generator generator_;
+  mutable torch::Tensor generator_state_;
+  std::vector<NestedKey> in_keys_;
+  std::vector<NestedKey> out_keys_;
+};
+
+}  // namespace detail
+
+/// Options of `AdditiveGaussianModule` (TorchRL's names and defaults).
+struct AdditiveGaussianModuleOptions {
+  /// Initial noise scale.
+  TORCH_ARG(double, sigma_init) = 1.0;
+  /// Final noise scale.
+  TORCH_ARG(double, sigma_end) = 0.1;
+  /// Number of `step()` frames to go from `sigma_init` to `sigma_end`.
+  TORCH_ARG(int64_t, annealing_num_steps) = 1000;
+  /// Mean of the unscaled noise.
+  TORCH_ARG(double, mean) = 0.0;
+  /// Standard deviation of the unscaled noise.
+  TORCH_ARG(double, std) = 1.0;
+  /// Where the action is read and written.
+  TORCH_ARG(NestedKey, action_key) = "action";
+  /// Seed of the module's generator (default: drawn from the global generator).
+  TORCH_ARG(std::optional<uint64_t>, seed) = std::nullopt;
+};
+
+/// Adds `sigma * N(mean, std)` to the action and projects it into the action spec (TorchRL's
+/// `AdditiveGaussianModule`). `step(frames)` anneals `sigma` linearly to `sigma_end`.
+class AdditiveGaussianModuleImpl : public detail::NoiseModuleBase {
+ public:
+  AdditiveGaussianModuleImpl(const TensorSpec& spec, AdditiveGaussianModuleOptions options = {})
+      : NoiseModuleBase(spec, options.action_key(), options.seed()), options(std::move(options)) {
+    TORCH_CHECK_VALUE(this->options.sigma_end() <= this->options.sigma_init(),
+                      "AdditiveGaussianModule: sigma should decrease over time or be constant (sigma_init ",
+                      this->options.sigma_init(), " < sigma_end ", this->options.sigma_end(), ")");
+    TORCH_CHECK_VALUE(this->options.std() >= 0, "AdditiveGaussianModule: std must be >= 0");
+    sigma_ = register_buffer("sigma", torch::tensor(static_cast<float>(this->options.sigma_init())));
+  }
+
+  TensorDict forward(TensorDict td) override {
+    if (exploration_type() != ExplorationType::Random) return td;
+    const NestedKey& key = in_keys_.front();
+    const torch::Tensor* action = td.find(key);
+    TORCH_CHECK(action != nullptr, "AdditiveGaussianModule: no \"", key.str(), "\" in the TensorDict; put the "
+                "module after the actor");
+    auto noise = randn_like(*action) * options.std() + options.mean();
+    td.set(key, project(*action + noise * sigma_.to(action->device())));
+    return td;
+  }
+
+  /// Anneals sigma by `frames` steps.
+  void step(int64_t frames = 1) {
+    TORCH_CHECK_VALUE(frames >= 0, "AdditiveGaussianModule.step: frames must be >= 0");
+    sigma_.fill_(anneal(sigma_.item<float>(), static_cast<float>(options.sigma_init()),
+                        static_cast<float>(options.sigma_end()), options.annealing_num_steps(), frames));
+  }
+  /// The current noise scale.
+  double sigma() const { return sigma_.item<double>(); }
+
+  AdditiveGaussianModuleOptions options;
+
+ private:
+  torch::Tensor sigma_;
+};
+
+/// Holder of `AdditiveGaussianModuleImpl`.
+TORCH_MODULE(AdditiveGaussianModule);
+
+/// Options of `OrnsteinUhlenbeckProcessModule` (TorchRL's names and defaults).
+struct OrnsteinUhlenbeckProcessModuleOptions {
+  /// Initial weight of the noise.
+  TORCH_ARG(double, eps_init) = 1.0;
+  /// Final weight of the noise.
+  TORCH_ARG(double, eps_end) = 0.1;
+  /// Number of `step()` frames to go from `eps_init` to `eps_end`.
+  TORCH_ARG(int64_t, annealing_num_steps) = 1000;
+  TORCH_ARG(double, theta) = 0.15;
+  TORCH_ARG(double, mu) = 0.0;
+  TORCH_ARG(double, sigma) = 0.2;
+  TORCH_ARG(double, dt) = 1e-2;
+  /// With a value, sigma decreases linearly per environment step from `sigma` to it over
+  /// `n_steps_annealing` steps.
+  TORCH_ARG(std::optional<double>, sigma_min) = std::nullopt;
+  TORCH_ARG(int64_t, n_steps_annealing) = 1000;
+  TORCH_ARG(NestedKey, action_key) = "action";
+  /// The flag that resets a sub-environment's noise (written by every rlobj environment).
+  TORCH_ARG(NestedKey, is_init_key) = "is_init";
+  /// Seed of the module's generator (default: drawn from the global generator).
+  TORCH_ARG(std::optional<uint64_t>, seed) = std::nullopt;
+};
+
+/// Temporally correlated noise (TorchRL's `OrnsteinUhlenbeckProcessModule`):
+/// `n <- n + theta (mu - n) dt + sigma_t sqrt(dt) N(0, 1)`, added as `action + eps * n` and
+/// projected into the action spec. The per-environment noise state lives in the TensorDict
+/// (`_ou_prev_noise`, `_ou_steps`) and restarts from zero wherever `is_init` is true.
+class OrnsteinUhlenbeckProcessModuleImpl : public detail::NoiseModuleBase {
+ public:
+  OrnsteinUhlenbeckProcessModuleImpl(const TensorSpec& spec, OrnsteinUhlenbeckProcessModuleOptions options = {})
+      : NoiseModuleBase(spec, options.action_key(), options.seed()), options(std::move(options)) {
+    const auto& o = this->options;
+    TORCH_CHECK_VALUE(o.eps_end() <= o.eps_init(), "OrnsteinUhlenbeckProcessModule: eps should decrease over "
+                      "time or be constant (eps_init ", o.eps_init(), " < eps_end ", o.eps_end(), ")");
+    TORCH_CHECK_VALUE(o.dt() > 0, "OrnsteinUhlenbeckProcessModule: dt must be positive");
+    TORCH_CHECK_VALUE(o.n_steps_annealing() > 0, "OrnsteinUhlenbeckProcessModule: n_steps_annealing must be positive");
+    eps_ = register_buffer("eps", torch::tensor(static_cast<float>(o.eps_init())));
+    out_keys_ = {o.action_key(), kNoiseKey, kStepsKey};
+  }
+
+  /// Key of the per-environment noise state.
+  static constexpr const char* kNoiseKey = "_ou_prev_noise";
+  /// Key of the per-environment step counter.
+  static constexpr const char* kStepsKey = "_ou_steps";
+
+  TensorDict forward(TensorDict td) override {
+    if (exploration_type() != ExplorationType::Random) return td;
+    const auto& o = options;
+    const NestedKey& key = in_keys_.front();
+    const torch::Tensor* action_ptr = td.find(key);
+    TORCH_CHECK(action_ptr != nullptr, "OrnsteinUhlenbeckProcessModule: no \"", key.str(),
+                "\" in the TensorDict; put the module after the actor");
+    const torch::Tensor action = *action_ptr;
+    torch::Tensor noise, steps;
+    if (const torch::Tensor* s = td.find(kStepsKey)) {
+      noise = td.get(kNoiseKey);
+      steps = *s;
+    } else {
+      noise = torch::zeros_like(action);
+      steps = torch::zeros(td.batch_size(), torch::TensorOptions().dtype(torch::kLong).device(action.device()));
+    }
+    if (const torch::Tensor* is_init = td.find(o.is_init_key())) {
+      torch::Tensor init = *is_init;
+      if (init.dim() > td.batch_dims() && init.size(-1) == 1) init = init.squeeze(-1);
+      TORCH_CHECK(init.sizes() == c10::IntArrayRef(td.batch_size()), "OrnsteinUhlenbeckProcessModule: \"",
+                  o.is_init_key().str(), "\" has shape ", rlobj::detail::shape_str(is_init->sizes()),
+                  ", not compatible with the batch_size ", rlobj::detail::shape_str(td.batch_size()));
+      auto noise_mask = init.reshape(extended_shape(init, noise.dim()));
+      noise = noise.masked_fill(noise_mask, 0);
+      steps = steps.masked_fill(init, 0);
+    }
+    auto steps_like_noise = steps.reshape(extended_shape(steps, noise.dim())).to(noise.scalar_type());
+    torch::Tensor sigma = o.sigma_min()
+                              ? (steps_like_noise * (-(o.sigma() - *o.sigma_min()) / static_cast<double>(o.n_steps_annealing())) +
+                                 o.sigma())
+                                    .clamp_min(*o.sigma_min())
+                              : torch::full_like(noise, o.sigma());
+    noise = noise + o.theta() * (o.mu() - noise) * o.dt() + sigma * std::sqrt(o.dt()) * randn_like(noise);
+    td.set(kNoiseKey, noise);
+    td.set(kStepsKey, steps + 1);
+    td.set(key, project(action + eps_.to(action.device()) * noise));
+    return td;
+  }
+
+  /// Anneals eps by `frames` steps.
+  void step(int64_t frames = 1) {
+    TORCH_CHECK_VALUE(frames >= 0, "OrnsteinUhlenbeckProcessModule.step: frames must be >= 0");
+    eps_.fill_(anneal(eps_.item<float>(), static_cast<float>(options.eps_init()),
+                      static_cast<float>(options.eps_end()), options.annealing_num_steps(), frames));
+  }
+  /// The current weight of the noise.
+  double eps() const { return eps_.item<double>(); }
+
+  OrnsteinUhlenbeckProcessModuleOptions options;
+
+ private:
+  static std::vector<int64_t> extended_shape(const torch::Tensor& t, int64_t dims) {
+    std::vector<int64_t> s = t.sizes().vec();
+    s.resize(static_cast<size_t>(std::max<int64_t>(dims, t.dim())), 1);
+    return s;
+  }
+
+  torch::Tensor eps_;
+};
+
+/// Holder of `OrnsteinUhlenbeckProcessModuleImpl`.
+TORCH_MODULE(OrnsteinUhlenbeckProcessModule);
+
+}  // namespace modules
+}  // namespace rlobj
