@@ -1,9 +1,12 @@
 // Includes every public header. Linked together with all_headers_b_test.cpp into one
 // binary, so a non-inline function defined in a header fails the link (one-definition rule).
 #include <rlobj/rlobj.h>
+#include <rlobj/collectors/sync.h>
+#include <rlobj/data/replay_buffer.h>
 #include <rlobj/envs/common.h>
 #include <rlobj/envs/pendulum.h>
 #include <rlobj/modules/actor.h>
+#include <rlobj/modules/exploration.h>
 #include <rlobj/modules/mlp.h>
 #include <rlobj/modules/tensordict_module.h>
 #include <rlobj/modules/value_operator.h>
@@ -12,6 +15,7 @@
 #include <rlobj/objectives/utils.h>
 #include <rlobj/objectives/value/advantages.h>
 #include <rlobj/objectives/value/functional.h>
+#include <rlobj/serialize.h>
 #include <rlobj/specs.h>
 #include <rlobj/tensordict.h>
 #include <rlobj/version.h>

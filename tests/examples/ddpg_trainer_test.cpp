@@ -1,0 +1,61 @@
+// The ddpg_pendulum example's training loop: checkpoints resume exactly.
+#include <cstdio>
+#include <filesystem>
+
+#include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include "ddpg_pendulum/trainer.h"
+
+using Catch::Matchers::Contains;
+using ddpg_pendulum::Config;
+using ddpg_pendulum::Trainer;
+
+namespace {
+Config small_config() {
+  Config cfg;
+  cfg.total_frames = 600;
+  cfg.num_envs = 2;
+  cfg.init_random_frames = 100;
+  cfg.batch_size = 32;
+  cfg.num_cells = {16, 16};
+  cfg.eval_episodes = 2;
+  return cfg;
+}
+}  // namespace
+
+TEST_CASE("ddpg_pendulum: a resumed run continues exactly as if never stopped", "[example][checkpoint]") {
+  const std::string path = (std::filesystem::temp_directory_path() / "rlobj_trainer_test.pt").string();
+  Trainer straight(small_config());
+  while (straight.step()) {
+  }
+  CHECK(straight.frames() == 600);
+  CHECK(straight.updates() == 2 * (600 - 100) / 2 + 2);  // num_envs updates per batch once learning starts
+
+  Trainer first(small_config());
+  while (first.frames() < 300) first.step();
+  first.save(path);
+  CHECK(std::filesystem::exists(path));
+
+  Trainer resumed(small_config());
+  resumed.load(path);
+  CHECK(resumed.frames() == 300);
+  while (resumed.step()) {
+  }
+  CHECK(resumed.updates() == straight.updates());
+  auto p1 = straight.loss()->parameters();
+  auto p2 = resumed.loss()->parameters();
+  for (size_t i = 0; i < p1.size(); ++i) CHECK(torch::equal(p1[i], p2[i]));
+  auto t1 = straight.loss()->named_buffers()["target_value_network_params"];
+  auto t2 = resumed.loss()->named_buffers()["target_value_network_params"];
+  CHECK(torch::equal(t1, t2));
+  CHECK(straight.recent_return() == resumed.recent_return());
+  CHECK(straight.last_loss_value() == resumed.last_loss_value());
+  CHECK(straight.evaluate() == resumed.evaluate());
+
+  Config other = small_config();
+  other.num_cells = {8};
+  Trainer incompatible(other);
+  REQUIRE_THROWS_WITH(incompatible.load(path), Contains("was made with"));
+  std::remove(path.c_str());
+}
