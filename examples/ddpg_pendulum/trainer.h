@@ -24,11 +24,11 @@ struct Config {
   int64_t total_frames = 20000;
   int64_t num_envs = 1;
   int64_t batch_size = 256;
-  double lr_actor = 1e-3;
+  double lr_actor = 3e-4;
   double lr_critic = 1e-3;
   double gamma = 0.99;
   double tau = 0.005;
-  std::vector<int64_t> num_cells = {64, 64};
+  std::vector<int64_t> num_cells = {32, 32};
   std::string activation = "relu";
   int64_t init_random_frames = 1000;
   int64_t buffer_size = 100000;

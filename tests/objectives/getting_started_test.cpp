@@ -51,6 +51,6 @@ TEST_CASE("The getting-started loop runs as in TorchRL", "[ddpg][example]") {
   auto updater = rl::objectives::SoftUpdate(ddpg_loss, rl::objectives::SoftUpdateOptions().eps(0.99));
   CHECK(torch::equal(target, value_net->parameters()[0]));  // the updater initialised the target
   updater.step();
-  CHECK(torch::allclose(target, value_net->parameters()[0]));  // already equal: lerp keeps it
+  CHECK(torch::allclose(target, value_net->parameters()[0]));  // already equal: the blend keeps it
   CHECK_FALSE(torch::equal(target, target_before));
 }

@@ -91,8 +91,13 @@ struct SoftUpdateOptions {
   TORCH_ARG(std::optional<double>, tau) = std::nullopt;
 };
 
-/// Polyak averaging of the delayed targets: `target = eps * target + (1 - eps) * source`,
-/// one fused `lerp_` over each contiguous parameter group (TorchRL >= 0.6 also uses `lerp_`).
+/// Polyak averaging of the delayed targets: `target = eps * target + (1 - eps) * source`, as
+/// two vectorized in-place passes (`mul_`, `add_`) over each contiguous parameter group.
+///
+/// TorchRL >= 0.6 writes this as `lerp_`, <= 0.5 as `target * eps + source * (1 - eps)`; the
+/// three differ by at most an ulp per step. `lerp_` is not vectorized in Debian's LibTorch
+/// 1.13: on 134k floats it takes 79 us against 18 us for `mul_` + `add_` (and 60 us for
+/// TorchRL 0.4's formula, which allocates two temporaries).
 ///
 /// ```
 /// auto updater = rlobj::objectives::SoftUpdate(loss, rlobj::objectives::SoftUpdateOptions().eps(0.995));
@@ -111,10 +116,10 @@ class SoftUpdate : public TargetNetUpdater {
     torch::NoGradGuard no_grad;
     const double weight = 1.0 - eps_;
     for (auto& p : pairs_) {
-      p.target.lerp_(p.source, weight);
+      p.target.mul_(eps_).add_(p.source, weight);
       for (auto& b : p.buffers) {
         if (at::isFloatingType(b.first.scalar_type())) {
-          b.first.lerp_(b.second, weight);
+          b.first.mul_(eps_).add_(b.second, weight);
         } else {
           b.first.copy_(b.second);
         }
