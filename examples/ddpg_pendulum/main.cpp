@@ -118,9 +118,10 @@ int main(int argc, char** argv) {
       }
     };
 
+    // Periodic evaluations; the one at the last frame is the final evaluation below.
     int64_t next_eval = (trainer.frames() / cfg.eval_every + 1) * cfg.eval_every;
     while (trainer.step()) {
-      if (cfg.eval_every > 0 && trainer.frames() >= next_eval) {
+      if (cfg.eval_every > 0 && trainer.frames() >= next_eval && trainer.frames() < cfg.total_frames) {
         last_eval = trainer.evaluate();
         csv.row(trainer, seconds_since(t0), last_eval);
         if (!checkpoint.empty()) trainer.save(checkpoint);
