@@ -3,6 +3,8 @@
 #include <rlobj/rlobj.h>
 #include <rlobj/collectors/sync.h>
 #include <rlobj/data/replay_buffer.h>
+#include <rlobj/detail/format.h>
+#include <rlobj/detail/keys.h>
 #include <rlobj/envs/common.h>
 #include <rlobj/envs/pendulum.h>
 #include <rlobj/modules/actor.h>

@@ -155,17 +155,7 @@ class SyncDataCollector {
  private:
   template <typename P>
   static Policy wrap(P policy) {
-    static_assert(std::is_invocable<P&, TensorDict&>::value,
-                  "SyncDataCollector: the policy must be callable on a TensorDict&");
-    return [p = std::move(policy)](TensorDict& td) mutable {
-      using R = decltype(p(td));
-      if constexpr (std::is_convertible<R, TensorDict>::value) {
-        TensorDict out = p(td);
-        if (!out.is_same(td)) td.update(out);
-      } else {
-        p(td);
-      }
-    };
+    return [p = std::move(policy)](TensorDict& td) mutable { envs::detail::apply_policy(p, td); };
   }
 
   envs::EnvBase* env_;

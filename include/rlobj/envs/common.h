@@ -81,6 +81,26 @@ inline TensorDict step_mdp(const TensorDict& td, const StepMdpOptions& options =
   return out;
 }
 
+namespace detail {
+
+/// Calls a policy on `td` as TorchRL does (`td.update(policy(td))`): a policy may write into
+/// `td` and return it (a module holder), return another TensorDict (merged in), or return
+/// nothing (a lambda).
+template <typename Policy>
+TensorDict apply_policy(Policy& policy, TensorDict td) {
+  static_assert(std::is_invocable<Policy&, TensorDict&>::value, "a policy must be callable on a TensorDict&");
+  using R = decltype(policy(td));
+  if constexpr (std::is_convertible<R, TensorDict>::value) {
+    TensorDict out = policy(td);
+    if (!out.is_same(td)) td.update(out);
+  } else {
+    policy(td);
+  }
+  return td;
+}
+
+}  // namespace detail
+
 /// Options of `EnvBase::rollout`, with TorchRL's names and defaults.
 struct RolloutOptions {
   /// Start with `reset()`; else start from `tensordict`.
@@ -238,14 +258,7 @@ class EnvBase {
   template <typename Policy>
   static TensorDict call_policy(Policy& policy, TensorDict td) {
     torch::NoGradGuard no_grad;
-    using R = decltype(policy(td));
-    if constexpr (std::is_convertible<R, TensorDict>::value) {
-      TensorDict out = policy(td);
-      if (!out.is_same(td)) td.update(out);
-    } else {
-      policy(td);
-    }
-    return td;
+    return detail::apply_policy(policy, std::move(td));
   }
 
   static torch::Tensor where_rows(const torch::Tensor& keep_new, const torch::Tensor& a,

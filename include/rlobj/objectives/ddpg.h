@@ -24,6 +24,7 @@
 #include <torch/types.h>
 #include <torch/utils.h>
 
+#include "rlobj/detail/keys.h"
 #include "rlobj/modules/actor.h"
 #include "rlobj/modules/value_operator.h"
 #include "rlobj/objectives/common.h"
@@ -165,19 +166,12 @@ class DDPGLossImpl : public LossModuleImpl {
   /// `state_action_value` only changes where the loss reads Q: the value network's out_keys
   /// must be changed to match.
   void set_keys(const std::map<std::string, NestedKey>& keys) {
-    for (const auto& kv : keys) {
-      const std::string& k = kv.first;
-      NestedKey* slot = k == "state_action_value" ? &keys_.state_action_value
-                        : k == "priority"         ? &keys_.priority
-                        : k == "reward"           ? &keys_.reward
-                        : k == "done"             ? &keys_.done
-                        : k == "terminated"       ? &keys_.terminated
-                                                  : nullptr;
-      TORCH_CHECK_VALUE(slot != nullptr, "DDPGLoss.set_keys: \"", k,
-                        "\" is not an accepted key; expected state_action_value, priority, reward, done "
-                        "or terminated");
-      *slot = kv.second;
-    }
+    rlobj::detail::set_named_keys("DDPGLoss", keys,
+                                  {{"state_action_value", &keys_.state_action_value},
+                                   {"priority", &keys_.priority},
+                                   {"reward", &keys_.reward},
+                                   {"done", &keys_.done},
+                                   {"terminated", &keys_.terminated}});
     forward_keys_to_estimator();
   }
   const DDPGLossKeys& tensor_keys() const noexcept { return keys_; }

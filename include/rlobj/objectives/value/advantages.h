@@ -16,6 +16,7 @@
 #include <torch/types.h>
 #include <torch/utils.h>
 
+#include "rlobj/detail/keys.h"
 #include "rlobj/envs/common.h"
 #include "rlobj/objectives/value/functional.h"
 #include "rlobj/tensordict.h"
@@ -76,21 +77,14 @@ class ValueEstimatorBase {
 
   /// Renames keys: `{{"reward", "r"}, {"value", "state_action_value"}}`. Unknown names throw.
   void set_keys(const std::map<std::string, NestedKey>& keys) {
-    for (const auto& kv : keys) {
-      const std::string& k = kv.first;
-      NestedKey* slot = k == "advantage"           ? &keys_.advantage
-                        : k == "value_target"      ? &keys_.value_target
-                        : k == "value"             ? &keys_.value
-                        : k == "reward"            ? &keys_.reward
-                        : k == "done"              ? &keys_.done
-                        : k == "terminated"        ? &keys_.terminated
-                        : k == "steps_to_next_obs" ? &keys_.steps_to_next_obs
-                                                   : nullptr;
-      TORCH_CHECK_VALUE(slot != nullptr, name_, ".set_keys: \"", k,
-                        "\" is not an accepted key; expected advantage, value_target, value, reward, "
-                        "done, terminated or steps_to_next_obs");
-      *slot = kv.second;
-    }
+    rlobj::detail::set_named_keys(name_, keys,
+                                  {{"advantage", &keys_.advantage},
+                                   {"value_target", &keys_.value_target},
+                                   {"value", &keys_.value},
+                                   {"reward", &keys_.reward},
+                                   {"done", &keys_.done},
+                                   {"terminated", &keys_.terminated},
+                                   {"steps_to_next_obs", &keys_.steps_to_next_obs}});
   }
   const ValueEstimatorKeys& tensor_keys() const noexcept { return keys_; }
   const ValueEstimatorOptions& options() const noexcept { return options_; }
@@ -167,6 +161,14 @@ class ValueEstimatorBase {
     return {run_value_network(td.copy()), next_value(td)};
   }
 
+  /// The validated transition and the next value (computed by the network when not given).
+  Transition transition_and_next_value(TensorDict& td, torch::Tensor* next_value) const {
+    Transition t = read_transition(td);
+    if (!next_value->defined()) *next_value = this->next_value(td);
+    check_value_shape(*next_value, t.reward);
+    return t;
+  }
+
   void check_value_shape(const torch::Tensor& next_value, const torch::Tensor& reward) const {
     TORCH_CHECK(next_value.sizes() == reward.sizes(), name_, ": the value \"", keys_.value.str(),
                 "\" has shape ", rlobj::detail::shape_str(next_value.sizes()), " but the reward \"next.",
@@ -188,13 +190,11 @@ class TD0Estimator : public ValueEstimatorBase {
       : ValueEstimatorBase("TD0Estimator", std::move(value_network), options) {}
 
   torch::Tensor value_estimate(TensorDict td, torch::Tensor next_value = {}) override {
-    Transition t = read_transition(td);
+    Transition t = transition_and_next_value(td, &next_value);
     torch::Tensor gamma = gamma_.device() == t.reward.device() ? gamma_ : gamma_.to(t.reward.device());
     if (const torch::Tensor* steps = td.find(keys_.steps_to_next_obs)) {
       gamma = gamma.pow(steps->view_as(t.reward));
     }
-    if (!next_value.defined()) next_value = this->next_value(td);
-    check_value_shape(next_value, t.reward);
     return td0_return_estimate(gamma, next_value, t.reward, t.terminated);
   }
 };
@@ -206,9 +206,7 @@ class TD1Estimator : public ValueEstimatorBase {
       : ValueEstimatorBase("TD1Estimator", std::move(value_network), options) {}
 
   torch::Tensor value_estimate(TensorDict td, torch::Tensor next_value = {}) override {
-    Transition t = read_transition(td);
-    if (!next_value.defined()) next_value = this->next_value(td);
-    check_value_shape(next_value, t.reward);
+    Transition t = transition_and_next_value(td, &next_value);
     return td1_return_estimate(gamma_.item<double>(), next_value, t.reward, t.done, t.terminated);
   }
 };
@@ -220,9 +218,7 @@ class TDLambdaEstimator : public ValueEstimatorBase {
       : ValueEstimatorBase("TDLambdaEstimator", std::move(value_network), options) {}
 
   torch::Tensor value_estimate(TensorDict td, torch::Tensor next_value = {}) override {
-    Transition t = read_transition(td);
-    if (!next_value.defined()) next_value = this->next_value(td);
-    check_value_shape(next_value, t.reward);
+    Transition t = transition_and_next_value(td, &next_value);
     return td_lambda_return_estimate(gamma_.item<double>(), options_.lmbda(), next_value, t.reward, t.done,
                                      t.terminated);
   }
@@ -251,10 +247,8 @@ class GAE : public ValueEstimatorBase {
 
   /// GAE's value target needs the state values too: the value network is run on `td`.
   torch::Tensor value_estimate(TensorDict td, torch::Tensor next_value = {}) override {
-    Transition t = read_transition(td);
     torch::Tensor value = run_value_network(td.copy());
-    if (!next_value.defined()) next_value = this->next_value(td);
-    check_value_shape(next_value, t.reward);
+    Transition t = transition_and_next_value(td, &next_value);
     return std::get<1>(generalized_advantage_estimate(gamma_.item<double>(), options_.lmbda(), value,
                                                       next_value, t.reward, t.done, t.terminated));
   }

@@ -45,28 +45,30 @@ inline void check_time(const char* where, const torch::Tensor& t) {
 
 }  // namespace detail
 
+namespace detail {
+template <typename Gamma>
+torch::Tensor td0(const Gamma& gamma, const torch::Tensor& next_state_value, const torch::Tensor& reward,
+                  const torch::Tensor& terminated) {
+  constexpr const char* where = "td0_return_estimate";
+  check_same_shapes(where, {{"next_state_value", &next_state_value}, {"reward", &reward}, {"terminated", &terminated}});
+  check_bool(where, "terminated", terminated);
+  auto not_terminated = terminated.logical_not().to(torch::kInt);
+  return reward + gamma * not_terminated * next_state_value;
+}
+}  // namespace detail
+
 /// TD(0) return: `reward + gamma * (!terminated) * next_state_value`. `gamma` may be a 0-dim
 /// tensor (the estimators pass a float32 one, as TorchRL does) or a tensor of the inputs'
 /// shape.
 inline torch::Tensor td0_return_estimate(const torch::Tensor& gamma, const torch::Tensor& next_state_value,
                                          const torch::Tensor& reward, const torch::Tensor& terminated) {
-  constexpr const char* where = "td0_return_estimate";
-  detail::check_same_shapes(where, {{"next_state_value", &next_state_value}, {"reward", &reward},
-                                    {"terminated", &terminated}});
-  detail::check_bool(where, "terminated", terminated);
-  auto not_terminated = terminated.logical_not().to(torch::kInt);
-  return reward + gamma * not_terminated * next_state_value;
+  return detail::td0(gamma, next_state_value, reward, terminated);
 }
 
 /// TD(0) return with a scalar `gamma`.
 inline torch::Tensor td0_return_estimate(double gamma, const torch::Tensor& next_state_value,
                                          const torch::Tensor& reward, const torch::Tensor& terminated) {
-  constexpr const char* where = "td0_return_estimate";
-  detail::check_same_shapes(where, {{"next_state_value", &next_state_value}, {"reward", &reward},
-                                    {"terminated", &terminated}});
-  detail::check_bool(where, "terminated", terminated);
-  auto not_terminated = terminated.logical_not().to(torch::kInt);
-  return reward + gamma * not_terminated * next_state_value;
+  return detail::td0(gamma, next_state_value, reward, terminated);
 }
 
 /// TD(0) advantage: `td0_return_estimate(...) - state_value`.
