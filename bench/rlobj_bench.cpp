@@ -5,6 +5,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -170,7 +171,10 @@ void ReplaySample_handwritten(benchmark::State& state) {
 void PendulumStep(benchmark::State& state) {
   torch::set_num_threads(1);
   const int64_t n = state.range(0);
-  rl::envs::Pendulum env(rl::envs::PendulumOptions().batch_size({n}).fused_cpu_step(state.range(1) == 1));
+  rl::envs::Pendulum env(rl::envs::PendulumOptions()
+                             .batch_size({n})
+                             .fused_cpu_step(state.range(1) == 1)
+                             .fused_cpu_max_batch(std::numeric_limits<int64_t>::max()));
   auto td = env.reset();
   td.set("action", torch::zeros({n, 1}));
   for (auto _ : state) {

@@ -109,6 +109,7 @@ TEST_CASE("Pendulum: float32 trajectories equal gym's formulas (1e-5)", "[envs][
 }
 
 TEST_CASE("Pendulum: fused and tensor-op steps agree", "[envs][pendulum]") {
+  CHECK(PendulumOptions().fused_cpu_max_batch() == 512);  // above it, vectorized ops are faster
   for (auto dtype : {torch::kFloat32, torch::kFloat64}) {
     Pendulum a(PendulumOptions().batch_size({64}).dtype(dtype).seed(3));
     Pendulum b(PendulumOptions().batch_size({64}).dtype(dtype).seed(3).fused_cpu_step(false));
@@ -129,6 +130,19 @@ TEST_CASE("Pendulum: fused and tensor-op steps agree", "[envs][pendulum]") {
       tb = rlobj::envs::step_mdp(tb);
     }
   }
+}
+
+TEST_CASE("Pendulum: batches above fused_cpu_max_batch use the tensor-op step", "[envs][pendulum]") {
+  // Same results whichever path the batch size selects.
+  Pendulum small_limit(PendulumOptions().batch_size({8}).seed(2).fused_cpu_max_batch(4));
+  Pendulum fused(PendulumOptions().batch_size({8}).seed(2));
+  auto a = small_limit.reset(), b = fused.reset();
+  a.set("action", torch::full({8, 1}, 1.5f));
+  b.set("action", torch::full({8, 1}, 1.5f));
+  small_limit.step(a);
+  fused.step(b);
+  CHECK(torch::allclose(a.get({"next", "th"}), b.get({"next", "th"}), 0, 1e-12));
+  CHECK(torch::allclose(a.get({"next", "reward"}), b.get({"next", "reward"}), 0, 1e-6));
 }
 
 TEST_CASE("Pendulum: reset distribution and seeding", "[envs][pendulum]") {

@@ -39,9 +39,12 @@ struct PendulumOptions {
   TORCH_ARG(double, g) = 10.0;
   TORCH_ARG(double, m) = 1.0;
   TORCH_ARG(double, l) = 1.0;
-  /// On the CPU, step with one fused loop over the pendulums instead of a chain of tensor ops.
-  /// Both compute gym's formula in float64.
+  /// On the CPU, step batches of up to `fused_cpu_max_batch` pendulums with one fused loop
+  /// instead of a chain of tensor ops. Both compute gym's formula in float64; the loop has no
+  /// per-op overhead (10.8 us a step at N = 1 against 37 us), the ops are vectorized (108 us
+  /// at N = 4096 against 235 us), hence the threshold.
   TORCH_ARG(bool, fused_cpu_step) = true;
+  TORCH_ARG(int64_t, fused_cpu_max_batch) = 512;
 };
 
 /// gym's `Pendulum-v1`, batched, stateless in TorchRL's way: the state lives in the
@@ -169,7 +172,7 @@ class Pendulum : public EnvBase {
                 rlobj::detail::shape_str(state_shape_), "; step a TensorDict made by reset() or step_mdp()");
 
     torch::Tensor new_th, new_thdot, reward, obs;
-    if (options_.fused_cpu_step() && device_.is_cpu()) {
+    if (options_.fused_cpu_step() && device_.is_cpu() && th.numel() <= options_.fused_cpu_max_batch()) {
       fused_step(action, th, thdot, &new_th, &new_thdot, &reward, &obs);
     } else {
       TORCH_CHECK(!action.isnan().any().item<bool>(), "Pendulum.step: \"action\" contains NaN");
