@@ -968,7 +968,7 @@ inline TensorDict::BatchSize infer_batch(const char* where, const TensorDict::Ba
 }
 
 template <bool kView>
-TensorDict reshape_batch(const TensorDict& td, const Impl& impl, TensorDict::BatchSize shape) {
+TensorDict reshape_batch(const Impl& impl, TensorDict::BatchSize shape) {
   const char* where = kView ? "TensorDict.view" : "TensorDict.reshape";
   const auto new_batch = infer_batch(where, impl.batch_size, std::move(shape));
   const size_t old_dims = impl.batch_size.size();
@@ -977,7 +977,6 @@ TensorDict reshape_batch(const TensorDict& td, const Impl& impl, TensorDict::Bat
     b.insert(b.end(), level.begin() + old_dims, level.end());
     return b;
   };
-  (void)td;
   return Impl::wrap(map_batch(
       impl, [&](const TensorDict::BatchSize& level) { return level_batch(level); },
       [&](const torch::Tensor& t) {
@@ -990,11 +989,11 @@ TensorDict reshape_batch(const TensorDict& td, const Impl& impl, TensorDict::Bat
 }  // namespace detail
 
 inline TensorDict TensorDict::reshape(BatchSize batch_size) const {
-  return detail::reshape_batch<false>(*this, *impl_, std::move(batch_size));
+  return detail::reshape_batch<false>(*impl_, std::move(batch_size));
 }
 
 inline TensorDict TensorDict::view(BatchSize batch_size) const {
-  return detail::reshape_batch<true>(*this, *impl_, std::move(batch_size));
+  return detail::reshape_batch<true>(*impl_, std::move(batch_size));
 }
 
 inline std::vector<TensorDict> TensorDict::unbind(int64_t dim) const {
@@ -1031,7 +1030,7 @@ std::shared_ptr<Impl> combine(const std::vector<const Impl*>& srcs,
     if (kv.second.is_tensor()) {
       for (size_t i = 0; i < srcs.size(); ++i) leaves[i] = srcs[i]->find(kv.first)->tensor();
       out->entries.emplace_back(
-          kv.first, TensorDict::Value(with_key(where, key, [&] { return combine_leaves(key, leaves); })));
+          kv.first, TensorDict::Value(with_key(where, key, [&] { return combine_leaves(leaves); })));
     } else {
       for (size_t i = 0; i < srcs.size(); ++i) {
         const auto* v = srcs[i]->find(kv.first);
@@ -1079,13 +1078,12 @@ inline TensorDict TensorDict::stack(const std::vector<TensorDict>& tds, int64_t 
         b.insert(b.begin() + d, n);
         return b;
       },
-      [&](const NestedKey& key, const std::vector<torch::Tensor>& ts) {
+      [&](const std::vector<torch::Tensor>& ts) {
         for (size_t i = 1; i < ts.size(); ++i) {
           TORCH_CHECK(ts[i].sizes() == ts[0].sizes(), "shape ", detail::shape_str(ts[i].sizes()),
                       " in TensorDict ", i, " differs from ", detail::shape_str(ts[0].sizes()),
                       " in the first one");
         }
-        (void)key;
         return at::stack(ts, d);
       },
       detail::common_device(tds), where));
@@ -1118,7 +1116,7 @@ inline TensorDict TensorDict::cat(const std::vector<TensorDict>& tds, int64_t di
         b[d] = total;
         return b;
       },
-      [&](const NestedKey&, const std::vector<torch::Tensor>& ts) { return at::cat(ts, d); },
+      [&](const std::vector<torch::Tensor>& ts) { return at::cat(ts, d); },
       detail::common_device(tds), where));
 }
 

@@ -50,7 +50,8 @@ struct can_forward_impl<M, std::void_t<forward_result_t<M, Args...>>, Args...> :
 template <typename M, typename... Args>
 constexpr bool can_forward = can_forward_impl<M, void, Args...>::value;
 
-using T = const torch::Tensor&;
+/// How `call_forward` passes each input tensor.
+using TensorArg = const torch::Tensor&;
 
 inline void append_outputs(std::vector<torch::Tensor>* out, torch::Tensor t) {
   out->push_back(std::move(t));
@@ -69,16 +70,16 @@ void append_outputs(std::vector<torch::Tensor>* out, std::tuple<Ts...> ts) {
 template <typename M>
 void call_forward(M& m, const std::vector<torch::Tensor>& in, std::vector<torch::Tensor>* out) {
   const size_t n = in.size();
-  if constexpr (can_forward<M, T, T, T, T>) {
+  if constexpr (can_forward<M, TensorArg, TensorArg, TensorArg, TensorArg>) {
     if (n == 4) return append_outputs(out, m.forward(in[0], in[1], in[2], in[3]));
   }
-  if constexpr (can_forward<M, T, T, T>) {
+  if constexpr (can_forward<M, TensorArg, TensorArg, TensorArg>) {
     if (n == 3) return append_outputs(out, m.forward(in[0], in[1], in[2]));
   }
-  if constexpr (can_forward<M, T, T>) {
+  if constexpr (can_forward<M, TensorArg, TensorArg>) {
     if (n == 2) return append_outputs(out, m.forward(in[0], in[1]));
   }
-  if constexpr (can_forward<M, T>) {
+  if constexpr (can_forward<M, TensorArg>) {
     if (n == 1) return append_outputs(out, m.forward(in[0]));
     return append_outputs(out, m.forward(torch::cat(in, -1)));
   } else if constexpr (can_forward<M, const std::vector<torch::Tensor>&>) {
