@@ -9,8 +9,11 @@
 /// `terminated` (a time limit) bootstraps from the next state's value; a `terminated` step
 /// does not.
 
+#include <initializer_list>
 #include <string>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 #include <c10/util/Exception.h>
 #include <torch/types.h>
@@ -23,8 +26,10 @@ namespace value {
 
 namespace detail {
 
-inline void check_same_shapes(const char* where, std::initializer_list<std::pair<const char*, const torch::Tensor*>> ts) {
-  const auto& first = *ts.begin();
+using NamedTensors = std::vector<std::pair<const char*, const torch::Tensor*>>;
+
+inline void check_same_shapes(const char* where, const NamedTensors& ts) {
+  const auto& first = ts.front();
   for (const auto& t : ts) {
     TORCH_CHECK(t.second->defined(), where, ": ", t.first, " is undefined");
     TORCH_CHECK(t.second->sizes() == first.second->sizes(), where, ": ", t.first, " has shape ",
@@ -41,6 +46,17 @@ inline void check_bool(const char* where, const char* name, const torch::Tensor&
 inline void check_time(const char* where, const torch::Tensor& t) {
   TORCH_CHECK(t.dim() >= 2, where, ": expected tensors of shape [*B, T, F] (time at dim -2), got ",
               rlobj::detail::shape_str(t.sizes()));
+}
+
+/// The checks shared by the trajectory estimators: equal shapes, bool flags, a time dim.
+inline void check_trajectory(const char* where, NamedTensors values, const torch::Tensor& done,
+                             const torch::Tensor& terminated) {
+  values.emplace_back("done", &done);
+  values.emplace_back("terminated", &terminated);
+  check_same_shapes(where, values);
+  check_bool(where, "done", done);
+  check_bool(where, "terminated", terminated);
+  check_time(where, done);
 }
 
 }  // namespace detail
@@ -85,12 +101,8 @@ inline torch::Tensor td0_advantage_estimate(double gamma, const torch::Tensor& s
 inline torch::Tensor td1_return_estimate(double gamma, const torch::Tensor& next_state_value,
                                          const torch::Tensor& reward, const torch::Tensor& done,
                                          const torch::Tensor& terminated) {
-  constexpr const char* where = "td1_return_estimate";
-  detail::check_same_shapes(where, {{"next_state_value", &next_state_value}, {"reward", &reward},
-                                    {"done", &done}, {"terminated", &terminated}});
-  detail::check_bool(where, "done", done);
-  detail::check_bool(where, "terminated", terminated);
-  detail::check_time(where, reward);
+  detail::check_trajectory("td1_return_estimate", {{"next_state_value", &next_state_value}, {"reward", &reward}},
+                           done, terminated);
   auto not_terminated = terminated.logical_not().to(torch::kInt);
   auto gammas = torch::full_like(next_state_value, gamma) * not_terminated;
   auto dnt = (done & terminated.logical_not()).to(torch::kInt);
@@ -109,12 +121,8 @@ inline torch::Tensor td1_return_estimate(double gamma, const torch::Tensor& next
 inline torch::Tensor td_lambda_return_estimate(double gamma, double lmbda, const torch::Tensor& next_state_value,
                                                const torch::Tensor& reward, const torch::Tensor& done,
                                                const torch::Tensor& terminated) {
-  constexpr const char* where = "td_lambda_return_estimate";
-  detail::check_same_shapes(where, {{"next_state_value", &next_state_value}, {"reward", &reward},
-                                    {"done", &done}, {"terminated", &terminated}});
-  detail::check_bool(where, "done", done);
-  detail::check_bool(where, "terminated", terminated);
-  detail::check_time(where, reward);
+  detail::check_trajectory("td_lambda_return_estimate",
+                           {{"next_state_value", &next_state_value}, {"reward", &reward}}, done, terminated);
   auto not_terminated = terminated.logical_not().to(torch::kInt);
   auto returns = torch::empty_like(next_state_value);
   auto nsv = next_state_value * not_terminated;
@@ -136,12 +144,9 @@ inline torch::Tensor td_lambda_return_estimate(double gamma, double lmbda, const
 inline std::tuple<torch::Tensor, torch::Tensor> generalized_advantage_estimate(
     double gamma, double lmbda, const torch::Tensor& state_value, const torch::Tensor& next_state_value,
     const torch::Tensor& reward, const torch::Tensor& done, const torch::Tensor& terminated) {
-  constexpr const char* where = "generalized_advantage_estimate";
-  detail::check_same_shapes(where, {{"state_value", &state_value}, {"next_state_value", &next_state_value},
-                                    {"reward", &reward}, {"done", &done}, {"terminated", &terminated}});
-  detail::check_bool(where, "done", done);
-  detail::check_bool(where, "terminated", terminated);
-  detail::check_time(where, reward);
+  detail::check_trajectory("generalized_advantage_estimate",
+                           {{"state_value", &state_value}, {"next_state_value", &next_state_value}, {"reward", &reward}},
+                           done, terminated);
   auto not_done = done.logical_not().to(torch::kInt);
   auto not_terminated = terminated.logical_not().to(torch::kInt);
   auto advantage = torch::empty_like(next_state_value);
