@@ -85,7 +85,6 @@ class TensorSpec {
     s.insert(s.end(), shape_.begin(), shape_.end());
     return s;
   }
-  std::vector<int64_t> expanded(c10::IntArrayRef batch) const { return full_shape(batch); }
   /// Empty if `value` fits, else what does not.
   virtual std::string why_not(const torch::Tensor& value) const {
     if (!value.defined()) return "the value is undefined";
@@ -140,7 +139,7 @@ class Unbounded : public TensorSpec {
     return std::make_shared<Unbounded>(shape(), dtype(), device);
   }
   std::shared_ptr<TensorSpec> expand(c10::IntArrayRef batch) const override {
-    return std::make_shared<Unbounded>(expanded(batch), dtype(), device());
+    return std::make_shared<Unbounded>(full_shape(batch), dtype(), device());
   }
   std::string repr() const override { return fmt::format("Unbounded({})", common_repr()); }
 };
@@ -192,7 +191,7 @@ class Bounded : public TensorSpec {
     return std::make_shared<Bounded>(low_.to(device), high_.to(device));
   }
   std::shared_ptr<TensorSpec> expand(c10::IntArrayRef batch) const override {
-    auto s = expanded(batch);
+    auto s = full_shape(batch);
     return std::make_shared<Bounded>(low_.expand(s).contiguous(), high_.expand(s).contiguous());
   }
   std::string repr() const override {
@@ -259,7 +258,7 @@ class Categorical : public TensorSpec {
     return std::make_shared<Categorical>(n_, shape(), dtype(), device);
   }
   std::shared_ptr<TensorSpec> expand(c10::IntArrayRef batch) const override {
-    return std::make_shared<Categorical>(n_, expanded(batch), dtype(), device());
+    return std::make_shared<Categorical>(n_, full_shape(batch), dtype(), device());
   }
   std::string repr() const override {
     return fmt::format("Categorical(n={}, {})", n_, common_repr());

@@ -136,9 +136,7 @@ class EnvBase {
                 rlobj::detail::shape_str(td.batch_size()), " but the environment has ",
                 rlobj::detail::shape_str(batch_size_));
     TensorDict next = step_impl(td);
-    std::vector<int64_t> flag_shape = batch_size_;
-    flag_shape.push_back(1);
-    next.set("is_init", torch::zeros(flag_shape, torch::TensorOptions().dtype(torch::kBool).device(device_)));
+    next.set("is_init", torch::zeros(flag_shape_, torch::TensorOptions().dtype(torch::kBool).device(device_)));
     td.set("next", next);
     return td;
   }
@@ -196,6 +194,7 @@ class EnvBase {
  protected:
   EnvBase(TensorDict::BatchSize batch_size, torch::Device device, uint64_t seed)
       : batch_size_(std::move(batch_size)),
+        flag_shape_(with_trailing_one(batch_size_)),
         device_(device),
         generator_(at::make_generator<at::CPUGeneratorImpl>(seed)),
         observation_spec_(batch_size_),
@@ -213,16 +212,16 @@ class EnvBase {
     if (td == nullptr) return {};
     const torch::Tensor* mask = td->find("_reset");
     if (mask == nullptr) return {};
-    std::vector<int64_t> expected = batch_size_;
-    expected.push_back(1);
-    TORCH_CHECK(mask->scalar_type() == torch::kBool && mask->sizes() == expected, name(),
+    TORCH_CHECK(mask->scalar_type() == torch::kBool && mask->sizes() == c10::IntArrayRef(flag_shape_), name(),
                 ".reset: \"_reset\" must be a bool tensor of shape ",
-                rlobj::detail::shape_str(expected), ", got ", rlobj::detail::dtype_str(mask->scalar_type()),
+                rlobj::detail::shape_str(flag_shape_), ", got ", rlobj::detail::dtype_str(mask->scalar_type()),
                 " ", rlobj::detail::shape_str(mask->sizes()));
     return *mask;
   }
 
   TensorDict::BatchSize batch_size_;
+  /// `[*batch_size, 1]`: the shape of done flags, rewards and per-environment scalars.
+  std::vector<int64_t> flag_shape_;
   torch::Device device_;
   at::Generator generator_;
   Composite observation_spec_;
@@ -231,6 +230,11 @@ class EnvBase {
   Composite done_spec_;
 
  private:
+  static std::vector<int64_t> with_trailing_one(std::vector<int64_t> shape) {
+    shape.push_back(1);
+    return shape;
+  }
+
   TensorDict checked_reset(const TensorDict* td) {
     if (td != nullptr) {
       TORCH_CHECK(td->batch_size() == batch_size_, name(), ".reset: the TensorDict has batch_size ",
@@ -239,10 +243,8 @@ class EnvBase {
     }
     TensorDict out = reset_impl(td);
     torch::Tensor mask = reset_mask(td);
-    std::vector<int64_t> flag_shape = batch_size_;
-    flag_shape.push_back(1);
     out.set("is_init", mask.defined() ? mask.clone()
-                                      : torch::ones(flag_shape, torch::TensorOptions().dtype(torch::kBool).device(device_)));
+                                      : torch::ones(flag_shape_, torch::TensorOptions().dtype(torch::kBool).device(device_)));
     if (td != nullptr) {
       // Carry over what the environment does not own (e.g. exploration state), as TorchRL
       // does for partial resets, minus the mask itself and "next".

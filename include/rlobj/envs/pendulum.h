@@ -100,8 +100,6 @@ class Pendulum : public EnvBase {
     for (const char* k : {"done", "terminated", "truncated"}) {
       done_spec_.set(k, Categorical(2, {1}, torch::kBool, dev).expand(batch_size_));
     }
-    state_shape_ = batch_size_;
-    state_shape_.push_back(1);
   }
 
   const PendulumOptions& options() const noexcept { return options_; }
@@ -126,8 +124,8 @@ class Pendulum : public EnvBase {
       th = (split[0] * (2 * M_PI) - M_PI).to(state_opts);
       thdot = (split[1] * 2.0 - 1.0).to(state_opts);
     }
-    auto step_count = torch::zeros(state_shape_, torch::TensorOptions().dtype(torch::kInt64).device(device_));
-    auto falses = torch::zeros(state_shape_, torch::TensorOptions().dtype(torch::kBool).device(device_));
+    auto step_count = torch::zeros(flag_shape_, torch::TensorOptions().dtype(torch::kInt64).device(device_));
+    auto falses = torch::zeros(flag_shape_, torch::TensorOptions().dtype(torch::kBool).device(device_));
     torch::Tensor done = falses, terminated = falses, truncated = falses;
     if (mask.defined()) {
       // Partial reset: only the masked pendulums restart.
@@ -156,8 +154,8 @@ class Pendulum : public EnvBase {
     TORCH_CHECK(action_ptr != nullptr, "Pendulum.step: the TensorDict has no \"action\"; keys present: ",
                 rlobj::detail::keys_str(td.keys(true)));
     const torch::Tensor& action = *action_ptr;
-    TORCH_CHECK(action.sizes() == c10::IntArrayRef(state_shape_), "Pendulum.step: \"action\" has shape ",
-                rlobj::detail::shape_str(action.sizes()), ", expected ", rlobj::detail::shape_str(state_shape_));
+    TORCH_CHECK(action.sizes() == c10::IntArrayRef(flag_shape_), "Pendulum.step: \"action\" has shape ",
+                rlobj::detail::shape_str(action.sizes()), ", expected ", rlobj::detail::shape_str(flag_shape_));
     TORCH_CHECK_TYPE(action.scalar_type() == options_.dtype(), "Pendulum.step: \"action\" has dtype ",
                      rlobj::detail::dtype_str(action.scalar_type()), ", expected ",
                      rlobj::detail::dtype_str(options_.dtype()));
@@ -167,9 +165,9 @@ class Pendulum : public EnvBase {
     const torch::Tensor thdot = checked_state(td, "thdot", "step");
     const torch::Tensor* sc = td.find("step_count");
     TORCH_CHECK(sc != nullptr && sc->scalar_type() == torch::kInt64 &&
-                    sc->sizes() == c10::IntArrayRef(state_shape_),
+                    sc->sizes() == c10::IntArrayRef(flag_shape_),
                 "Pendulum.step: expected an int64 \"step_count\" of shape ",
-                rlobj::detail::shape_str(state_shape_), "; step a TensorDict made by reset() or step_mdp()");
+                rlobj::detail::shape_str(flag_shape_), "; step a TensorDict made by reset() or step_mdp()");
 
     torch::Tensor new_th, new_thdot, reward, obs;
     if (options_.fused_cpu_step() && device_.is_cpu() && th.numel() <= options_.fused_cpu_max_batch()) {
@@ -201,10 +199,10 @@ class Pendulum : public EnvBase {
     const torch::Tensor* t = td.find(key);
     TORCH_CHECK(t != nullptr, "Pendulum.", where, ": the TensorDict has no \"", key,
                 "\"; use a TensorDict made by reset() or step_mdp()");
-    TORCH_CHECK(t->sizes() == c10::IntArrayRef(state_shape_) && t->scalar_type() == torch::kFloat64 &&
+    TORCH_CHECK(t->sizes() == c10::IntArrayRef(flag_shape_) && t->scalar_type() == torch::kFloat64 &&
                     t->device() == device_,
                 "Pendulum.", where, ": \"", key, "\" must be float64",
-                " of shape ", rlobj::detail::shape_str(state_shape_), " on ", device_.str(), ", got ",
+                " of shape ", rlobj::detail::shape_str(flag_shape_), " on ", device_.str(), ", got ",
                 rlobj::detail::dtype_str(t->scalar_type()), " ", rlobj::detail::shape_str(t->sizes()),
                 " on ", t->device().str());
     return *t;
@@ -233,7 +231,7 @@ class Pendulum : public EnvBase {
     *new_th = torch::empty_like(th);
     *new_thdot = torch::empty_like(thdot);
     const auto out_opts = th.options().dtype(options_.dtype());
-    *reward = torch::empty(state_shape_, out_opts);
+    *reward = torch::empty(flag_shape_, out_opts);
     std::vector<int64_t> obs_shape = batch_size_;
     obs_shape.push_back(3);
     *obs = torch::empty(obs_shape, out_opts);
@@ -277,7 +275,6 @@ class Pendulum : public EnvBase {
   }
 
   PendulumOptions options_;
-  std::vector<int64_t> state_shape_;
 };
 
 }  // namespace envs
