@@ -59,6 +59,12 @@ inline void check_trajectory(const char* where, NamedTensors values, const torch
   check_time(where, done);
 }
 
+/// `1` where `flag` is false, `0` where true, in `like`'s dtype. (An int mask would make
+/// `double * mask` a float32 tensor, silently rounding float64 computations.)
+inline torch::Tensor not_mask(const torch::Tensor& flag, const torch::Tensor& like) {
+  return flag.logical_not().to(like.scalar_type());
+}
+
 }  // namespace detail
 
 namespace detail {
@@ -68,7 +74,7 @@ torch::Tensor td0(const Gamma& gamma, const torch::Tensor& next_state_value, con
   constexpr const char* where = "td0_return_estimate";
   check_same_shapes(where, {{"next_state_value", &next_state_value}, {"reward", &reward}, {"terminated", &terminated}});
   check_bool(where, "terminated", terminated);
-  auto not_terminated = terminated.logical_not().to(torch::kInt);
+  auto not_terminated = not_mask(terminated, next_state_value);
   return reward + gamma * not_terminated * next_state_value;
 }
 }  // namespace detail
@@ -103,9 +109,8 @@ inline torch::Tensor td1_return_estimate(double gamma, const torch::Tensor& next
                                          const torch::Tensor& terminated) {
   detail::check_trajectory("td1_return_estimate", {{"next_state_value", &next_state_value}, {"reward", &reward}},
                            done, terminated);
-  auto not_terminated = terminated.logical_not().to(torch::kInt);
-  auto gammas = torch::full_like(next_state_value, gamma) * not_terminated;
-  auto dnt = (done & terminated.logical_not()).to(torch::kInt);
+  auto gammas = torch::full_like(next_state_value, gamma) * detail::not_mask(terminated, next_state_value);
+  auto dnt = (done & terminated.logical_not()).to(next_state_value.scalar_type());
   auto returns = torch::empty_like(next_state_value);
   const int64_t T = returns.size(-2);
   torch::Tensor g = next_state_value.select(-2, T - 1);
@@ -123,13 +128,12 @@ inline torch::Tensor td_lambda_return_estimate(double gamma, double lmbda, const
                                                const torch::Tensor& terminated) {
   detail::check_trajectory("td_lambda_return_estimate",
                            {{"next_state_value", &next_state_value}, {"reward", &reward}}, done, terminated);
-  auto not_terminated = terminated.logical_not().to(torch::kInt);
   auto returns = torch::empty_like(next_state_value);
-  auto nsv = next_state_value * not_terminated;
+  auto nsv = next_state_value * detail::not_mask(terminated, next_state_value);
   const int64_t T = returns.size(-2);
   torch::Tensor g = nsv.select(-2, T - 1);
   for (int64_t i = T - 1; i >= 0; --i) {
-    auto dn = done.select(-2, i).to(torch::kInt);
+    auto dn = done.select(-2, i).to(nsv.scalar_type());
     auto nv = nsv.select(-2, i);
     // Where done, the bootstrapped gain is the next value; else the one from the step after.
     g = g * (1 - dn) + nv * dn;
@@ -147,8 +151,8 @@ inline std::tuple<torch::Tensor, torch::Tensor> generalized_advantage_estimate(
   detail::check_trajectory("generalized_advantage_estimate",
                            {{"state_value", &state_value}, {"next_state_value", &next_state_value}, {"reward", &reward}},
                            done, terminated);
-  auto not_done = done.logical_not().to(torch::kInt);
-  auto not_terminated = terminated.logical_not().to(torch::kInt);
+  auto not_done = detail::not_mask(done, next_state_value);
+  auto not_terminated = detail::not_mask(terminated, next_state_value);
   auto advantage = torch::empty_like(next_state_value);
   auto delta = reward + (gamma * not_terminated * next_state_value) - state_value;
   auto discount = lmbda * gamma * not_done;
