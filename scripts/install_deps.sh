@@ -1,16 +1,14 @@
 #!/usr/bin/env bash
-# Installs the Debian packages rlobj needs, skipping those already present.
-# Used by scripts/demo.sh and scripts/test.sh; safe to run again.
+# Installs the Debian packages named on the command line, skipping those already present.
+# Used by scripts/torch_env.sh (which names what each LibTorch choice needs); safe to run again.
+#
+# libopenblas0-openmp (with Debian's LibTorch): Debian resolves libtorch's BLAS to the
+# reference (netlib) BLAS when no optimised one is installed, which makes every matmul ~10-20x
+# slower (measured: 256^3 addmm 7.7 ms with netlib vs 0.34 ms with OpenBLAS).
 set -euo pipefail
 
-# libopenblas0-openmp: Debian resolves libtorch's BLAS to the reference (netlib) BLAS when no
-# optimised one is installed, which makes every matmul ~10-20x slower (measured: 256^3 addmm
-# 7.7 ms with netlib vs 0.34 ms with OpenBLAS).
-RLOBJ_PACKAGES=(g++ make cmake libtorch-dev libopenblas0-openmp libfmt-dev catch2 libcli11-dev
-                libbenchmark-dev nlohmann-json3-dev "$@")
-
 missing=()
-for pkg in "${RLOBJ_PACKAGES[@]}"; do
+for pkg in "$@"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
     missing+=("$pkg")
   fi

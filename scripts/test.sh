@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# One command from a fresh Debian machine to a passing test suite:
-# installs missing packages, builds rlobj with its tests (Release), runs ctest.
-#   scripts/test.sh            # everything
+# One command from a fresh Debian machine to a passing test suite: installs what is missing,
+# builds rlobj with its tests, examples and benchmarks (Release), runs ctest.
+#   scripts/test.sh                        # against Debian's LibTorch 1.13 (default)
+#   RLOBJ_TORCH=pip scripts/test.sh        # against pip's LibTorch 2.x (in a virtualenv)
+#   RLOBJ_TORCH=/opt/libtorch scripts/test.sh
 #   RLOBJ_BUILD_DIR=/tmp/b scripts/test.sh
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-build="${RLOBJ_BUILD_DIR:-$root/build/test}"
+source "$root/scripts/torch_env.sh"
+build="${RLOBJ_BUILD_DIR:-$root/build/test-$RLOBJ_TORCH_NAME}"
 jobs="${RLOBJ_JOBS:-$(nproc)}"
 
-"$root/scripts/install_deps.sh"
-
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release \
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release "${RLOBJ_CMAKE_ARGS[@]}" \
   -DRLOBJ_BUILD_TESTS=ON -DRLOBJ_BUILD_EXAMPLES=ON -DRLOBJ_BUILD_BENCHMARKS=ON
 cmake --build "$build" -j "$jobs"
 ctest --test-dir "$build" --output-on-failure -j "$jobs"

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join (there since fmt 11)
 #include <rlobj/rlobj.h>
 
 namespace ddpg_pendulum {
@@ -125,8 +126,9 @@ class Trainer {
     optim_actor_->step();
     updater_->step();
     ++updates_;
-    last_loss_actor_ = out.get("loss_actor").item<double>();
-    last_loss_value_ = out.get("loss_value").item<double>();
+    // Kept on the device; read only when printed or saved (no host sync per update).
+    last_loss_actor_ = out.get("loss_actor").detach();
+    last_loss_value_ = out.get("loss_value").detach();
   }
 
   /// Mean return of `eval_episodes` fresh 200-step episodes, without exploration noise. Every
@@ -161,7 +163,7 @@ class Trainer {
     archive.write("recent_returns", torch::tensor(std::vector<double>(recent_returns_.begin(), recent_returns_.end()),
                                                   torch::kFloat64));
     archive.write("counters", torch::tensor({updates_}, torch::kInt64));
-    archive.write("last_losses", torch::tensor({last_loss_actor_, last_loss_value_}, torch::kFloat64));
+    archive.write("last_losses", torch::tensor({last_loss_actor(), last_loss_value()}, torch::kFloat64));
     rl::save_atomic(archive, path);
   }
 
@@ -192,15 +194,15 @@ class Trainer {
     archive.read("counters", counters);
     updates_ = counters[0].item<int64_t>();
     archive.read("last_losses", losses);
-    last_loss_actor_ = losses[0].item<double>();
-    last_loss_value_ = losses[1].item<double>();
+    last_loss_actor_ = losses[0];
+    last_loss_value_ = losses[1];
   }
 
   int64_t frames() const { return collector_->frames(); }
   int64_t episodes() const { return collector_->episodes(); }
   int64_t updates() const { return updates_; }
-  double last_loss_actor() const { return last_loss_actor_; }
-  double last_loss_value() const { return last_loss_value_; }
+  double last_loss_actor() const { return last_loss_actor_.defined() ? last_loss_actor_.item<double>() : std::nan(""); }
+  double last_loss_value() const { return last_loss_value_.defined() ? last_loss_value_.item<double>() : std::nan(""); }
   /// Mean return of the last (up to) 10 finished training episodes (with exploration noise).
   double recent_return() const {
     if (recent_returns_.empty()) return std::nan("");
@@ -243,8 +245,7 @@ class Trainer {
   torch::Tensor running_return_;
   std::deque<double> recent_returns_;
   int64_t updates_ = 0;
-  double last_loss_actor_ = std::nan("");
-  double last_loss_value_ = std::nan("");
+  torch::Tensor last_loss_actor_, last_loss_value_;
 };
 
 }  // namespace ddpg_pendulum

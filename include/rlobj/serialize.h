@@ -11,8 +11,11 @@
 ///   the destination (atomic on POSIX file systems).
 
 #include <cerrno>
+#include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 

@@ -8,17 +8,21 @@
 /// As in TorchRL, an environment's specs include its batch dims: a Pendulum with
 /// `batch_size` `[16]` has an `action_spec().shape()` of `[16, 1]`.
 
+#include <algorithm>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
 #include <ostream>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include <ATen/core/Generator.h>
 #include <c10/util/Exception.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join (there since fmt 11)
 #include <torch/types.h>
 
 #include "rlobj/detail/format.h"

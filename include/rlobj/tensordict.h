@@ -6,6 +6,8 @@
 /// indexing, stacking...). It is the currency of every rlobj module, loss and environment.
 
 #include <algorithm>
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <initializer_list>
 #include <memory>
@@ -17,8 +19,9 @@
 
 #include <ATen/TensorIndexing.h>
 #include <c10/util/Exception.h>
-#include <torch/types.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join (there since fmt 11)
+#include <torch/types.h>
 
 #include "rlobj/detail/format.h"
 

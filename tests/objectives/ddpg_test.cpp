@@ -1,13 +1,15 @@
 #include <rlobj/objectives/ddpg.h>
 #include <rlobj/objectives/utils.h>
 
-#include <fstream>
+#include <deque>
+#include <optional>
 #include <sstream>
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "objectives/parity.h"
 #include "objectives/reference.h"
 #include "test_utils.h"
 
@@ -15,57 +17,164 @@ using Catch::Matchers::Contains;
 using rlobj::NestedKey;
 using rlobj::TensorDict;
 using namespace rlobj::objectives;
-using rlobj_test::check_record;
-using rlobj_test::close;
 using rlobj_test::reference;
 using rlobj_test::reference_batch;
 using rlobj_test::ReferenceNets;
+namespace parity = rlobj_test::parity;
 
 namespace {
 
-torch::Tensor target_param(DDPGLoss<>& loss, ReferenceNets& nets, const std::string& canonical) {
-  const bool is_actor = canonical.rfind("actor.", 0) == 0;
-  const std::string local = "module." + canonical.substr(6);
-  if (is_actor) {
-    return loss->options.delay_actor() ? loss->target_actor_network()->named_parameters()[local]
-                                       : nets.param(canonical);
+/// A deliberate semantic change, to prove the parity tests catch it.
+struct Mutation {
+  std::optional<double> gamma;          ///< another discount
+  bool done_as_mask = false;            ///< bootstrap on `done` instead of `terminated`
+  bool sum_reduction = false;           ///< drop the 1/B of the mean
+  bool eps_tau_swapped = false;         ///< SoftUpdate given tau where eps is meant
+};
+
+/// One run of a reference scenario of ddpg_torchrl.json: every quantity the reference
+/// records, in its layout.
+parity::Quantities run_ddpg(const nlohmann::json& sc, const parity::Perturbation& pert, bool extra_truncations,
+                            const Mutation& mut = {}) {
+  const auto& meta = reference()["meta"];
+  ReferenceNets nets(pert);
+  DDPGLossOptions options;
+  if (sc["loss_kwargs"].contains("delay_actor")) options.delay_actor(sc["loss_kwargs"]["delay_actor"]);
+  if (sc["loss_kwargs"].contains("delay_value")) options.delay_value(sc["loss_kwargs"]["delay_value"]);
+  if (mut.sum_reduction) options.reduction(Reduction::Sum);
+  auto loss = DDPGLoss(nets.actor, nets.value, options);
+  if (mut.gamma) loss->make_value_estimator(ValueEstimators::TD0, value::ValueEstimatorOptions().gamma(*mut.gamma));
+  if (mut.done_as_mask) loss->set_keys({{"terminated", "done"}});
+
+  std::unique_ptr<TargetNetUpdater> updater;
+  if (sc["updater"] == "hard") {
+    updater = std::make_unique<HardUpdate>(loss, meta["hard_update_interval"].get<int64_t>());
+  } else {
+    const double eps = meta["soft_update_eps"].get<double>();
+    updater = std::make_unique<SoftUpdate>(loss, SoftUpdateOptions().eps(mut.eps_tau_swapped ? 1.0 - eps : eps));
   }
-  return loss->options.delay_value() ? loss->target_value_network()->named_parameters()[local]
-                                     : nets.param(canonical);
+  auto target_of = [&](const std::string& canonical) {
+    const bool is_actor = canonical.rfind("actor.", 0) == 0;
+    const std::string local = "module." + canonical.substr(6);
+    auto target = is_actor ? loss->target_actor_network()->named_parameters()[local]
+                           : loss->target_value_network()->named_parameters()[local];
+    return nets.canonical(canonical, target);
+  };
+  parity::Quantities q;
+  auto record_targets = [&](const std::string& prefix) {
+    for (const char* net : {"actor", "value"}) {
+      for (const auto& name : rlobj_test::mlp_param_names()) {
+        const std::string canonical = std::string(net) + "." + name;
+        parity::record(q, prefix + "/" + net + "/" + canonical, target_of(canonical));
+      }
+    }
+  };
+  auto record_params = [&](const std::string& prefix, bool grads) {
+    for (const char* net : {"actor", "value"}) {
+      for (const auto& name : rlobj_test::mlp_param_names()) {
+        const std::string canonical = std::string(net) + "." + name;
+        auto p = nets.param(canonical);
+        parity::record(q, prefix + "/" + canonical, nets.canonical(canonical, grads ? p.grad() : p));
+      }
+    }
+  };
+  record_targets("targets_after_updater_init");
+
+  torch::optim::Adam optim(loss->parameters(), torch::optim::AdamOptions(meta["adam"]["lr"].get<double>()));
+  auto batch = reference_batch(pert, extra_truncations);
+  const auto unpermute = torch::argsort(pert.perm("batch", batch.batch_size()[0]));
+  const int64_t n_iter = static_cast<int64_t>(sc["iterations"].size());
+  for (int64_t i = 0; i < n_iter; ++i) {
+    const std::string it = "iterations/" + std::to_string(i);
+    TensorDict out = loss(batch);
+    for (const auto& item : out.items()) {
+      const auto& t = item.second.tensor();
+      const bool per_sample = t.dim() == 1;
+      parity::record(q, it + "/loss_out/" + item.first.str(), per_sample ? t.index_select(0, unpermute) : t);
+      if (per_sample) parity::record(q, it + "/per_sample/" + item.first.str(), t.index_select(0, unpermute));
+    }
+    parity::record(q, it + "/batch_td_error", batch.get("td_error").index_select(0, unpermute));
+    torch::Tensor total = sum_losses(out);
+    parity::record(q, it + "/total_loss", total);
+    total.backward();
+    record_params(it + "/grads", /*grads=*/true);
+    optim.step();
+    record_params(it + "/params_after_adam", false);
+    updater->step();
+    record_params(it + "/params_after_update", false);
+    record_targets(it + "/targets_after_update");
+    optim.zero_grad();
+  }
+  return q;
 }
 
-void check_targets(DDPGLoss<>& loss, ReferenceNets& nets, const nlohmann::json& rec, const std::string& what) {
-  for (const char* net : {"actor", "value"}) {
-    for (const auto& kv : rec[net].items()) {
-      check_record(target_param(loss, nets, kv.key()), kv.value(), what + " " + kv.key());
+/// The reference records of a scenario, by the same keys `run_ddpg` uses.
+std::map<std::string, const nlohmann::json*> ddpg_records(const nlohmann::json& sc) {
+  std::map<std::string, const nlohmann::json*> records;
+  parity::collect_records(sc["targets_after_updater_init"], "targets_after_updater_init", records);
+  for (size_t i = 0; i < sc["iterations"].size(); ++i) {
+    const auto& it = sc["iterations"][i];
+    const std::string prefix = "iterations/" + std::to_string(i);
+    for (const char* part : {"loss_out", "per_sample", "grads", "params_after_adam", "params_after_update",
+                             "targets_after_update"}) {
+      parity::collect_records(it[part], prefix + "/" + part, records);
     }
+    parity::collect_records(it["batch_td_error"], prefix + "/batch_td_error", records);
+    // A bare number in the file: compared as a one-value record.
+    static std::deque<nlohmann::json> bare;
+    bare.push_back({{"values", {it["total_loss"]}}});
+    records[prefix + "/total_loss"] = &bare.back();
   }
+  return records;
+}
+
+/// The unperturbed and the perturbed runs of a scenario (cached: the mutation tests reuse them).
+struct Spread {
+  parity::Quantities base;
+  std::vector<parity::Quantities> perturbed;
+};
+const Spread& ddpg_spread(const std::string& scenario, bool extra_truncations) {
+  static std::map<std::pair<std::string, bool>, Spread> cache;
+  auto& s = cache[{scenario, extra_truncations}];
+  if (s.perturbed.empty()) {
+    const auto& sc = reference()["scenarios"][scenario];
+    s.base = run_ddpg(sc, parity::Perturbation::none(), extra_truncations);
+    for (const auto& p : parity::tolerance_runs()) s.perturbed.push_back(run_ddpg(sc, p, extra_truncations));
+  }
+  return s;
+}
+
+parity::Report ddpg_report(const std::string& scenario, bool extra_truncations, const Mutation& mut = {}) {
+  const auto& sc = reference()["scenarios"][scenario];
+  const auto& spread = ddpg_spread(scenario, extra_truncations);
+  const bool mutated = mut.gamma || mut.done_as_mask || mut.sum_reduction || mut.eps_tau_swapped;
+  return parity::compare(ddpg_records(sc),
+                         mutated ? run_ddpg(sc, parity::Perturbation::none(), extra_truncations, mut) : spread.base,
+                         spread.base, spread.perturbed);
 }
 
 }  // namespace
 
-TEST_CASE("Vendored reference data matches ../shared/reference", "[ddpg][parity]") {
-  std::ifstream shared(std::string(RLOBJ_SHARED_REFERENCE_DIR) + "/ddpg_torchrl.json");
-  if (!shared.good()) {
-    WARN("../shared/reference not found beside the checkout; using the vendored copy only");
-    return;
-  }
-  std::ifstream vendored(std::string(RLOBJ_TEST_DATA_DIR) + "/reference/ddpg_torchrl.json");
-  std::stringstream a, b;
-  a << shared.rdbuf();
-  b << vendored.rdbuf();
-  CHECK(a.str() == b.str());
-}
-
 TEST_CASE("Actor and critic reproduce TorchRL on the reference weights", "[ddpg][parity]") {
-  ReferenceNets nets;
-  auto batch = reference_batch();
   const auto& ref = reference()["actor_forward_on_batch"];
-  auto td = TensorDict({{"observation", batch.get("observation")}}, {8});
-  nets.actor(td);
-  check_record(td.get("action"), ref["action_from_actor"], "action_from_actor");
-  nets.value(td);
-  check_record(td.get("state_action_value"), ref["state_action_value(obs, actor_action)"], "Q(s, mu(s))");
+  auto run = [](const parity::Perturbation& p) {
+    ReferenceNets nets(p);
+    auto batch = reference_batch(p);
+    auto unpermute = torch::argsort(p.perm("batch", 8));
+    auto td = TensorDict({{"observation", batch.get("observation")}}, {8});
+    nets.actor(td);
+    nets.value(td);
+    parity::Quantities q;
+    parity::record(q, "action_from_actor", td.get("action").index_select(0, unpermute));
+    parity::record(q, "state_action_value(obs, actor_action)", td.get("state_action_value").index_select(0, unpermute));
+    return q;
+  };
+  std::map<std::string, const nlohmann::json*> records;
+  for (const char* key : {"action_from_actor", "state_action_value(obs, actor_action)"}) records[key] = &ref[key];
+  std::vector<parity::Quantities> spread;
+  for (const auto& p : parity::tolerance_runs()) spread.push_back(run(p));
+  const auto base = run(parity::Perturbation::none());
+  parity::require_match(parity::compare(records, base, base, spread), "forward");
 }
 
 TEST_CASE("DDPGLoss, Adam and target updaters reproduce TorchRL 0.4.0", "[ddpg][parity]") {
@@ -73,6 +182,7 @@ TEST_CASE("DDPGLoss, Adam and target updaters reproduce TorchRL 0.4.0", "[ddpg][
   for (const auto& scenario : ref["scenarios"].items()) {
     DYNAMIC_SECTION("scenario " << scenario.key()) {
       const auto& sc = scenario.value();
+      // What the scenario says about the loss's configuration.
       ReferenceNets nets;
       DDPGLossOptions options;
       if (sc["loss_kwargs"].contains("delay_actor")) options.delay_actor(sc["loss_kwargs"]["delay_actor"]);
@@ -85,50 +195,58 @@ TEST_CASE("DDPGLoss, Adam and target updaters reproduce TorchRL 0.4.0", "[ddpg][
       CHECK(pairs[1].delayed == sc["target_has_own_storage"]["value"].get<bool>());
       CHECK(loss->value_estimator().gamma().item<double>() == sc["gamma"].get<double>());
       CHECK(std::string(loss->value_estimator().name()) == sc["value_estimator"].get<std::string>());
-
-      std::unique_ptr<TargetNetUpdater> updater;
-      const bool hard = sc["updater"] == "hard";
-      if (hard) {
-        updater = std::make_unique<HardUpdate>(loss, ref["meta"]["hard_update_interval"].get<int64_t>());
-      } else {
-        updater = std::make_unique<SoftUpdate>(loss, SoftUpdateOptions().eps(ref["meta"]["soft_update_eps"].get<double>()));
-      }
-      check_targets(loss, nets, sc["targets_after_updater_init"], "targets after updater init");
-
-      torch::optim::Adam optim(loss->parameters(), torch::optim::AdamOptions(ref["meta"]["adam"]["lr"].get<double>()));
-      auto batch = reference_batch();
+      auto out = loss(reference_batch());
+      CHECK(out.keys().size() == sc["iterations"][0]["loss_out"].size());
       for (const auto& it : sc["iterations"]) {
-        const std::string iter = "iteration " + std::to_string(it["iteration"].get<int>());
-        TensorDict out = loss(batch);
-        for (const auto& kv : it["loss_out"].items()) {
-          check_record(out.get(kv.key()), kv.value(), iter + " loss output " + kv.key());
-        }
-        CHECK(out.keys().size() == it["loss_out"].size());
-        for (const auto& kv : it["per_sample"].items()) {
-          check_record(out.get(kv.key()), kv.value(), iter + " per-sample " + kv.key());
-        }
-        check_record(batch.get("td_error"), it["batch_td_error"], iter + " td_error written into the batch");
-
-        torch::Tensor total = sum_losses(out);
-        CHECK(close(total.item<double>(), it["total_loss"].get<double>()));
-        total.backward();
-        for (const auto& kv : it["grads"].items()) {
-          check_record(nets.param(kv.key()).grad(), kv.value(), iter + " grad " + kv.key());
-        }
-        optim.step();
-        for (const auto& kv : it["params_after_adam"].items()) {
-          check_record(nets.param(kv.key()), kv.value(), iter + " after Adam " + kv.key());
-        }
-        updater->step();
-        if (hard) {
-          CHECK(dynamic_cast<HardUpdate&>(*updater).counter() == it["hard_counter_after_step"].get<int64_t>());
-        }
-        for (const auto& kv : it["params_after_update"].items()) {
-          check_record(nets.param(kv.key()), kv.value(), iter + " after update " + kv.key());
-        }
-        check_targets(loss, nets, it["targets_after_update"], iter + " targets");
-        optim.zero_grad();
+        CHECK(it["total_loss_keys"] == nlohmann::json({"loss_actor", "loss_value"}));
       }
+      if (sc["updater"] == "hard") {
+        HardUpdate updater(loss, ref["meta"]["hard_update_interval"].get<int64_t>());
+        for (const auto& it : sc["iterations"]) {
+          updater.step();
+          CHECK(updater.counter() == it["hard_counter_after_step"].get<int64_t>());
+        }
+      }
+      // Every number, within its derived tolerance.
+      parity::require_match(ddpg_report(scenario.key(), /*extra_truncations=*/false), scenario.key());
+      // Rows that are done but not terminated (truncations) change nothing: TD(0) bootstraps
+      // through them.
+      parity::require_match(ddpg_report(scenario.key(), /*extra_truncations=*/true),
+                            scenario.key() + " with extra truncations");
+    }
+  }
+}
+
+TEST_CASE("DDPG parity tests fail under semantic mutations", "[ddpg][parity][mutation]") {
+  // Each mutation is a plausible bug; the derived tolerances must be tight enough to see it
+  // in every scenario it applies to.
+  struct Case {
+    const char* name;
+    Mutation mutation;
+    bool soft_only;
+  };
+  Mutation gamma;
+  gamma.gamma = 0.98;
+  Mutation done_mask;
+  done_mask.done_as_mask = true;
+  Mutation sum;
+  sum.sum_reduction = true;
+  Mutation swapped;
+  swapped.eps_tau_swapped = true;
+  for (const auto& c : {Case{"gamma 0.98 instead of 0.99", gamma, false},
+                        Case{"done instead of terminated as the bootstrap mask", done_mask, false},
+                        Case{"a missing 1/B in the mean", sum, false},
+                        Case{"soft update with eps and tau swapped", swapped, true}}) {
+    for (const auto& scenario : reference()["scenarios"].items()) {
+      if (c.soft_only && scenario.value()["updater"] != "soft") continue;
+      INFO(c.name << ", scenario " << scenario.key());
+      // The mask mutation needs rows whose done and terminated differ: the batch with extra
+      // truncations, which the unmutated loss reproduces exactly (above).
+      const auto report = ddpg_report(scenario.key(), /*extra_truncations=*/c.mutation.done_as_mask, c.mutation);
+      INFO(report.mismatches.size() << " mismatches, worst |diff|/tolerance " << report.worst_ratio << " at "
+                                    << report.worst);
+      CHECK(report.compared > 0);
+      CHECK(report.mismatches.size() > 0);
     }
   }
 }
@@ -319,6 +437,28 @@ TEST_CASE("DDPGLoss: bad input is a clear error", "[ddpg]") {
   auto inf_reward = s.batch.clone();
   inf_reward.get({"next", "reward"})[0][0] = INFINITY;
   REQUIRE_THROWS_WITH(loss(inf_reward), Contains("input \"next.reward\" contains NaN or Inf"));
+  // Inf where the loss stays finite (tanh saturates) but the gradients would be NaN.
+  auto inf_obs = s.batch.clone();
+  inf_obs.get("observation")[2][0] = INFINITY;
+  REQUIRE_THROWS_AS(loss(inf_obs), c10::ValueError);
+  REQUIRE_THROWS_WITH(loss(inf_obs), Contains("input \"observation\" contains NaN or Inf"));
+  CHECK_FALSE(inf_obs.contains("td_error"));  // nothing written before the error
+  auto inf_next_obs = s.batch.clone();
+  inf_next_obs.get({"next", "observation"})[1][2] = -INFINITY;
+  REQUIRE_THROWS_WITH(loss(inf_next_obs), Contains("input \"next.observation\" contains NaN or Inf"));
+  auto inf_action = s.batch.clone();
+  inf_action.get("action")[4][0] = INFINITY;
+  REQUIRE_THROWS_WITH(loss(inf_action), Contains("input \"action\" contains NaN or Inf"));
+  // Finite values large enough for their sum to overflow are not an error.
+  auto huge = s.batch.clone();
+  huge.get("observation").fill_(3e38f);
+  CHECK_NOTHROW(loss(huge));
+  // The check can be turned off (e.g. to keep a CUDA loop free of host syncs).
+  ReferenceNets other;
+  auto unchecked = DDPGLoss(other.actor, other.value, DDPGLossOptions().check_finite(FiniteCheck::Never));
+  auto out = unchecked(inf_obs.clone());
+  sum_losses(out).backward();
+  CHECK(torch::isnan(unchecked->parameters()[0].grad()).any().item<bool>());  // what the check prevents
   REQUIRE_THROWS_WITH(loss(s.batch.index({0})), Contains("batch_dims >= 1"));
   REQUIRE_THROWS_AS(loss->make_value_estimator(ValueEstimators::GAE), c10::NotImplementedError);
   REQUIRE_THROWS_AS(DDPGLoss(rlobj::modules::Actor(nullptr), s.nets.value), c10::ValueError);
@@ -546,4 +686,158 @@ TEST_CASE("DDPGLoss: shared parameters and separate_losses", "[ddpg]") {
     }
     CHECK(critic->parameters().back().grad().abs().sum().item<double>() > 0);  // its own head trains
   }
+}
+
+namespace {
+
+// LibTorch 2.x's Optimizer::zero_grad() sets gradients to none; 1.13's zeroes them in place.
+// Both are simulated here, whichever LibTorch runs the test, besides the optimizer's own.
+enum class Zeroing { InPlace, ToNone, OptimizerDefault };
+enum class Order { ZeroForwardBackwardStep, ForwardZeroBackwardStep, ForwardBackwardStepZero };
+enum class Optimizers { OverLoss, PerNetwork, NetworkZeroGrad };
+
+const char* name_of(Zeroing z) {
+  return z == Zeroing::InPlace ? "in place" : z == Zeroing::ToNone ? "set to none" : "optimizer default";
+}
+const char* name_of(Order o) {
+  return o == Order::ZeroForwardBackwardStep   ? "zero_grad, forward, backward, step"
+         : o == Order::ForwardZeroBackwardStep ? "forward, zero_grad, backward, step"
+                                               : "forward, backward, step, zero_grad";
+}
+const char* name_of(Optimizers o) {
+  return o == Optimizers::OverLoss     ? "Adam(loss->parameters())"
+         : o == Optimizers::PerNetwork ? "Adam(parameters_of(name)) per network"
+                                       : "zero_grad on the networks' own parameters";
+}
+
+void zero_tensors(const std::vector<torch::Tensor>& params, Zeroing how) {
+  for (auto p : params) {
+    if (how == Zeroing::ToNone) {
+      p.mutable_grad().reset();
+    } else if (p.grad().defined()) {
+      p.mutable_grad().detach_();
+      p.mutable_grad().zero_();
+    }
+  }
+}
+
+// Three DDPG steps; returns the actor's and critic's parameters afterwards.
+std::vector<torch::Tensor> train_three_steps(Zeroing zeroing, Order order, Optimizers optimizers) {
+  ReferenceNets nets;
+  auto loss = DDPGLoss(nets.actor, nets.value);
+  SoftUpdate updater(loss, SoftUpdateOptions().eps(0.9));
+  std::vector<std::unique_ptr<torch::optim::Adam>> optims;
+  if (optimizers == Optimizers::PerNetwork) {
+    optims.push_back(std::make_unique<torch::optim::Adam>(loss->parameters_of("actor_network")));
+    optims.push_back(std::make_unique<torch::optim::Adam>(loss->parameters_of("value_network")));
+  } else {
+    optims.push_back(std::make_unique<torch::optim::Adam>(loss->parameters()));
+  }
+  auto zero = [&] {
+    if (optimizers == Optimizers::NetworkZeroGrad) {
+      // What a user does who thinks in terms of their networks, not the loss.
+      if (zeroing == Zeroing::OptimizerDefault) {
+        nets.actor->zero_grad();
+        nets.value->zero_grad();
+      } else {
+        zero_tensors(nets.actor->parameters(), zeroing);
+        zero_tensors(nets.value->parameters(), zeroing);
+      }
+      return;
+    }
+    for (auto& o : optims) {
+      if (zeroing == Zeroing::OptimizerDefault) {
+        o->zero_grad();
+      } else {
+        for (auto& group : o->param_groups()) zero_tensors(group.params(), zeroing);
+      }
+    }
+  };
+  auto step = [&] {
+    for (auto& o : optims) o->step();
+    updater.step();
+  };
+  auto batch = reference_batch();
+  for (int i = 0; i < 3; ++i) {
+    if (order == Order::ZeroForwardBackwardStep) zero();
+    auto out = loss(batch);
+    if (order == Order::ForwardZeroBackwardStep) zero();
+    sum_losses(out).backward();
+    step();
+    if (order == Order::ForwardBackwardStepZero) zero();
+  }
+  std::vector<torch::Tensor> params;
+  for (auto& p : nets.actor->parameters()) params.push_back(p.detach().clone());
+  for (auto& p : nets.value->parameters()) params.push_back(p.detach().clone());
+  return params;
+}
+
+}  // namespace
+
+TEST_CASE("Training works for every order of forward, zero_grad, backward and step", "[ddpg][zero_grad]") {
+  // The canonical loop, gradients zeroed in place: what the parity tests check against TorchRL.
+  const auto expected = train_three_steps(Zeroing::InPlace, Order::ForwardBackwardStepZero, Optimizers::OverLoss);
+  ReferenceNets initial;
+  std::vector<torch::Tensor> start;
+  for (auto& p : initial.actor->parameters()) start.push_back(p.detach().clone());
+  for (auto& p : initial.value->parameters()) start.push_back(p.detach().clone());
+  for (size_t i = 0; i < start.size(); ++i) CHECK_FALSE(torch::equal(expected[i], start[i]));  // it trained
+
+  for (auto zeroing : {Zeroing::InPlace, Zeroing::ToNone, Zeroing::OptimizerDefault}) {
+    for (auto order : {Order::ZeroForwardBackwardStep, Order::ForwardZeroBackwardStep, Order::ForwardBackwardStepZero}) {
+      for (auto optimizers : {Optimizers::OverLoss, Optimizers::PerNetwork, Optimizers::NetworkZeroGrad}) {
+        INFO("zeroing " << name_of(zeroing) << "; order " << name_of(order) << "; " << name_of(optimizers));
+        const auto got = train_three_steps(zeroing, order, optimizers);
+        REQUIRE(got.size() == expected.size());
+        for (size_t i = 0; i < got.size(); ++i) {
+          INFO("parameter " << i);
+          CHECK(torch::equal(got[i], expected[i]));  // bit for bit: the same operations
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("Gradients accumulate across backward calls until zeroed, in every zeroing mode", "[ddpg][zero_grad]") {
+  for (auto zeroing : {Zeroing::InPlace, Zeroing::ToNone}) {
+    INFO("zeroing " << name_of(zeroing));
+    ReferenceNets nets;
+    auto loss = DDPGLoss(nets.actor, nets.value);
+    auto batch = reference_batch();
+    sum_losses(loss(batch)).backward();
+    const auto once = loss->parameters()[0].grad().clone();
+    sum_losses(loss(batch)).backward();
+    CHECK(torch::allclose(loss->parameters()[0].grad(), 2 * once));  // accumulated
+    auto out = loss(batch);
+    zero_tensors(loss->parameters(), zeroing);
+    sum_losses(out).backward();
+    CHECK(torch::equal(loss->parameters()[0].grad(), once));  // started from zero
+    // The network's own .grad views show the same numbers.
+    CHECK(torch::equal(nets.actor->parameters()[0].grad().flatten(), once.narrow(0, 0, 96)));
+  }
+}
+
+TEST_CASE("loss->to(dtype) moves every buffer of its networks", "[ddpg]") {
+  torch::manual_seed(0);
+  auto spec = rlobj::Bounded(-2.0, 2.0, {1});
+  using Seq = rlobj::modules::TensorDictSequential;
+  auto actor = Seq(rlobj::modules::TensorDictModule(rlobj::modules::MLP(rlobj::modules::MLPOptions(3, 1).num_cells({8})),
+                                                    {"observation"}, {"param"}),
+                   rlobj::modules::TanhModule({"param"}, {"action"}, spec));
+  auto critic = rlobj::modules::ValueOperator(rlobj::modules::MLP(rlobj::modules::MLPOptions(4, 1).num_cells({8})),
+                                              {"observation", "action"});
+  auto loss = DDPGLoss<Seq, rlobj::modules::ValueOperator>(actor, critic, DDPGLossOptions().delay_actor(true));
+  for (const auto& b : actor->buffers()) CHECK(b.scalar_type() == torch::kFloat32);
+  loss->to(torch::kFloat64);
+  for (const auto& b : actor->buffers()) CHECK(b.scalar_type() == torch::kFloat64);
+  for (const auto& b : loss->target_actor_network()->buffers()) CHECK(b.scalar_type() == torch::kFloat64);
+  auto batch = reference_batch().apply([](const torch::Tensor& t) {
+    return t.is_floating_point() ? t.to(torch::kFloat64) : t;
+  });
+  auto out = loss(batch);
+  CHECK(out.get("loss_actor").scalar_type() == torch::kFloat64);
+  CHECK(out.get("target_value").scalar_type() == torch::kFloat64);
+  // Bounds built from a float64 spec are float64 from the start.
+  auto wide = rlobj::modules::TanhModule({"x"}, {"y"}, rlobj::Bounded(-1.0, 1.0, {1}, torch::kFloat64));
+  for (const auto& b : wide->buffers()) CHECK(b.scalar_type() == torch::kFloat64);
 }

@@ -4,6 +4,7 @@
 /// `rlobj::collectors::SyncDataCollector`: TorchRL's `SyncDataCollector` — steps an
 /// environment with a policy and yields batches of transitions in TorchRL's layout.
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <iterator>
@@ -80,7 +81,9 @@ class SyncDataCollector {
         policy_(td);
       }
       auto stepped = env_->step_and_maybe_reset(td);
-      episodes_ += stepped.first.get({"next", "done"}).sum().item<int64_t>();
+      // Counted on the env's device and read back only when asked: no host sync per step.
+      auto finished = stepped.first.get({"next", "done"}).sum();
+      done_count_ = done_count_.defined() ? done_count_ + finished : finished;
       steps.push_back(std::move(stepped.first));
       root_ = std::move(stepped.second);
     }
@@ -90,8 +93,9 @@ class SyncDataCollector {
 
   /// Frames collected so far.
   int64_t frames() const noexcept { return frames_; }
-  /// Episodes finished so far (done flags seen).
-  int64_t episodes() const noexcept { return episodes_; }
+  /// Episodes finished so far (done flags seen). Reads a counter kept on the environment's
+  /// device (a host sync on CUDA).
+  int64_t episodes() const { return episodes_ + (done_count_.defined() ? done_count_.item<int64_t>() : 0); }
   int64_t frames_per_batch() const noexcept { return frames_per_batch_; }
   int64_t total_frames() const noexcept { return total_frames_; }
   /// Restarts every sub-environment on the next batch.
@@ -100,7 +104,7 @@ class SyncDataCollector {
   /// Writes the collector's progress, the environments' current state and the env's
   /// generator into `archive`.
   void save(torch::serialize::OutputArchive& archive) const {
-    archive.write("counters", torch::tensor({frames_, episodes_}, torch::kInt64));
+    archive.write("counters", torch::tensor({frames_, episodes()}, torch::kInt64));
     archive.write("env_generator", env_->generator().get_state());
     if (root_) {
       torch::serialize::OutputArchive root;
@@ -115,6 +119,7 @@ class SyncDataCollector {
     archive.read("env_generator", gen);
     frames_ = counters[0].item<int64_t>();
     episodes_ = counters[1].item<int64_t>();
+    done_count_ = torch::Tensor();
     env_->generator().set_state(gen);
     torch::serialize::InputArchive root;
     if (archive.try_read("root", root)) {
@@ -166,6 +171,7 @@ class SyncDataCollector {
   int64_t steps_per_batch_ = 1;
   int64_t frames_ = 0;
   int64_t episodes_ = 0;
+  torch::Tensor done_count_;  // episodes finished since construction or load, on the env device
   std::optional<TensorDict> root_;
 };
 

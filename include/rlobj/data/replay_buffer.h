@@ -5,6 +5,8 @@
 /// sampler=RandomSampler())` — a ring buffer of transitions allocated on the first `extend`,
 /// sampled uniformly with replacement.
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -18,6 +20,7 @@
 #include <torch/serialize/archive.h>
 #include <torch/types.h>
 
+#include "rlobj/detail/format.h"
 #include "rlobj/serialize.h"
 #include "rlobj/tensordict.h"
 

@@ -12,6 +12,7 @@
 
 #include <c10/util/Exception.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join (there since fmt 11)
 
 #include "rlobj/tensordict.h"
 

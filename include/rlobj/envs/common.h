@@ -13,9 +13,12 @@
 ///   sub-environments that were reset) and false after a step. Exploration modules use it to
 ///   reset their per-environment noise.
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -27,6 +30,7 @@
 #include <torch/types.h>
 #include <torch/utils.h>
 
+#include "rlobj/detail/format.h"
 #include "rlobj/specs.h"
 #include "rlobj/tensordict.h"
 

@@ -4,14 +4,17 @@
 /// `rlobj::envs::Pendulum`: gym's `Pendulum-v1`, batched. One object steps `N` pendulums as
 /// tensors; the dynamics, reward and reset distribution are gym's, exactly.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include <c10/util/Exception.h>
 #include <torch/arg.h>
 #include <torch/types.h>
 
+#include "rlobj/detail/format.h"
 #include "rlobj/envs/common.h"
 #include "rlobj/specs.h"
 #include "rlobj/tensordict.h"

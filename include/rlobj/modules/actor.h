@@ -4,12 +4,15 @@
 /// `rlobj::modules::Actor`, TorchRL's `Actor`: a TensorDictModule reading `"observation"` and
 /// writing `"action"`.
 
+#include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <utility>
 #include <vector>
 
 #include "rlobj/modules/tensordict_module.h"
 #include "rlobj/specs.h"
+#include "rlobj/tensordict.h"
 
 namespace rlobj {
 namespace modules {
@@ -63,7 +66,8 @@ class TanhModuleImpl : public TensorDictModuleBase {
   /// Scalar bounds.
   TanhModuleImpl(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys, double low, double high)
       : TanhModuleImpl(std::move(in_keys), std::move(out_keys)) {
-    set_bounds(torch::tensor(low), torch::tensor(high));
+    const auto dtype = c10::get_default_dtype_as_scalartype();
+    set_bounds(torch::tensor(low, torch::dtype(dtype)), torch::tensor(high, torch::dtype(dtype)));
   }
   /// No bounds: `out = tanh(x)`.
   TanhModuleImpl(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys)
@@ -97,8 +101,11 @@ class TanhModuleImpl : public TensorDictModuleBase {
  private:
   void set_bounds(const torch::Tensor& low, const torch::Tensor& high) {
     TORCH_CHECK_VALUE((low < high).all().item<bool>(), "TanhModule: low must be < high");
-    scale_ = register_buffer("scale", ((high - low) / 2).to(torch::kFloat32));
-    shift_ = register_buffer("shift", ((high + low) / 2).to(torch::kFloat32));
+    // The bounds' own floating dtype (a float64 spec gives float64 bounds); integer bounds
+    // take the default dtype. `loss->to(...)` / `module->to(...)` move and convert them.
+    const auto dtype = low.is_floating_point() ? low.scalar_type() : c10::get_default_dtype_as_scalartype();
+    scale_ = register_buffer("scale", ((high - low) / 2).to(dtype));
+    shift_ = register_buffer("shift", ((high + low) / 2).to(dtype));
   }
 
   std::vector<NestedKey> in_keys_;

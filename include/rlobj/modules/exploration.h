@@ -9,7 +9,9 @@
 /// only while the exploration type is `Random` (the default); evaluate with
 /// `SetExplorationType guard(ExplorationType::Deterministic);`.
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -25,6 +27,7 @@
 #include <torch/serialize/archive.h>
 #include <torch/types.h>
 
+#include "rlobj/detail/format.h"
 #include "rlobj/modules/tensordict_module.h"
 #include "rlobj/specs.h"
 #include "rlobj/tensordict.h"

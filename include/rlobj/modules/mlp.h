@@ -5,8 +5,11 @@
 /// Linear`, Tanh by default, children named like a `torch::nn::Sequential` so that parameter
 /// names are `0.weight, 0.bias, 2.weight, ...`.
 
+#include <cctype>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <vector>
 

@@ -4,6 +4,8 @@
 /// `TensorDictModule` and `TensorDictSequential`, TorchRL's (tensordict's) wrappers that make
 /// a tensor-to-tensor module read its inputs from, and write its outputs to, a TensorDict.
 
+#include <algorithm>
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <optional>

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "rlobj/modules/tensordict_module.h"
+#include "rlobj/tensordict.h"
 
 namespace rlobj {
 namespace modules {

@@ -12,6 +12,9 @@
 /// groups in one pass. The networks themselves are unchanged for every other use:
 /// `actor->parameters()`, `actor->forward(td)`, `torch::save(actor, ...)` all work as before.
 
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <ostream>
@@ -20,10 +23,12 @@
 #include <vector>
 
 #include <c10/util/Exception.h>
+#include <c10/util/intrusive_ptr.h>
 #include <torch/nn/module.h>
 #include <torch/serialize/archive.h>
 #include <torch/types.h>
 
+#include "rlobj/detail/format.h"
 #include "rlobj/tensordict.h"
 
 namespace rlobj {
@@ -66,6 +71,44 @@ inline ValueEstimators value_estimator_from_string(const std::string& name) {
   if (name == "gae") return ValueEstimators::GAE;
   TORCH_CHECK_VALUE(false, "unknown value estimator \"", name, "\"; expected td0, td1, td_lambda or gae");
 }
+
+/// When a loss checks the floating-point entries it reads for NaN and Inf. A non-finite
+/// input (an `Inf` observation gives a finite loss but NaN gradients) would otherwise poison
+/// the networks for good; the check names the entry instead.
+enum class FiniteCheck {
+  Auto,    ///< on the CPU (one fused reduction, a few us); skipped on accelerators, where
+           ///< reading the result back would stall every update on a host sync
+  Always,  ///< on every device (one host sync per forward on CUDA)
+  Never,   ///< no check
+};
+
+namespace detail {
+
+/// Throws a `c10::ValueError` naming the first floating entry of `td` among `keys` that holds
+/// NaN or Inf (keys absent from `td` are skipped). On the common, finite path this costs one
+/// sum per entry and one read of a scalar.
+inline void check_finite_inputs(const char* loss, const TensorDict& td, const std::vector<NestedKey>& keys,
+                                FiniteCheck mode) {
+  if (mode == FiniteCheck::Never) return;
+  std::vector<std::pair<const NestedKey*, const torch::Tensor*>> inputs;
+  for (const auto& key : keys) {
+    const torch::Tensor* t = td.find(key);
+    if (t != nullptr && t->is_floating_point() && t->numel() > 0) inputs.emplace_back(&key, t);
+  }
+  if (inputs.empty()) return;
+  if (mode == FiniteCheck::Auto && !inputs.front().second->device().is_cpu()) return;
+  torch::NoGradGuard no_grad;
+  // A sum is finite when every term is (an overflow to Inf only sends us to the exact check).
+  torch::Tensor total = inputs.front().second->sum();
+  for (size_t i = 1; i < inputs.size(); ++i) total = total + inputs[i].second->sum();
+  if (std::isfinite(total.item<double>())) return;
+  for (const auto& [key, t] : inputs) {
+    TORCH_CHECK_VALUE(t->isfinite().all().item<bool>(), loss, ": input \"", key->str(),
+                      "\" contains NaN or Inf");
+  }
+}
+
+}  // namespace detail
 
 /// The element-wise distance between `v1` and `v2` (TorchRL's `distance_loss`); shapes must
 /// match exactly.
@@ -110,6 +153,15 @@ inline torch::Tensor alias(const torch::Tensor& base, int64_t offset, c10::IntAr
 /// `.grad` at the matching slice of `flat.grad()`. Autograd accumulates into the network's
 /// parameters as usual, which fills `flat.grad()`; an optimizer stepping `flat` updates
 /// the network in place.
+///
+/// Gradients survive every way of zeroing them. LibTorch 1.13's `Optimizer::zero_grad()`
+/// zeroes `flat.grad()` in place; 2.x's sets it to none, and `Module::zero_grad()` on a
+/// network sets that network's own `.grad`s to none. Either may happen between the forward
+/// and the backward. So every trainable parameter carries a hook that runs just before
+/// autograd accumulates into it: if the group's gradient buffer was detached from `flat`
+/// (optimizer `set_to_none`), the buffer is zeroed and re-attached; if that parameter's own
+/// `.grad` was reset, its slice is zeroed and re-aliased. Accumulation then lands in
+/// `flat.grad()` whatever the order of forward, `zero_grad`, backward and step.
 class ParameterGroup {
  public:
   ParameterGroup() = default;
@@ -117,110 +169,177 @@ class ParameterGroup {
   /// Adopts `params` (copying their values into a new buffer). With `trainable`, `flat`
   /// requires grad and gradients are aliased too; else (targets) nothing requires grad.
   ParameterGroup(std::string name, std::vector<torch::Tensor> params, bool trainable)
-      : name_(std::move(name)), params_(std::move(params)), trainable_(trainable) {
+      : state_(std::make_shared<State>()) {
+    auto& s = *state_;
+    s.name = std::move(name);
+    s.params = std::move(params);
+    s.trainable = trainable;
     int64_t total = 0;
-    for (size_t i = 0; i < params_.size(); ++i) {
-      const auto& p = params_[i];
-      TORCH_CHECK(p.defined(), "LossModule: undefined parameter in ", name_);
+    for (size_t i = 0; i < s.params.size(); ++i) {
+      const auto& p = s.params[i];
+      TORCH_CHECK(p.defined(), "LossModule: undefined parameter in ", s.name);
       if (i > 0) {
-        TORCH_CHECK(p.scalar_type() == params_[0].scalar_type() && p.device() == params_[0].device(),
-                    "LossModule: every parameter of ", name_,
+        TORCH_CHECK(p.scalar_type() == s.params[0].scalar_type() && p.device() == s.params[0].device(),
+                    "LossModule: every parameter of ", s.name,
                     " must share one dtype and device (found ", p.scalar_type(), " on ", p.device(),
-                    " and ", params_[0].scalar_type(), " on ", params_[0].device(), ")");
+                    " and ", s.params[0].scalar_type(), " on ", s.params[0].device(), ")");
       }
-      offsets_.push_back(total);
-      shapes_.push_back(p.sizes().vec());
+      s.offsets.push_back(total);
+      s.shapes.push_back(p.sizes().vec());
       total += p.numel();
     }
-    auto options = params_.empty() ? torch::TensorOptions() : params_[0].options();
-    flat_ = torch::empty({total}, options.requires_grad(false));
+    auto options = s.params.empty() ? torch::TensorOptions() : s.params[0].options();
+    s.flat = torch::empty({total}, options.requires_grad(false));
     {
       torch::NoGradGuard no_grad;
-      for (size_t i = 0; i < params_.size(); ++i) {
-        flat_.narrow(0, offsets_[i], params_[i].numel()).copy_(params_[i].detach().reshape({-1}));
+      for (size_t i = 0; i < s.params.size(); ++i) {
+        s.flat.narrow(0, s.offsets[i], s.params[i].numel()).copy_(s.params[i].detach().reshape({-1}));
       }
     }
-    if (trainable_) {
-      flat_.requires_grad_(true);
-      grad_ = torch::zeros_like(flat_);
+    if (trainable) {
+      s.flat.requires_grad_(true);
+      s.grad = torch::zeros_like(s.flat);
     }
     relink_all();
+    if (trainable) {
+      for (size_t i = 0; i < s.params.size(); ++i) add_grad_hook(s.params[i], i);
+    }
   }
 
-  const std::string& name() const noexcept { return name_; }
+  const std::string& name() const noexcept { return state_->name; }
   /// The contiguous leaf holding every parameter.
-  const torch::Tensor& flat() const noexcept { return flat_; }
+  const torch::Tensor& flat() const noexcept { return state_->flat; }
   /// The network's parameter tensors, aliases into `flat()`.
-  const std::vector<torch::Tensor>& params() const noexcept { return params_; }
-  int64_t numel() const noexcept { return flat_.numel(); }
-  bool trainable() const noexcept { return trainable_; }
+  const std::vector<torch::Tensor>& params() const noexcept { return state_->params; }
+  int64_t numel() const noexcept { return state_->flat.numel(); }
+  bool trainable() const noexcept { return state_->trainable; }
+
+  /// The position of `param` (by identity) in `params()`, or -1.
+  int64_t index_of(const torch::Tensor& param) const noexcept {
+    const auto& ps = state_->params;
+    for (size_t i = 0; i < ps.size(); ++i) {
+      if (ps[i].unsafeGetTensorImpl() == param.unsafeGetTensorImpl()) return static_cast<int64_t>(i);
+    }
+    return -1;
+  }
+
+  /// Makes autograd accumulate `tensor`'s gradient (a clone's parameter evaluating with
+  /// `params()[index]`'s values) into the same slice of `flat().grad()`.
+  void add_grad_hook(const torch::Tensor& tensor, size_t index) {
+    // Both held weakly: the hook lives in `tensor`'s autograd metadata, so a strong
+    // reference to `tensor` (or to the state, which holds the parameters) would be a cycle.
+    std::weak_ptr<State> weak_state = state_;
+    c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl> weak_tensor(tensor.getIntrusivePtr());
+    torch::Tensor(tensor).register_hook([weak_state, weak_tensor, index](const torch::Tensor&) {
+      auto s = weak_state.lock();
+      auto impl = weak_tensor.lock();
+      if (!s || !impl) return;
+      s->prepare_accumulation(index, torch::Tensor(std::move(impl)));
+    });
+  }
+
+  /// Points `tensor`'s gradient (a clone's parameter evaluating with `params()[index]`'s
+  /// values) at that parameter's slice of `flat().grad()`.
+  void link_grad(size_t index, const torch::Tensor& tensor) {
+    state_->attach_grad();
+    state_->attach_param_grad(index, tensor);
+  }
 
   /// Re-establishes the aliasing after something outside the loss replaced a parameter's
   /// storage (`torch::load(actor, ...)`) or a gradient (`zero_grad(set_to_none=true)` in
   /// LibTorch 2.x). A replaced parameter's values are copied into the buffer first.
   void ensure_linked() {
-    if (trainable_ && !flat_.grad().defined()) {
-      grad_.zero_();
-      flat_.mutable_grad() = grad_;
-    }
-    const auto elem = static_cast<int64_t>(flat_.element_size());
-    const char* base = static_cast<const char*>(flat_.data_ptr());
-    const char* gbase = trainable_ ? static_cast<const char*>(grad_.data_ptr()) : nullptr;
-    for (size_t i = 0; i < params_.size(); ++i) {
-      auto& p = params_[i];
-      if (p.data_ptr() != base + offsets_[i] * elem) {
-        TORCH_CHECK(p.device() == flat_.device() && p.scalar_type() == flat_.scalar_type(),
-                    "LossModule: a parameter of ", name_, " moved to ", p.device(), " / ",
-                    p.scalar_type(), " but the loss lives on ", flat_.device(), " / ",
-                    flat_.scalar_type(), "; move the loss (loss->to(...)), not its networks");
-        TORCH_CHECK(p.sizes().vec() == shapes_[i], "LossModule: a parameter of ", name_,
-                    " changed shape from ", rlobj::detail::shape_str(shapes_[i]), " to ", p.sizes());
+    auto& s = *state_;
+    if (s.trainable) s.attach_grad();
+    const auto elem = static_cast<int64_t>(s.flat.element_size());
+    const char* base = static_cast<const char*>(s.flat.data_ptr());
+    for (size_t i = 0; i < s.params.size(); ++i) {
+      auto& p = s.params[i];
+      if (p.data_ptr() != base + s.offsets[i] * elem) {
+        TORCH_CHECK(p.device() == s.flat.device() && p.scalar_type() == s.flat.scalar_type(),
+                    "LossModule: a parameter of ", s.name, " moved to ", p.device(), " / ",
+                    p.scalar_type(), " but the loss lives on ", s.flat.device(), " / ",
+                    s.flat.scalar_type(), "; move the loss (loss->to(...)), not its networks");
+        TORCH_CHECK(p.sizes().vec() == s.shapes[i], "LossModule: a parameter of ", s.name,
+                    " changed shape from ", rlobj::detail::shape_str(s.shapes[i]), " to ", p.sizes());
         torch::NoGradGuard no_grad;
-        flat_.narrow(0, offsets_[i], p.numel()).copy_(p.detach().reshape({-1}));
-        relink(i);
+        s.flat.narrow(0, s.offsets[i], p.numel()).copy_(p.detach().reshape({-1}));
+        s.relink(i);
       }
-      if (trainable_ && (!p.grad().defined() || p.grad().data_ptr() != gbase + offsets_[i] * elem)) {
-        grad_.narrow(0, offsets_[i], p.numel()).zero_();
-        p.mutable_grad() = detail::alias(grad_, offsets_[i], p.sizes());
-      }
+      if (s.trainable) s.attach_param_grad(i, p);
     }
   }
 
   /// Points every parameter (and gradient) back at `flat()` after `flat()` itself got new
   /// storage (`loss->to(device)`, `torch::load(loss, ...)`).
   void relink_all() {
-    if (trainable_) {
-      if (!grad_.defined() || grad_.sizes() != flat_.sizes() || grad_.device() != flat_.device() ||
-          grad_.scalar_type() != flat_.scalar_type()) {
-        grad_ = torch::zeros_like(flat_);
+    auto& s = *state_;
+    if (s.trainable) {
+      if (!s.grad.defined() || s.grad.sizes() != s.flat.sizes() || s.grad.device() != s.flat.device() ||
+          s.grad.scalar_type() != s.flat.scalar_type()) {
+        s.grad = torch::zeros_like(s.flat);
       }
-      flat_.mutable_grad() = grad_;
+      s.flat.mutable_grad() = s.grad;
     }
-    for (size_t i = 0; i < params_.size(); ++i) relink(i);
+    for (size_t i = 0; i < s.params.size(); ++i) s.relink(i);
   }
 
  private:
-  void relink(size_t i) {
-    auto& p = params_[i];
-    const auto& sizes = shapes_[i];
-    {
-      torch::NoGradGuard no_grad;
-      p.set_data(detail::alias(flat_.detach(), offsets_[i], sizes));
-    }
-    if (trainable_) {
-      p.mutable_grad() = detail::alias(grad_, offsets_[i], sizes);
-    } else {
-      p.requires_grad_(false);
-    }
-  }
+  // Shared with the gradient hooks, which hold it weakly: a network that outlives its loss
+  // keeps working, its hooks then do nothing.
+  struct State {
+    std::string name;
+    std::vector<torch::Tensor> params;
+    std::vector<int64_t> offsets;
+    std::vector<std::vector<int64_t>> shapes;
+    torch::Tensor flat;
+    torch::Tensor grad;
+    bool trainable = false;
 
-  std::string name_;
-  std::vector<torch::Tensor> params_;
-  std::vector<int64_t> offsets_;
-  std::vector<std::vector<int64_t>> shapes_;
-  torch::Tensor flat_;
-  torch::Tensor grad_;
-  bool trainable_ = false;
+    bool owns_grad_slice(const torch::Tensor& g, size_t i) const {
+      return g.defined() &&
+             g.data_ptr() == static_cast<const char*>(grad.data_ptr()) + offsets[i] * grad.element_size();
+    }
+
+    // `flat.grad()` must be the buffer the aliases point into. If an optimizer set it to none
+    // (or replaced it), what the buffer holds is stale: start from zero.
+    void attach_grad() {
+      const auto& g = flat.grad();
+      if (g.defined() && g.unsafeGetTensorImpl() == grad.unsafeGetTensorImpl()) return;
+      torch::NoGradGuard no_grad;
+      grad.zero_();
+      flat.mutable_grad() = grad;
+    }
+    // `t` (params[i] or a clone aliasing it) must accumulate into slice i. A parameter whose
+    // own `.grad` was reset (Module::zero_grad) has its slice zeroed; a clone's reset grad is
+    // only re-aliased (the slice belongs to params[i]).
+    void attach_param_grad(size_t i, torch::Tensor t) {
+      if (owns_grad_slice(t.grad(), i)) return;
+      torch::NoGradGuard no_grad;
+      if (t.unsafeGetTensorImpl() == params[i].unsafeGetTensorImpl()) {
+        grad.narrow(0, offsets[i], t.numel()).zero_();
+      }
+      t.mutable_grad() = detail::alias(grad, offsets[i], shapes[i]);
+    }
+    void prepare_accumulation(size_t i, torch::Tensor t) {
+      attach_grad();
+      attach_param_grad(i, std::move(t));
+    }
+    void relink(size_t i) {
+      auto& p = params[i];
+      {
+        torch::NoGradGuard no_grad;
+        p.set_data(detail::alias(flat.detach(), offsets[i], shapes[i]));
+      }
+      if (trainable) {
+        p.mutable_grad() = detail::alias(grad, offsets[i], shapes[i]);
+      } else {
+        p.requires_grad_(false);
+      }
+    }
+  };
+
+  std::shared_ptr<State> state_;
 };
 
 /// A target network and the network it tracks, as the updaters see them.
@@ -261,16 +380,25 @@ class LossModuleImpl : public torch::nn::Module {
     TORCH_CHECK(false, "LossModule: no trained network named \"", network, "\"");
   }
 
+  /// Moves everything the loss owns: its parameter groups (and so every network's
+  /// parameters, online, target and frozen copies) and every buffer of its networks
+  /// (`TanhModule`'s bounds, ...). A dtype change, as in PyTorch, converts floating-point
+  /// buffers only.
   void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override {
     torch::nn::Module::to(device, dtype, non_blocking);
+    move_network_buffers([&](const torch::Tensor& b) {
+      return b.is_floating_point() ? b.to(device, dtype, non_blocking) : b.to(device, non_blocking);
+    });
     after_storage_change();
   }
   void to(torch::Dtype dtype, bool non_blocking = false) override {
     torch::nn::Module::to(dtype, non_blocking);
+    move_network_buffers([&](const torch::Tensor& b) { return b.is_floating_point() ? b.to(dtype, non_blocking) : b; });
     after_storage_change();
   }
   void to(torch::Device device, bool non_blocking = false) override {
     torch::nn::Module::to(device, non_blocking);
+    move_network_buffers([&](const torch::Tensor& b) { return b.to(device, non_blocking); });
     after_storage_change();
   }
   void load(torch::serialize::InputArchive& archive) override {
@@ -321,7 +449,20 @@ class LossModuleImpl : public torch::nn::Module {
     for (size_t i = 0; i < copies.size(); ++i) {
       bool freeze = frozen_all;
       for (const auto& f : frozen) freeze |= f.unsafeGetTensorImpl() == sources[i].unsafeGetTensorImpl();
-      aliases_.push_back({copies[i], sources[i], freeze});
+      Alias a{copies[i], sources[i], freeze, nullptr, 0};
+      if (!freeze) {
+        for (auto& g : groups_) {
+          const int64_t index = g->index_of(sources[i]);
+          if (index >= 0 && g->trainable()) {
+            a.group = g.get();
+            a.index = static_cast<size_t>(index);
+          }
+        }
+        TORCH_CHECK(a.group != nullptr, "LossModule: a trained network clone's parameter belongs to no "
+                    "trained network of the loss");
+        a.group->add_grad_hook(copies[i], a.index);
+      }
+      aliases_.push_back(std::move(a));
     }
     networks_.push_back(&copy);
     relink_aliases();
@@ -347,9 +488,25 @@ class LossModuleImpl : public torch::nn::Module {
     relink_aliases();
   }
 
+  template <typename Fn>
+  void move_network_buffers(const Fn& convert) {
+    std::vector<const torch::TensorImpl*> done;
+    for (auto* network : networks_) {
+      for (auto& b : network->buffers(/*recurse=*/true)) {
+        const auto* impl = b.unsafeGetTensorImpl();
+        if (std::find(done.begin(), done.end(), impl) != done.end()) continue;
+        done.push_back(impl);
+        torch::NoGradGuard no_grad;
+        b.set_data(convert(b));
+      }
+    }
+  }
+
   struct Alias {
     torch::Tensor copy, source;
     bool frozen;
+    ParameterGroup* group;  // the trained group holding `source` (non-frozen aliases)
+    size_t index;           // `source`'s position in it
   };
   void relink_aliases() {
     for (auto& a : aliases_) {
@@ -360,10 +517,7 @@ class LossModuleImpl : public torch::nn::Module {
       if (a.frozen) {
         if (a.copy.requires_grad()) a.copy.requires_grad_(false);
       } else {
-        const auto& g = a.source.grad();
-        if (g.defined() && (!a.copy.grad().defined() || a.copy.grad().data_ptr() != g.data_ptr())) {
-          a.copy.mutable_grad() = detail::alias(g, 0, g.sizes());
-        }
+        a.group->link_grad(a.index, a.copy);
       }
     }
   }

@@ -12,8 +12,10 @@
 ///   losses is detached. `td_error` is also written into the input TensorDict.
 
 #include <algorithm>
+#include <cstddef>
 #include <map>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,6 +26,7 @@
 #include <torch/types.h>
 #include <torch/utils.h>
 
+#include "rlobj/detail/format.h"
 #include "rlobj/detail/keys.h"
 #include "rlobj/modules/actor.h"
 #include "rlobj/modules/value_operator.h"
@@ -46,6 +49,9 @@ struct DDPGLossOptions {
   TORCH_ARG(bool, separate_losses) = false;
   /// Reduction of both losses.
   TORCH_ARG(Reduction, reduction) = Reduction::Mean;
+  /// When the inputs are checked for NaN and Inf (on the CPU by default: on CUDA the check
+  /// would cost a host sync per update).
+  TORCH_ARG(FiniteCheck, check_finite) = FiniteCheck::Auto;
 };
 
 /// The keys `DDPGLoss` reads and writes (TorchRL's `_AcceptedKeys`); `reward`, `done` and
@@ -113,10 +119,10 @@ class DDPGLossImpl : public LossModuleImpl {
   TensorDict forward(TensorDict td) {
     ensure_linked();
     check_inputs(td);
+    detail::check_finite_inputs("DDPGLoss", td, in_keys(), options.check_finite());
     torch::Tensor pred, target;
     torch::Tensor loss_value = value_loss(td, &pred, &target);
     torch::Tensor loss_actor = actor_loss(td);
-    check_finite(td, loss_value, loss_actor);
 
     torch::Tensor td_error = (pred - target).pow(2).detach();
     td.set(keys_.priority, td_error);
@@ -320,18 +326,6 @@ class DDPGLossImpl : public LossModuleImpl {
     TORCH_CHECK(q != nullptr, "DDPGLoss: the ", who, " did not write \"", keys_.state_action_value.str(),
                 "\"; set its out_keys or call set_keys({{\"state_action_value\", ...}})");
     return *q;
-  }
-
-  // NaN or Inf in the batch would silently poison the networks: name the key instead. Only
-  // checked in depth when a loss came out non-finite, so the common path costs one test.
-  void check_finite(const TensorDict& td, const torch::Tensor& loss_value, const torch::Tensor& loss_actor) const {
-    if ((loss_value.isfinite().all() & loss_actor.isfinite().all()).item<bool>()) return;
-    for (const auto& item : td.items(/*include_nested=*/true, /*leaves_only=*/true)) {
-      const auto& t = item.second.tensor();
-      if (!at::isFloatingType(t.scalar_type())) continue;
-      TORCH_CHECK(t.isfinite().all().item<bool>(), "DDPGLoss: input \"", item.first.str(),
-                  "\" contains NaN or Inf");
-    }
   }
 
   DDPGLossKeys keys_;

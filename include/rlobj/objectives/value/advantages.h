@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include <c10/util/Exception.h>
@@ -16,6 +17,7 @@
 #include <torch/types.h>
 #include <torch/utils.h>
 
+#include "rlobj/detail/format.h"
 #include "rlobj/detail/keys.h"
 #include "rlobj/envs/common.h"
 #include "rlobj/objectives/value/functional.h"

@@ -9,6 +9,7 @@
 /// `terminated` (a time limit) bootstraps from the next state's value; a `terminated` step
 /// does not.
 
+#include <cstdint>
 #include <initializer_list>
 #include <string>
 #include <tuple>
