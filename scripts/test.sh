@@ -5,13 +5,15 @@
 #   RLOBJ_TORCH=pip scripts/test.sh        # against pip's LibTorch 2.x (in a virtualenv)
 #   RLOBJ_TORCH=/opt/libtorch scripts/test.sh
 #   RLOBJ_BUILD_DIR=/tmp/b scripts/test.sh
+#   RLOBJ_CMAKE_OPTIONS="-DRLOBJ_CHECK_HEADERS=OFF" scripts/test.sh   # extra CMake options
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/torch_env.sh"
 build="${RLOBJ_BUILD_DIR:-$root/build/test-$RLOBJ_TORCH_NAME}"
 jobs="${RLOBJ_JOBS:-$(nproc)}"
 
+# shellcheck disable=SC2086  # RLOBJ_CMAKE_OPTIONS is a list of words
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release "${RLOBJ_CMAKE_ARGS[@]}" \
-  -DRLOBJ_BUILD_TESTS=ON -DRLOBJ_BUILD_EXAMPLES=ON -DRLOBJ_BUILD_BENCHMARKS=ON
+  -DRLOBJ_BUILD_TESTS=ON -DRLOBJ_BUILD_EXAMPLES=ON -DRLOBJ_BUILD_BENCHMARKS=ON ${RLOBJ_CMAKE_OPTIONS:-}
 cmake --build "$build" -j "$jobs"
 ctest --test-dir "$build" --output-on-failure -j "$jobs"
