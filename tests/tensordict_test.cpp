@@ -1,5 +1,8 @@
 #include <rlobj/tensordict.h>
 
+#include <cstdint>
+#include <limits>
+
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
@@ -24,6 +27,15 @@ TensorDict make_batch(int64_t b = 4) {
                      {{"next", "reward"}, -act},
                      {{"next", "done"}, torch::zeros({b, 1}, torch::kBool)}},
                     {b});
+}
+
+/// Same keys (nested TensorDicts included), batch sizes, devices, shapes, dtypes and values.
+bool same_content(const TensorDict& a, const TensorDict& b) {
+  if (a.repr() != b.repr() || a.keys(true) != b.keys(true)) return false;
+  for (const auto& key : a.keys(true, true)) {
+    if (!torch::equal(a.get(key), b.get(key))) return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -391,4 +403,353 @@ TEST_CASE("TensorDict: TorchRL-like printing", "[tensordict]") {
   CHECK(os.str() == expected);
   CHECK(TensorDict().repr() ==
         "TensorDict(\n    fields={\n    },\n    batch_size=[],\n    device=None)");
+}
+
+TEST_CASE("TensorDict: set refuses to nest a TensorDict inside itself", "[tensordict]") {
+  TensorDict a({2});
+  a.set("x", torch::zeros({2}));
+  const auto a_keys = a.keys(true);
+
+  SECTION("directly, at the root or below") {
+    REQUIRE_THROWS_AS(a.set("self", a), c10::ValueError);
+    REQUIRE_THROWS_WITH(a.set("self", a), Contains("\"self\"") && Contains("cycle"));
+    REQUIRE_THROWS_WITH(a.set({"p", "q"}, a), Contains("\"p.q\"") && Contains("cycle"));
+    CHECK(a.keys(true) == a_keys);  // no "p" left behind
+  }
+  SECTION("through another TensorDict") {
+    TensorDict b({2});
+    a.set("b", b);
+    REQUIRE_THROWS_AS(b.set("a", a), c10::ValueError);
+    REQUIRE_THROWS_WITH(b.set({"deeper", "a"}, a), Contains("\"deeper.a\"") && Contains("cycle"));
+    CHECK(b.empty());
+    // Through an alias obtained with get_sub, and three levels deep.
+    TensorDict c({2});
+    b.set("c", c);
+    REQUIRE_THROWS_AS(a.get_sub({"b", "c"}).set("loop", a), c10::ValueError);
+    REQUIRE_THROWS_AS(c.set("b", b), c10::ValueError);
+    REQUIRE_THROWS_AS(c.set("b", a.get_sub("b")), c10::ValueError);
+    CHECK(c.empty());
+  }
+  SECTION("keys, repr and clone still terminate after the refused sets") {
+    TensorDict b({2});
+    a.set("b", b);
+    REQUIRE_THROWS(b.set("a", a));
+    REQUIRE_THROWS(a.set("a", a));
+    CHECK(a.keys(true) == std::vector<NestedKey>{"x", "b"});
+    CHECK_THAT(a.repr(), Contains("b: TensorDict("));
+    auto deep = a.clone();
+    CHECK(same_content(deep, a));
+    CHECK(a.flatten_keys().keys() == std::vector<NestedKey>{"x"});
+  }
+  SECTION("sharing a TensorDict (no cycle) is still allowed") {
+    TensorDict shared({2});
+    shared.set("y", torch::ones({2}));
+    a.set("s1", shared);
+    a.set({"n", "s2"}, shared);
+    a.set("s3", a.get_sub("s1"));
+    CHECK(a.keys(true, true) ==
+          std::vector<NestedKey>{"x", {"s1", "y"}, {"n", "s2", "y"}, {"s3", "y"}});
+    shared.set("y", torch::zeros({2}));
+    CHECK(values(a.get({"n", "s2", "y"})) == std::vector<double>{0, 0});
+    // update copies what it inserts, so updating with a TensorDict that holds us is fine.
+    TensorDict holder({2});
+    holder.set("inner", a);
+    a.update(holder);
+    CHECK(a.contains({"inner", "x"}));
+    CHECK_FALSE(a.get_sub("inner").is_same(a));
+  }
+}
+
+TEST_CASE("TensorDict: flatten_keys and unflatten_keys refuse colliding keys", "[tensordict]") {
+  SECTION("flatten_keys: \"a.b\" next to (\"a\", \"b\")") {
+    TensorDict td({2});
+    td.set("a.b", torch::zeros({2}));
+    td.set({"a", "b"}, torch::ones({2}));
+    const auto before = td.clone();
+    REQUIRE_THROWS_AS(td.flatten_keys(), c10::ValueError);
+    REQUIRE_THROWS_WITH(td.flatten_keys(), Contains("TensorDict.flatten_keys") &&
+                                               Contains("\"a.b\"") &&
+                                               Contains("(\"a\", \"b\")"));
+    CHECK(same_content(td, before));
+    // Another separator does not collide.
+    CHECK(td.flatten_keys("/").keys() == std::vector<NestedKey>{"a.b", "a/b"});
+  }
+  SECTION("flatten_keys with an empty separator") {
+    TensorDict td({{{"ab", "c"}, torch::zeros({2})}, {{"a", "bc"}, torch::zeros({2})}}, {2});
+    REQUIRE_THROWS_WITH(td.flatten_keys(""), Contains("\"abc\""));
+  }
+  SECTION("unflatten_keys: a tensor \"a\" and \"a.b\", in either order") {
+    TensorDict first({2});
+    first.set("a", torch::zeros({2}));
+    first.set("a.b", torch::ones({2}));
+    TensorDict second({2});
+    second.set("a.b", torch::ones({2}));
+    second.set("a", torch::zeros({2}));
+    for (const auto& td : {first, second}) {
+      const auto before = td.clone();
+      REQUIRE_THROWS_AS(td.unflatten_keys(), c10::ValueError);
+      REQUIRE_THROWS_WITH(td.unflatten_keys(),
+                          Contains("TensorDict.unflatten_keys") && Contains("\"a\"") &&
+                              Contains("\"a.b\"") && Contains("to be a TensorDict"));
+      CHECK(same_content(td, before));
+    }
+  }
+  SECTION("unflatten_keys: two leaves landing on the same key") {
+    TensorDict inner({2});
+    inner.set("b", torch::zeros({2}));
+    TensorDict td({2});
+    td.set("a.b", torch::ones({2}));
+    td.set("a", inner);
+    REQUIRE_THROWS_WITH(td.unflatten_keys(),
+                        Contains("\"a.b\"") && Contains("both unflatten to the tensor"));
+    CHECK(inner.keys() == std::vector<NestedKey>{"b"});
+  }
+  SECTION("unflatten_keys: merging TensorDicts is order-independent and keeps batch sizes") {
+    TensorDict inner({2, 3});
+    inner.set("c", torch::zeros({2, 3, 4}));
+    TensorDict first({2});
+    first.set("a.b", torch::ones({2, 3}));
+    first.set("a", inner);
+    TensorDict second({2});
+    second.set("a", inner);
+    second.set("a.b", torch::ones({2, 3}));
+    for (const auto& td : {first, second}) {
+      auto u = td.unflatten_keys();
+      CHECK(u.get_sub("a").batch_size() == std::vector<int64_t>{2, 3});
+      CHECK(u.contains({"a", "b"}));
+      CHECK(u.contains({"a", "c"}));
+      CHECK_FALSE(u.get_sub("a").is_same(inner));
+    }
+    CHECK(inner.keys() == std::vector<NestedKey>{"c"});  // the source is never modified
+  }
+  SECTION("unflatten_keys: TensorDicts with different batch sizes on the same key") {
+    TensorDict x({2, 5});
+    x.set("y", TensorDict({2, 5}));
+    TensorDict td({2});
+    td.set("x.y", TensorDict({2}));
+    td.set("x", x);
+    REQUIRE_THROWS_AS(td.unflatten_keys(), c10::ValueError);
+    REQUIRE_THROWS_WITH(td.unflatten_keys(), Contains("(\"x\", \"y\")") && Contains("[2, 5]"));
+  }
+  SECTION("unflatten_keys: empty parts") {
+    TensorDict td({2});
+    td.set("a..b", torch::zeros({2}));
+    REQUIRE_THROWS_AS(td.unflatten_keys(), c10::ValueError);
+    REQUIRE_THROWS_WITH(td.unflatten_keys(), Contains("\"a..b\"") && Contains("empty part"));
+    REQUIRE_THROWS_AS(td.unflatten_keys(""), c10::ValueError);
+  }
+}
+
+TEST_CASE("TensorDict: batch sizes whose product overflows int64 are rejected", "[tensordict]") {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  const int64_t two32 = int64_t{1} << 32;
+  SECTION("constructors") {
+    REQUIRE_THROWS_AS(TensorDict({two32, two32}), c10::ValueError);
+    REQUIRE_THROWS_WITH(TensorDict({two32, two32}),
+                        Contains("[4294967296, 4294967296]") && Contains("overflows int64"));
+    REQUIRE_THROWS_AS(TensorDict({kMax, 2}), c10::ValueError);
+    REQUIRE_THROWS_AS(TensorDict({3, kMax / 2}), c10::ValueError);
+    REQUIRE_THROWS_AS(TensorDict({{"x", torch::zeros({2})}}, {two32, two32, 2}), c10::ValueError);
+    REQUIRE_THROWS_AS(TensorDict({2, -3}), c10::ValueError);
+    // At the limit, and zero-element batches, are fine.
+    CHECK(TensorDict({kMax}).numel() == kMax);
+    CHECK(TensorDict({kMax, 1}).numel() == kMax);
+    CHECK(TensorDict({int64_t{1} << 31, int64_t{1} << 31}).numel() == int64_t{1} << 62);
+    CHECK(TensorDict({0, two32, two32}).numel() == 0);
+  }
+  SECTION("reshape and view") {
+    TensorDict empty_batch({0});
+    REQUIRE_THROWS_AS(empty_batch.reshape({int64_t{1} << 62, 4}), c10::ValueError);
+    REQUIRE_THROWS_WITH(empty_batch.view({int64_t{1} << 62, 4}),
+                        Contains("TensorDict.view") && Contains("overflows int64"));
+    REQUIRE_THROWS_WITH(make_batch(6).reshape({two32, two32, -1}),
+                        Contains("TensorDict.reshape") && Contains("overflows int64"));
+    REQUIRE_THROWS_WITH(make_batch(6).reshape({-2, -3}), Contains("negative dimension"));
+    CHECK(empty_batch.reshape({two32, 0, two32}).batch_size() ==
+          std::vector<int64_t>{two32, 0, two32});
+  }
+  SECTION("stack and cat") {
+    TensorDict big({int64_t{1} << 62});
+    REQUIRE_THROWS_AS(TensorDict::stack({big, big}), c10::ValueError);
+    REQUIRE_THROWS_WITH(TensorDict::stack({big, big}),
+                        Contains("TensorDict.stack") && Contains("overflows int64"));
+    CHECK(TensorDict::stack({big}).batch_size() == std::vector<int64_t>{1, int64_t{1} << 62});
+    REQUIRE_THROWS_AS(TensorDict::cat({TensorDict({kMax}), TensorDict({1})}), c10::ValueError);
+    REQUIRE_THROWS_WITH(TensorDict::cat({TensorDict({two32, two32 / 4}), TensorDict({two32, two32 / 4})}, 1),
+                        Contains("TensorDict.cat") && Contains("overflows int64"));
+    // A nested level with extra dims overflows only once stacked: caught as well.
+    TensorDict root({2});
+    root.set("inner", TensorDict({2, int64_t{1} << 61}));
+    REQUIRE_THROWS_WITH(TensorDict::stack({root, root}), Contains("overflows int64"));
+  }
+}
+
+TEST_CASE("TensorDict: index_put_ is all-or-nothing", "[tensordict]") {
+  torch::manual_seed(0);
+  auto td = make_batch(4);
+  td.set("noise", torch::randn({4, 2}));
+  const auto before = td.clone();
+  auto zeros_src = [](int64_t b) {
+    auto src = make_batch(b).apply([](const torch::Tensor& t) { return torch::zeros_like(t); });
+    src.set("noise", torch::zeros({b, 2}));
+    return src;
+  };
+  const auto rows = torch::tensor({1, 3});
+
+  SECTION("a missing key") {
+    auto src = zeros_src(2);
+    src.erase({"next", "done"});
+    REQUIRE_THROWS_AS(td.index_put_({rows}, src), c10::ValueError);
+    REQUIRE_THROWS_WITH(td.index_put_({rows}, src),
+                        Contains("has keys") && Contains("missing from the source: [next.done]"));
+    CHECK(same_content(td, before));
+  }
+  SECTION("the last entry has the wrong shape, or would need broadcasting") {
+    auto src = zeros_src(2);
+    src.set("noise", torch::zeros({2, 3}));
+    REQUIRE_THROWS_AS(td.index_put_({rows}, src), c10::ValueError);
+    REQUIRE_THROWS_WITH(td.index_put_({rows}, src),
+                        Contains("\"noise\"") && Contains("[2, 3]") && Contains("[2, 2]"));
+    CHECK(same_content(td, before));
+    src.set("noise", torch::zeros({2, 1}));  // broadcastable to [2, 2]: still refused
+    REQUIRE_THROWS_WITH(td.index_put_({rows}, src), Contains("does not broadcast"));
+    CHECK(same_content(td, before));
+    // A one-row source for two rows.
+    REQUIRE_THROWS_AS(td.index_put_({rows}, zeros_src(1)), c10::ValueError);
+    CHECK(same_content(td, before));
+  }
+  SECTION("the last entry has the wrong dtype") {
+    auto src = zeros_src(2);
+    src.set("noise", torch::zeros({2, 2}, torch::kFloat64));
+    REQUIRE_THROWS_AS(td.index_put_({rows}, src), c10::TypeError);
+    REQUIRE_THROWS_WITH(td.index_put_({rows}, src), Contains("\"noise\"") && Contains("float64"));
+    CHECK(same_content(td, before));
+  }
+  SECTION("an index out of range") {
+    REQUIRE_THROWS_AS(td.index_put_({torch::tensor({1, 7})}, zeros_src(2)), c10::IndexError);
+    CHECK(same_content(td, before));
+  }
+  SECTION("a source whose batch size is not the indexed one") {
+    TensorDict src = zeros_src(2);
+    TensorDict flat;
+    for (const auto& key : src.keys(true, true)) flat.set(key, src.get(key));
+    REQUIRE_THROWS_WITH(td.index_put_({rows}, flat), Contains("batch_size []"));
+    CHECK(same_content(td, before));
+  }
+  SECTION("a destination that cannot be written in place") {
+    TensorDict dst({{"a", torch::zeros({4})}, {"w", torch::zeros({4}, torch::requires_grad())}},
+                   {4});
+    TensorDict src({{"a", torch::ones({2})}, {"w", torch::ones({2})}}, {2});
+    REQUIRE_THROWS_AS(dst.index_put_({rows}, src), c10::ValueError);
+    REQUIRE_THROWS_WITH(dst.index_put_({rows}, src), Contains("\"w\"") && Contains("requires grad"));
+    CHECK(values(dst.get("a")) == std::vector<double>{0, 0, 0, 0});
+  }
+  SECTION("a source aliasing the destination is read as it was") {
+    td.index_put_({ti::Slice(1, 4)}, td.index({ti::Slice(0, 3)}));
+    for (const auto& key : td.keys(true, true)) {
+      CHECK(torch::equal(td.get(key).index({ti::Slice(1, 4)}),
+                         before.get(key).index({ti::Slice(0, 3)})));
+    }
+  }
+  SECTION("valid writes still work") {
+    td.index_put_({rows}, zeros_src(2));
+    CHECK(values(td.get("action")) == std::vector<double>{0, 0, 2, 0});
+    CHECK(torch::equal(td.get("noise")[0], before.get("noise")[0]));
+    CHECK(td.get("noise")[1].abs().sum().item<float>() == 0.0f);
+  }
+}
+
+TEST_CASE("TensorDict: mutating methods that throw leave everything unchanged",
+          "[tensordict]") {
+  auto td = make_batch(4);
+  const auto before = td.clone();
+
+  SECTION("set: clear, typed errors and no half-created levels") {
+    REQUIRE_THROWS_AS(td.set({"new", "deep", "x"}, torch::zeros({3})), c10::ValueError);
+    REQUIRE_THROWS_AS(td.set({"new", "deep"}, TensorDict({5})), c10::ValueError);
+    REQUIRE_THROWS_AS(td.set({"action", "x"}, torch::zeros({4})), c10::TypeError);
+    REQUIRE_THROWS_WITH(td.set({"action", "x"}, TensorDict({4})),
+                        Contains("TensorDict.set") && Contains("\"action.x\""));
+    CHECK(same_content(td, before));
+  }
+  SECTION("update stages everything, then applies it") {
+    TensorDict other({{"action", torch::ones({4, 1})},
+                      {{"next", "reward"}, torch::ones({4, 1})},
+                      {"zz", torch::zeros({3})}},
+                     {});
+    REQUIRE_THROWS_AS(td.update(other), c10::ValueError);
+    REQUIRE_THROWS_WITH(td.update(other), Contains("TensorDict.update") && Contains("\"zz\"") &&
+                                              Contains("[3]") && Contains("[4]"));
+    CHECK(same_content(td, before));
+    // The failure deep in a nested TensorDict, after a new nested TensorDict to insert.
+    auto next = td.get_sub("next");
+    TensorDict bad;
+    bad.set("fresh", TensorDict({{"x", torch::ones({4})}}, {4}));  // would be inserted first
+    bad.set("next", TensorDict({{"reward", torch::ones({4, 1})}, {"zz", torch::ones({2})}}, {}));
+    REQUIRE_THROWS_WITH(td.update(bad), Contains("TensorDict.update: entry \"next.zz\""));
+    CHECK(same_content(td, before));
+    CHECK(same_content(next, before.get_sub("next")));
+    // Valid updates still merge.
+    td.update(TensorDict({{{"next", "reward"}, torch::ones({4, 1})}}, {4}));
+    CHECK(values(td.get({"next", "reward"}))[0] == 1.0);
+    CHECK(td.contains({"next", "done"}));
+  }
+  SECTION("erase and pop") {
+    REQUIRE_THROWS_AS(td.erase("nope"), c10::IndexError);
+    REQUIRE_THROWS_AS(td.pop("nope"), c10::IndexError);
+    REQUIRE_THROWS_AS(td.pop("next"), c10::TypeError);
+    REQUIRE_THROWS_WITH(td.pop("next"), Contains("TensorDict.pop") && Contains("\"next\""));
+    REQUIRE_THROWS_AS(td.erase({"action", "x"}), c10::TypeError);
+    CHECK(same_content(td, before));
+  }
+  SECTION("zero_ checks every leaf before zeroing any") {
+    TensorDict z({{"a", torch::ones({2})}, {"w", torch::ones({2}, torch::requires_grad())}}, {2});
+    REQUIRE_THROWS_AS(z.zero_(), c10::ValueError);
+    REQUIRE_THROWS_WITH(z.zero_(), Contains("TensorDict.zero_") && Contains("\"w\""));
+    CHECK(values(z.get("a")) == std::vector<double>{1, 1});
+    {
+      torch::NoGradGuard no_grad;
+      z.zero_();
+    }
+    CHECK(values(z.get("a")) == std::vector<double>{0, 0});
+    CHECK(values(z.get("w")) == std::vector<double>{0, 0});
+  }
+  SECTION("the constructor refuses duplicated and overlapping keys") {
+    REQUIRE_THROWS_AS(TensorDict({{"a", torch::zeros({4})}, {"a", torch::ones({4})}}, {4}),
+                      c10::ValueError);
+    REQUIRE_THROWS_WITH(TensorDict({{"a", torch::zeros({4})}, {"a", torch::ones({4})}}, {4}),
+                        Contains("\"a\" appears twice"));
+    REQUIRE_THROWS_WITH(
+        TensorDict({{{"a", "b"}, torch::zeros({4})}, {"a", torch::ones({4})}}, {4}),
+        Contains("\"a.b\" lies inside key \"a\""));
+    TensorDict inner({4});
+    REQUIRE_THROWS_AS(TensorDict({{"next", inner}, {{"next", "r"}, torch::zeros({4})}}, {4}),
+                      c10::ValueError);
+    CHECK(inner.empty());  // not written through
+    REQUIRE_THROWS_WITH(TensorDict({{"ok", torch::zeros({4})}, {"bad", TensorDict({5})}}, {4}),
+                        Contains("\"bad\"") && Contains("[5]"));
+  }
+  SECTION("stack and cat check dtypes, structure and nested batch sizes up front") {
+    auto doubles = td.clone();
+    doubles.set("action", td.get("action").to(torch::kFloat64));
+    REQUIRE_THROWS_AS(TensorDict::stack({td, doubles}), c10::TypeError);
+    REQUIRE_THROWS_WITH(TensorDict::cat({td, doubles}),
+                        Contains("\"action\"") && Contains("float64") && Contains("float32"));
+    // An empty nested TensorDict in one input only, or a tensor in the other.
+    auto with_empty = td.clone();
+    with_empty.set("e", TensorDict({4}));
+    auto with_tensor = td.clone();
+    with_tensor.set("e", torch::zeros({4}));
+    REQUIRE_THROWS_WITH(TensorDict::stack({with_empty, td}), Contains("has keys"));
+    REQUIRE_THROWS_AS(TensorDict::stack({with_empty, with_tensor}), c10::TypeError);
+    REQUIRE_THROWS_WITH(TensorDict::cat({with_tensor, with_empty}),
+                        Contains("\"e\" is a tensor in the first TensorDict"));
+    // Nested batch sizes that disagree.
+    auto wide = td.clone();
+    wide.set("e", TensorDict({4, 2}));
+    REQUIRE_THROWS_WITH(TensorDict::stack({with_empty, wide}),
+                        Contains("nested TensorDict \"e\"") && Contains("[4, 2]"));
+    CHECK(TensorDict::cat({wide, wide}).get_sub("e").batch_size() == std::vector<int64_t>{8, 2});
+    CHECK(same_content(td, before));
+  }
 }

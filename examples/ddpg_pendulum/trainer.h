@@ -146,6 +146,7 @@ class Trainer {
   /// Writes everything needed to continue exactly where we are.
   void save(const std::string& path) const {
     torch::serialize::OutputArchive archive, loss, optim_a, optim_c, noise, rb, collector;
+    rl::write_format(archive, "rlobj.examples.ddpg_pendulum");
     archive.write("config", c10::IValue(cfg_.fingerprint()));
     loss_->save(loss);
     archive.write("loss", loss);
@@ -170,7 +171,9 @@ class Trainer {
   /// Restores a checkpoint written by `save` (with the same fingerprint).
   void load(const std::string& path) {
     torch::serialize::InputArchive archive, loss, optim_a, optim_c, noise, rb, collector;
-    archive.load_from(path);
+    // Verified record by record before anything is read; tensors land on this run's device.
+    rl::load_archive(archive, path, device_);
+    rl::check_format(archive, "rlobj.examples.ddpg_pendulum", "ddpg_pendulum");
     c10::IValue fingerprint;
     archive.read("config", fingerprint);
     TORCH_CHECK(fingerprint.toStringRef() == cfg_.fingerprint(), "ddpg_pendulum: checkpoint \"", path,

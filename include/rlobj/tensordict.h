@@ -10,15 +10,23 @@
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
+#include <iterator>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <ostream>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
+#include <ATen/MemoryOverlap.h>
 #include <ATen/TensorIndexing.h>
+#include <c10/core/GradMode.h>
+#include <c10/core/InferenceMode.h>
 #include <c10/util/Exception.h>
+#include <c10/util/safe_numerics.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>  // fmt::join (there since fmt 11)
 #include <torch/types.h>
@@ -106,6 +114,13 @@ struct TensorDictImpl;
 /// order. Every `set` checks the entry's leading dims against `batch_size` and, when the
 /// TensorDict has a device, the entry's device.
 ///
+/// Invariants, checked wherever they could break: every batch size has no negative dim and
+/// a product (`numel()`) that fits in int64; nesting never forms a cycle (a TensorDict never
+/// contains itself, at any depth), so `keys(true)`, `repr()`, `clone()`... always terminate.
+/// Mutating methods are all-or-nothing: when they throw (a `c10::ValueError`,
+/// `c10::IndexError` or `c10::TypeError` naming the method and the key), the TensorDict is
+/// unchanged.
+///
 /// ```
 /// rlobj::TensorDict td({{"observation", torch::zeros({8, 3})},
 ///                       {{"next", "reward"}, torch::zeros({8, 1})}},
@@ -148,9 +163,15 @@ class TensorDict {
 
   /// An empty TensorDict with `batch_size` `[]` and no device.
   TensorDict();
-  /// An empty TensorDict.
+  /// An empty TensorDict. Throws `c10::ValueError` if `batch_size` has a negative dim or if
+  /// the product of its dims overflows int64.
   explicit TensorDict(BatchSize batch_size, std::optional<torch::Device> device = std::nullopt);
-  /// A TensorDict filled from `source` (TorchRL's `TensorDict(source, batch_size, device)`).
+  /// A TensorDict filled from `source` (TorchRL's `TensorDict(source, batch_size, device)`),
+  /// entry by entry as `set` would. `batch_size` is checked as by the constructor above. A key
+  /// may appear only once in `source`, and no key may lie inside another one (`"next"` and
+  /// `{"next", "reward"}` together): that would silently drop an entry, or write into the
+  /// TensorDict given under the outer key. Both throw `c10::ValueError` before anything is
+  /// set, so a failing constructor never modifies a nested TensorDict passed in `source`.
   TensorDict(std::vector<Item> source, BatchSize batch_size,
              std::optional<torch::Device> device = std::nullopt);
 
@@ -168,10 +189,17 @@ class TensorDict {
   // -- entries ----------------------------------------------------------------------------------
 
   /// Sets (or replaces) an entry. Intermediate nested TensorDicts are created on demand with
-  /// this TensorDict's batch size and device. Throws if the tensor's leading dims differ from
-  /// the batch size, or if it lives on another device than the TensorDict's.
+  /// this TensorDict's batch size and device. Throws `c10::ValueError` if the tensor is
+  /// undefined, if its leading dims differ from the batch size (no broadcasting), or if it
+  /// lives on another device than the TensorDict's; `c10::TypeError` if the key goes through a
+  /// tensor. Nothing is created or replaced when it throws.
   TensorDict& set(const NestedKey& key, torch::Tensor tensor);
-  /// Sets (or replaces) a nested TensorDict entry; its batch size must start with ours.
+  /// Sets (or replaces) a nested TensorDict entry (aliased, not copied); its batch size must
+  /// start with its parent's, and its device must be the parent's when the parent has one
+  /// (`c10::ValueError` otherwise). Refuses, with a `c10::ValueError` naming the key, to
+  /// create a cycle: `td` may not be, or contain at any depth, the TensorDict it would be
+  /// nested in (`a.set("x", a)`, or `a.set("b", b)` after `b.set("a", a)`). Nothing is
+  /// created or replaced when it throws.
   TensorDict& set(const NestedKey& key, const TensorDict& td);
   /// The tensor under `key`; throws, listing the keys present, if there is none.
   torch::Tensor get(const NestedKey& key) const;
@@ -183,9 +211,11 @@ class TensorDict {
   const torch::Tensor* find(const NestedKey& key) const noexcept;
   /// True if `key` names an entry (tensor or nested TensorDict).
   bool contains(const NestedKey& key) const noexcept;
-  /// Removes an entry; throws if there is none.
+  /// Removes an entry; throws `c10::IndexError`, listing the keys present, if there is none
+  /// (`c10::TypeError` if the key goes through a tensor).
   TensorDict& erase(const NestedKey& key);
-  /// Removes an entry and returns its tensor; throws if there is none or it is a TensorDict.
+  /// Removes an entry and returns its tensor; throws `c10::IndexError` if there is none and
+  /// `c10::TypeError` if it is a nested TensorDict (nothing is removed then).
   torch::Tensor pop(const NestedKey& key);
   /// Same as `get(key)`.
   torch::Tensor operator[](const NestedKey& key) const { return get(key); }
@@ -215,7 +245,10 @@ class TensorDict {
   TensorDict to(torch::Dtype dtype) const;
   /// `fn` applied to every leaf; the results must keep the batch dims.
   TensorDict apply(const std::function<torch::Tensor(const torch::Tensor&)>& fn) const;
-  /// Zeroes every leaf in place.
+  /// Zeroes every leaf in place. All-or-nothing: it first checks that every leaf can be
+  /// written in place (not a leaf tensor, or a view of one, that requires grad while grad
+  /// mode is on; not an inference tensor outside InferenceMode), throwing `c10::ValueError`
+  /// naming the first offending key before zeroing any.
   TensorDict& zero_();
 
   // -- structure --------------------------------------------------------------------------------
@@ -224,11 +257,23 @@ class TensorDict {
   TensorDict select(const std::vector<NestedKey>& keys, bool strict = true) const;
   /// Everything but `keys` (missing keys are ignored).
   TensorDict exclude(const std::vector<NestedKey>& keys) const;
-  /// Sets every leaf of `other` into this TensorDict (nested entries merge).
+  /// Sets every leaf of `other` into this TensorDict (nested entries merge; nested
+  /// TensorDicts of `other` that have no counterpart here are inserted as shallow copies).
+  /// Each entry is checked as `set` checks it, against the nested TensorDict it lands in.
+  /// All-or-nothing: every change is staged and checked first, then applied at once, so when
+  /// it throws this TensorDict (and every nested TensorDict in it) is unchanged.
   TensorDict& update(const TensorDict& other);
-  /// All leaves at the root, nested keys joined with `sep` (`"next.reward"`).
+  /// All leaves at the root, nested keys joined with `sep` (`"next.reward"`). Throws
+  /// `c10::ValueError`, naming both keys, when two leaves would get the same flattened key
+  /// (e.g. a key `"a.b"` next to the nested key `{"a", "b"}`) instead of dropping one.
   TensorDict flatten_keys(const std::string& sep = ".") const;
-  /// The inverse of `flatten_keys`.
+  /// The inverse of `flatten_keys`: every key is split on `sep` (empty `sep`: `c10::ValueError`)
+  /// and entries sharing a prefix are grouped into nested TensorDicts; nested TensorDicts of
+  /// the source keep their batch size and device. Throws `c10::ValueError`, naming the keys,
+  /// when the split keys collide: two entries mapping to the same key, a tensor that would
+  /// also have to be a TensorDict (`"a"` and `"a.b"` both tensors), two TensorDicts merged
+  /// with different batch sizes or devices, or a key with an empty part (`"a..b"`). The
+  /// source is never modified and no partial result is returned.
   TensorDict unflatten_keys(const std::string& sep = ".") const;
 
   // -- batch dims -------------------------------------------------------------------------------
@@ -237,22 +282,37 @@ class TensorDict {
   /// (`at::indexing::TensorIndex`), at most `batch_dims()` dims consumed.
   TensorDict index(at::ArrayRef<at::indexing::TensorIndex> indices) const;
   /// Writes `src` into the indexed rows of every entry (TorchRL's `td[idx] = src`). `src` must
-  /// have the same leaf keys.
+  /// have the same leaf keys (`c10::ValueError`), each leaf exactly the shape of the indexed
+  /// destination (no broadcasting, `c10::ValueError`), the same dtype (`c10::TypeError`) and
+  /// the same device (`c10::ValueError`); `src`'s batch size must be the indexed batch size.
+  /// All-or-nothing: the indices and every entry are checked (including that each destination
+  /// can be written in place, see `zero_`) before any is written; a source sharing memory
+  /// with a destination is copied first, so every write sees `src` as it was at the call.
+  /// (Only an out-of-memory or device error during the writes themselves could still leave
+  /// some entries written.) Like `index`, index tensors not on the CPU are copied there to
+  /// check them.
   TensorDict& index_put_(at::ArrayRef<at::indexing::TensorIndex> indices, const TensorDict& src);
   /// A batch dim of size 1 inserted at `dim` (counted among the batch dims).
   TensorDict unsqueeze(int64_t dim) const;
   /// The batch dim `dim` (of size 1) removed.
   TensorDict squeeze(int64_t dim) const;
   /// Batch dims reshaped to `batch_size` (one `-1` allowed); entries keep their feature dims.
+  /// Throws `c10::ValueError` for other negative dims, a product of dims overflowing int64,
+  /// or a batch size with another number of elements.
   TensorDict reshape(BatchSize batch_size) const;
   /// As `reshape`, but every entry must be viewable (no copy).
   TensorDict view(BatchSize batch_size) const;
   /// Splits along batch dim `dim`.
   std::vector<TensorDict> unbind(int64_t dim) const;
 
-  /// Stacks TensorDicts with identical keys and batch sizes along a new batch dim.
+  /// Stacks TensorDicts with identical keys and batch sizes along a new batch dim. Every
+  /// input must have the same structure (same keys, a key being a tensor or a TensorDict in
+  /// all), and each entry the same shape, dtype (`c10::TypeError`, no type promotion) and
+  /// device in all; nested batch sizes must agree. The stacked batch size must fit in int64.
+  /// All is checked before any tensor is stacked.
   static TensorDict stack(const std::vector<TensorDict>& tds, int64_t dim = 0);
-  /// Concatenates TensorDicts with identical keys along existing batch dim `dim`.
+  /// Concatenates TensorDicts with identical keys along existing batch dim `dim`; the same
+  /// checks as `stack`, except that shapes and batch sizes may differ along `dim`.
   static TensorDict cat(const std::vector<TensorDict>& tds, int64_t dim = 0);
 
   /// True if both handles alias the same TensorDict.
@@ -330,23 +390,69 @@ inline bool starts_with(c10::IntArrayRef shape, c10::IntArrayRef prefix) {
   return std::equal(prefix.begin(), prefix.end(), shape.begin());
 }
 
-inline std::shared_ptr<TensorDictImpl> make_impl(TensorDict::BatchSize batch_size,
-                                                 std::optional<torch::Device> device) {
-  for (auto s : batch_size) {
-    TORCH_CHECK_VALUE(s >= 0, "TensorDict: batch_size ", shape_str(batch_size),
-                      " has a negative dimension");
+/// True when `a` and `b` have the same rank and agree on every dim but `except` (-1: on all).
+inline bool same_except(c10::IntArrayRef a, c10::IntArrayRef b, int64_t except) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (static_cast<int64_t>(i) != except && a[i] != b[i]) return false;
   }
+  return true;
+}
+
+/// The product of `dims` in `*out`; false when it overflows int64 (or a dim is negative). A
+/// zero dim makes the product 0 whatever the other dims are: it counts elements.
+inline bool checked_product(c10::IntArrayRef dims, int64_t* out) noexcept {
+  for (auto d : dims) {
+    if (d == 0) {
+      *out = 0;
+      return true;
+    }
+  }
+  uint64_t p = 1;
+  for (auto d : dims) {
+    if (d < 0 || c10::mul_overflows(p, static_cast<uint64_t>(d), &p) ||
+        p > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return false;
+    }
+  }
+  *out = static_cast<int64_t>(p);
+  return true;
+}
+
+/// Throws `c10::ValueError`, naming `where` and the batch size, unless every dim is >= 0 and
+/// their product (the TensorDict's `numel()`) fits in int64.
+inline void check_batch_size(const char* where, c10::IntArrayRef batch) {
+  for (auto s : batch) {
+    TORCH_CHECK_VALUE(s >= 0, where, ": batch_size ", shape_str(batch),
+                      " has a negative dimension (", s, ")");
+  }
+  int64_t n = 0;
+  TORCH_CHECK_VALUE(checked_product(batch, &n), where, ": batch_size ", shape_str(batch),
+                    " has too many elements: the product of its dims overflows int64");
+}
+
+inline std::shared_ptr<TensorDictImpl> make_impl(TensorDict::BatchSize batch_size,
+                                                 std::optional<torch::Device> device,
+                                                 const char* where = "TensorDict") {
+  check_batch_size(where, batch_size);
   auto impl = std::make_shared<TensorDictImpl>();
   impl->batch_size = std::move(batch_size);
   impl->device = device;
   return impl;
 }
 
-/// Runs a per-entry tensor op and, if it throws, rethrows with the entry's key in the message.
+/// Runs a per-entry tensor op and, if it throws, rethrows with the entry's key in the message
+/// (keeping the error's type).
 template <typename F>
 auto with_key(const char* where, const NestedKey& key, F&& f) -> decltype(f()) {
   try {
     return f();
+  } catch (const c10::ValueError& e) {
+    TORCH_CHECK_VALUE(false, where, ": entry \"", key.str(), "\": ", e.what_without_backtrace());
+  } catch (const c10::TypeError& e) {
+    TORCH_CHECK_TYPE(false, where, ": entry \"", key.str(), "\": ", e.what_without_backtrace());
+  } catch (const c10::IndexError& e) {
+    TORCH_CHECK_INDEX(false, where, ": entry \"", key.str(), "\": ", e.what_without_backtrace());
   } catch (const c10::Error& e) {
     TORCH_CHECK(false, where, ": entry \"", key.str(), "\": ", e.what_without_backtrace());
   }
@@ -374,25 +480,13 @@ inline TensorDict::TensorDict() : impl_(detail::make_impl({}, std::nullopt)) {}
 inline TensorDict::TensorDict(BatchSize batch_size, std::optional<torch::Device> device)
     : impl_(detail::make_impl(std::move(batch_size), device)) {}
 
-inline TensorDict::TensorDict(std::vector<Item> source, BatchSize batch_size,
-                              std::optional<torch::Device> device)
-    : impl_(detail::make_impl(std::move(batch_size), device)) {
-  for (auto& item : source) {
-    if (item.second.is_tensor()) {
-      set(item.first, item.second.tensor_);
-    } else {
-      set(item.first, TensorDict(FromImpl{}, item.second.td_));
-    }
-  }
-}
-
 inline const TensorDict::BatchSize& TensorDict::batch_size() const noexcept {
   return impl_->batch_size;
 }
 
 inline int64_t TensorDict::numel() const noexcept {
-  int64_t n = 1;
-  for (auto s : impl_->batch_size) n *= s;
+  int64_t n = 0;
+  detail::checked_product(impl_->batch_size, &n);  // cannot fail: batch sizes are checked
   return n;
 }
 
@@ -407,6 +501,16 @@ namespace detail {
 
 using Impl = TensorDictImpl;
 
+/// `"a.b"` for a one-part key, `("a", "b")` for a nested one: unambiguous when a part holds
+/// the separator.
+inline std::string key_repr(const NestedKey& key) {
+  if (!key.is_nested()) return fmt::format("\"{}\"", key.leaf());
+  std::vector<std::string> quoted;
+  quoted.reserve(key.size());
+  for (const auto& part : key.parts()) quoted.push_back(fmt::format("\"{}\"", part));
+  return fmt::format("({})", fmt::join(quoted, ", "));
+}
+
 /// The entry under `key`, or nullptr if any level is missing or goes through a tensor.
 inline const TensorDict::Value* lookup(const Impl* root, const NestedKey& key) noexcept {
   const Impl* node = root;
@@ -419,47 +523,62 @@ inline const TensorDict::Value* lookup(const Impl* root, const NestedKey& key) n
   return node->find(parts.back());
 }
 
-/// The TensorDict that holds (or would hold) `key`'s leaf: the existing parent, or, when
-/// levels are missing, the deepest existing ancestor (whose batch size and device the missing
-/// levels would inherit). Throws if the path goes through a tensor.
-inline Impl* deepest_parent(Impl* root, const NestedKey& key, const char* where,
-                            bool* complete) {
+/// The deepest existing TensorDict on `key`'s path; `*depth` is the number of `key`'s levels
+/// found. When `*depth == key.size() - 1` it is `key`'s parent; otherwise it is the ancestor
+/// the missing levels would hang from (and whose batch size and device they would inherit).
+/// Throws `c10::TypeError` if the path goes through a tensor. Changes nothing.
+inline Impl* deepest_parent(Impl* root, const NestedKey& key, const char* where, size_t* depth) {
   Impl* node = root;
   const auto& parts = key.parts();
-  *complete = true;
-  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+  size_t i = 0;
+  for (; i + 1 < parts.size(); ++i) {
     TensorDict::Value* v = node->find(parts[i]);
-    if (v == nullptr) {
-      *complete = false;
-      return node;
-    }
-    TORCH_CHECK(v->is_tensordict(), where, ": key \"", key.str(), "\" goes through \"",
-                NestedKey(std::vector<std::string>(parts.begin(), parts.begin() + i + 1)).str(),
-                "\", which is a tensor, not a TensorDict");
+    if (v == nullptr) break;
+    TORCH_CHECK_TYPE(v->is_tensordict(), where, ": key \"", key.str(), "\" goes through \"",
+                     NestedKey(std::vector<std::string>(parts.begin(), parts.begin() + i + 1)).str(),
+                     "\", which is a tensor, not a TensorDict");
     node = Impl::sub(*v);
   }
+  *depth = i;
   return node;
 }
 
-/// The parent of `key`'s leaf, creating missing levels with the ancestor's batch and device.
-inline Impl* make_parent(Impl* root, const NestedKey& key, const char* where) {
-  Impl* node = root;
+/// Stores `value` at `key`, given `node` and `depth` from `deepest_parent`. Missing levels
+/// (with `node`'s batch size and device) are built detached and attached by one final
+/// insertion, so that a failure (only `std::bad_alloc` is possible) leaves the tree unchanged.
+inline void put_at(Impl* node, size_t depth, const NestedKey& key, TensorDict::Value value) {
   const auto& parts = key.parts();
-  for (size_t i = 0; i + 1 < parts.size(); ++i) {
-    TensorDict::Value* v = node->find(parts[i]);
-    if (v == nullptr) {
-      auto sub = make_impl(node->batch_size, node->device);
-      Impl* raw = sub.get();
-      node->entries.emplace_back(parts[i], Impl::value_of(std::move(sub)));
-      node = raw;
-      continue;
-    }
-    TORCH_CHECK(v->is_tensordict(), where, ": key \"", key.str(), "\" goes through \"",
-                NestedKey(std::vector<std::string>(parts.begin(), parts.begin() + i + 1)).str(),
-                "\", which is a tensor, not a TensorDict");
-    node = Impl::sub(*v);
+  if (depth + 1 == parts.size()) {
+    node->put(parts.back(), std::move(value));
+    return;
   }
-  return node;
+  auto top = make_impl(node->batch_size, node->device);
+  Impl* cur = top.get();
+  for (size_t i = depth + 1; i + 1 < parts.size(); ++i) {
+    auto sub = make_impl(node->batch_size, node->device);
+    Impl* raw = sub.get();
+    cur->entries.emplace_back(parts[i], Impl::value_of(std::move(sub)));
+    cur = raw;
+  }
+  cur->entries.emplace_back(parts.back(), std::move(value));
+  node->entries.emplace_back(parts[depth], Impl::value_of(std::move(top)));
+}
+
+/// True if `from` is `target` or contains it at any depth (shared sub-TensorDicts are visited
+/// once).
+inline bool reaches(const Impl* from, const Impl* target) {
+  std::vector<const Impl*> todo{from};
+  std::unordered_set<const Impl*> seen;
+  while (!todo.empty()) {
+    const Impl* node = todo.back();
+    todo.pop_back();
+    if (node == target) return true;
+    if (!seen.insert(node).second) continue;
+    for (const auto& kv : node->entries) {
+      if (kv.second.is_tensordict()) todo.push_back(Impl::sub(kv.second));
+    }
+  }
+  return false;
 }
 
 inline void collect_keys(const Impl& node, const std::vector<std::string>& prefix,
@@ -476,24 +595,26 @@ inline void collect_keys(const Impl& node, const std::vector<std::string>& prefi
   }
 }
 
-inline std::vector<NestedKey> leaf_keys(const Impl& node) {
+inline std::vector<NestedKey> nested_keys(const Impl& node, bool leaves_only) {
   std::vector<TensorDict::Item> items;
-  collect_keys(node, {}, true, true, &items);
+  collect_keys(node, {}, true, leaves_only, &items);
   std::vector<NestedKey> keys;
   keys.reserve(items.size());
   for (auto& it : items) keys.push_back(std::move(it.first));
   return keys;
 }
 
+inline std::vector<NestedKey> leaf_keys(const Impl& node) { return nested_keys(node, true); }
+
 /// A new TensorDict with the same structure; each leaf mapped by `fn(key, tensor)`.
-/// `batch_fn` maps each level's batch size; `device` is the new device of every level.
+/// `batch_fn` maps each level's batch size (the result is checked, naming `where`); `device`
+/// is the new device of every level.
 template <typename LeafFn, typename BatchFn>
 std::shared_ptr<Impl> map_structure(const Impl& src, const std::vector<std::string>& prefix,
                                     const LeafFn& fn, const BatchFn& batch_fn,
-                                    const std::optional<torch::Device>& device) {
-  auto out = std::make_shared<Impl>();
-  out->batch_size = batch_fn(src.batch_size);
-  out->device = device;
+                                    const std::optional<torch::Device>& device,
+                                    const char* where) {
+  auto out = make_impl(batch_fn(src.batch_size), device, where);
   out->entries.reserve(src.entries.size());
   for (const auto& kv : src.entries) {
     std::vector<std::string> parts = prefix;
@@ -502,7 +623,8 @@ std::shared_ptr<Impl> map_structure(const Impl& src, const std::vector<std::stri
       out->entries.emplace_back(kv.first, TensorDict::Value(fn(NestedKey(parts), kv.second.tensor())));
     } else {
       out->entries.emplace_back(
-          kv.first, Impl::value_of(map_structure(*Impl::sub(kv.second), parts, fn, batch_fn, device)));
+          kv.first,
+          Impl::value_of(map_structure(*Impl::sub(kv.second), parts, fn, batch_fn, device, where)));
     }
   }
   return out;
@@ -527,27 +649,166 @@ std::shared_ptr<Impl> map_leaves(const Impl& src, const LeafFn& fn,
   return out;
 }
 
+/// Shallow copy of a level: new structure, shared tensors.
+inline std::shared_ptr<Impl> copy_impl(const Impl& src) {
+  return map_leaves(src, [](const torch::Tensor& t) { return t; }, src.device);
+}
+
 inline void check_leaf(const Impl& node, const NestedKey& key, const torch::Tensor& t,
                        const char* where) {
   TORCH_CHECK_VALUE(t.defined(), where, ": the tensor for \"", key.str(), "\" is undefined");
-  TORCH_CHECK(starts_with(t.sizes(), node.batch_size), where, ": entry \"", key.str(),
-              "\" has shape ", shape_str(t.sizes()),
-              ", whose leading dims do not match the batch_size ", shape_str(node.batch_size));
+  TORCH_CHECK_VALUE(starts_with(t.sizes(), node.batch_size), where, ": entry \"", key.str(),
+                    "\" has shape ", shape_str(t.sizes()),
+                    ", whose leading dims do not match the batch_size ",
+                    shape_str(node.batch_size));
   if (node.device) {
-    TORCH_CHECK(t.device() == *node.device, where, ": entry \"", key.str(), "\" is on ",
-                t.device().str(), " but the TensorDict's device is ", node.device->str(),
-                "; move it with .to() first, or use a TensorDict without a device");
+    TORCH_CHECK_VALUE(t.device() == *node.device, where, ": entry \"", key.str(), "\" is on ",
+                      t.device().str(), " but the TensorDict's device is ", node.device->str(),
+                      "; move it with .to() first, or use a TensorDict without a device");
   }
 }
 
+/// Checks a nested TensorDict (its batch size and device) against the parent it would go in.
+inline void check_sub(const Impl& node, const NestedKey& key,
+                      const TensorDict::BatchSize& batch_size,
+                      const std::optional<torch::Device>& device, const char* where) {
+  TORCH_CHECK_VALUE(starts_with(batch_size, node.batch_size), where, ": nested TensorDict \"",
+                    key.str(), "\" has batch_size ", shape_str(batch_size),
+                    ", which does not start with the parent's batch_size ",
+                    shape_str(node.batch_size));
+  if (node.device) {
+    TORCH_CHECK_VALUE(device == node.device, where, ": nested TensorDict \"", key.str(),
+                      "\" has device ", device ? device->str() : std::string("None"),
+                      " but the parent's device is ", node.device->str());
+  }
+}
+
+/// `set`'s work, for `set` and the constructor: every check first, then one insertion.
+inline void set_value(Impl* root, const NestedKey& key, TensorDict::Value value,
+                      const char* where) {
+  size_t depth = 0;
+  Impl* node = deepest_parent(root, key, where, &depth);
+  if (value.is_tensor()) {
+    check_leaf(*node, key, value.tensor(), where);
+  } else {
+    const Impl* td = Impl::sub(value);
+    // The new link node -> td closes a cycle exactly when td already reaches node.
+    TORCH_CHECK_VALUE(!reaches(td, node), where, ": cannot set \"", key.str(),
+                      "\": the TensorDict is, or contains, the TensorDict it would be nested in; "
+                      "nesting a TensorDict inside itself would create a cycle");
+    check_sub(*node, key, td->batch_size, td->device, where);
+  }
+  put_at(node, depth, key, std::move(value));
+}
+
+/// The constructor's check of its source: no key twice, no key inside another one.
+inline void check_source_keys(const std::vector<TensorDict::Item>& source) {
+  std::vector<const TensorDict::Item*> sorted;
+  sorted.reserve(source.size());
+  for (const auto& item : source) sorted.push_back(&item);
+  std::sort(sorted.begin(), sorted.end(),
+            [](const auto* a, const auto* b) { return a->first < b->first; });
+  // In this order a key is followed by the keys inside it, if any.
+  for (size_t i = 0; i + 1 < sorted.size(); ++i) {
+    const auto& outer = sorted[i]->first.parts();
+    const auto& next = sorted[i + 1]->first.parts();
+    TORCH_CHECK_VALUE(outer != next, "TensorDict: key \"", sorted[i]->first.str(),
+                      "\" appears twice in the source; one entry would silently replace the other");
+    TORCH_CHECK_VALUE(
+        !(next.size() > outer.size() && std::equal(outer.begin(), outer.end(), next.begin())),
+        "TensorDict: key \"", sorted[i + 1]->first.str(), "\" lies inside key \"",
+        sorted[i]->first.str(), "\", which the source also gives (as a ",
+        sorted[i]->second.is_tensor() ? "tensor" : "TensorDict",
+        "); one entry would silently replace or modify the other. Give the inner entries in "
+        "the TensorDict under \"", sorted[i]->first.str(), "\", or drop one of them");
+  }
+}
+
+/// Throws `c10::ValueError`, naming `where` and `key`, if `t` cannot be written in place:
+/// a leaf that requires grad (or a view of one) while grad mode is on, an inference tensor
+/// outside InferenceMode, or (`no_overlap`) a tensor whose elements share memory.
+inline void check_writable(const char* where, const NestedKey& key, const torch::Tensor& t,
+                           bool no_overlap) {
+  TORCH_CHECK_VALUE(!t.is_inference() || c10::InferenceMode::is_enabled(), where, ": entry \"",
+                    key.str(), "\" is an inference tensor; it cannot be written in place outside "
+                    "InferenceMode");
+  if (c10::GradMode::is_enabled() && t.requires_grad()) {
+    TORCH_CHECK_VALUE(!t.is_leaf(), where, ": entry \"", key.str(), "\" is a leaf tensor that "
+                      "requires grad; it cannot be written in place while grad mode is on (use "
+                      "torch::NoGradGuard)");
+    TORCH_CHECK_VALUE(!(t.is_view() && t._base().is_leaf()), where, ": entry \"", key.str(),
+                      "\" is a view of a leaf tensor that requires grad; it cannot be written in "
+                      "place while grad mode is on (use torch::NoGradGuard)");
+  }
+  if (no_overlap) {
+    TORCH_CHECK_VALUE(at::has_internal_overlap(t) != at::MemOverlap::Yes, where, ": entry \"",
+                      key.str(), "\" has elements sharing memory (an expand()ed tensor?); it "
+                      "cannot be written in place; clone() it first");
+  }
+}
+
+/// Checks that every input of `stack`/`cat` has the first one's keys (nested TensorDicts
+/// included); `expected` is the first one's, sorted.
 inline void check_same_keys(const std::vector<NestedKey>& expected, const Impl& other,
                             const char* where, size_t position) {
-  auto got = leaf_keys(other);
-  auto a = expected;
-  std::sort(a.begin(), a.end());
+  auto got = nested_keys(other, /*leaves_only=*/false);
   std::sort(got.begin(), got.end());
-  TORCH_CHECK(a == got, where, ": TensorDict ", position, " has keys ", keys_str(got),
-              " but the first one has ", keys_str(a));
+  TORCH_CHECK_VALUE(expected == got, where, ": TensorDict ", position, " has keys ",
+                    keys_str(got), " but the first one has ", keys_str(expected));
+}
+
+/// Everything `stack` (`cat_dim` -1) or `cat` (along `cat_dim`) needs of its inputs, checked
+/// before anything is computed: the same structure, each leaf with the same dtype, device and
+/// shape (but along `cat_dim`) in all inputs, nested batch sizes that agree likewise, and a
+/// valid resulting batch size (`batch_of`) at every level.
+inline void check_combinable(const std::vector<const Impl*>& srcs,
+                             const std::vector<std::string>& prefix, int64_t cat_dim,
+                             const std::function<TensorDict::BatchSize(const Impl&)>& batch_of,
+                             const char* where) {
+  const Impl& first = *srcs.front();
+  if (!prefix.empty()) {
+    for (size_t i = 1; i < srcs.size(); ++i) {
+      TORCH_CHECK_VALUE(same_except(srcs[i]->batch_size, first.batch_size, cat_dim), where,
+                        ": nested TensorDict \"", NestedKey(prefix).str(), "\" has batch_size ",
+                        shape_str(srcs[i]->batch_size), " in TensorDict ", i, " but ",
+                        shape_str(first.batch_size), " in the first one");
+    }
+  }
+  check_batch_size(where, batch_of(first));
+  std::vector<const Impl*> subs(srcs.size());
+  for (const auto& kv : first.entries) {
+    std::vector<std::string> parts = prefix;
+    parts.push_back(kv.first);
+    const NestedKey key(parts);
+    subs[0] = kv.second.is_tensordict() ? Impl::sub(kv.second) : nullptr;
+    for (size_t i = 1; i < srcs.size(); ++i) {
+      const TensorDict::Value* v = srcs[i]->find(kv.first);
+      TORCH_CHECK_VALUE(v != nullptr, where, ": entry \"", key.str(), "\" is missing from TensorDict ",
+                        i);
+      TORCH_CHECK_TYPE(v->is_tensor() == kv.second.is_tensor(), where, ": entry \"", key.str(),
+                       "\" is a ", kv.second.is_tensor() ? "tensor" : "TensorDict",
+                       " in the first TensorDict but a ", v->is_tensor() ? "tensor" : "TensorDict",
+                       " in TensorDict ", i);
+      if (v->is_tensordict()) {
+        subs[i] = Impl::sub(*v);
+        continue;
+      }
+      const torch::Tensor& t0 = kv.second.tensor();
+      const torch::Tensor& t = v->tensor();
+      TORCH_CHECK_TYPE(t.scalar_type() == t0.scalar_type(), where, ": entry \"", key.str(),
+                       "\" has dtype ", dtype_str(t.scalar_type()), " in TensorDict ", i, " but ",
+                       dtype_str(t0.scalar_type()), " in the first one (no type promotion)");
+      TORCH_CHECK_VALUE(t.device() == t0.device(), where, ": entry \"", key.str(), "\" is on ",
+                        t.device().str(), " in TensorDict ", i, " but on ", t0.device().str(),
+                        " in the first one");
+      TORCH_CHECK_VALUE(same_except(t.sizes(), t0.sizes(), cat_dim), where, ": entry \"",
+                        key.str(), "\" has shape ", shape_str(t.sizes()), " in TensorDict ", i,
+                        " but ", shape_str(t0.sizes()), " in the first one",
+                        cat_dim >= 0 ? fmt::format(" (they may differ only along dim {})", cat_dim)
+                                     : std::string());
+    }
+    if (kv.second.is_tensordict()) check_combinable(subs, parts, cat_dim, batch_of, where);
+  }
 }
 
 /// Number of dims an index consumes, or throws for indices that would not address batch dims.
@@ -607,7 +868,7 @@ std::shared_ptr<Impl> map_batch(const Impl& src, const BatchFn& new_batch_of,
       [&](const NestedKey& key, const torch::Tensor& t) {
         return with_key(where, key, [&] { return leaf_fn(t); });
       },
-      new_batch_of, src.device);
+      new_batch_of, src.device, where);
 }
 
 inline std::string repr(const Impl& node, int indent) {
@@ -642,35 +903,26 @@ inline std::string repr(const Impl& node, int indent) {
 
 }  // namespace detail
 
+// -- construction from items ------------------------------------------------------------------
+
+inline TensorDict::TensorDict(std::vector<Item> source, BatchSize batch_size,
+                              std::optional<torch::Device> device)
+    : impl_(detail::make_impl(std::move(batch_size), device)) {
+  detail::check_source_keys(source);
+  for (auto& item : source) {
+    detail::set_value(impl_.get(), item.first, std::move(item.second), "TensorDict");
+  }
+}
+
 // -- entries ----------------------------------------------------------------------------------
 
 inline TensorDict& TensorDict::set(const NestedKey& key, torch::Tensor tensor) {
-  constexpr const char* where = "TensorDict.set";
-  bool complete = false;
-  detail::Impl* node = detail::deepest_parent(impl_.get(), key, where, &complete);
-  detail::check_leaf(*node, key, tensor, where);
-  if (!complete) node = detail::make_parent(impl_.get(), key, where);
-  node->put(key.leaf(), Value(std::move(tensor)));
+  detail::set_value(impl_.get(), key, Value(std::move(tensor)), "TensorDict.set");
   return *this;
 }
 
 inline TensorDict& TensorDict::set(const NestedKey& key, const TensorDict& td) {
-  constexpr const char* where = "TensorDict.set";
-  TORCH_CHECK(td.impl_ != impl_, where, ": cannot nest a TensorDict inside itself (\"",
-              key.str(), "\")");
-  bool complete = false;
-  detail::Impl* node = detail::deepest_parent(impl_.get(), key, where, &complete);
-  TORCH_CHECK(detail::starts_with(td.batch_size(), node->batch_size), where, ": nested TensorDict \"",
-              key.str(), "\" has batch_size ", detail::shape_str(td.batch_size()),
-              ", which does not start with the parent's batch_size ",
-              detail::shape_str(node->batch_size));
-  if (node->device) {
-    TORCH_CHECK(td.device() == node->device, where, ": nested TensorDict \"", key.str(),
-                "\" has device ", td.device() ? td.device()->str() : std::string("None"),
-                " but the parent's device is ", node->device->str());
-  }
-  if (!complete) node = detail::make_parent(impl_.get(), key, where);
-  node->put(key.leaf(), Value(td));
+  detail::set_value(impl_.get(), key, Value(td), "TensorDict.set");
   return *this;
 }
 
@@ -710,19 +962,30 @@ inline bool TensorDict::contains(const NestedKey& key) const noexcept {
 }
 
 inline TensorDict& TensorDict::erase(const NestedKey& key) {
-  bool complete = false;
-  detail::Impl* node = detail::deepest_parent(impl_.get(), key, "TensorDict.erase", &complete);
+  constexpr const char* where = "TensorDict.erase";
+  size_t depth = 0;
+  detail::Impl* node = detail::deepest_parent(impl_.get(), key, where, &depth);
   auto& entries = node->entries;
-  auto it = std::find_if(entries.begin(), entries.end(),
-                         [&](const auto& kv) { return kv.first == key.leaf(); });
-  TORCH_CHECK(complete && it != entries.end(), "TensorDict.erase: key \"", key.str(),
-              "\" not found; keys present: ", detail::keys_str(keys(/*include_nested=*/true)));
+  auto it = entries.end();
+  if (depth + 1 == key.size()) {
+    it = std::find_if(entries.begin(), entries.end(),
+                      [&](const auto& kv) { return kv.first == key.leaf(); });
+  }
+  TORCH_CHECK_INDEX(it != entries.end(), where, ": key \"", key.str(),
+                    "\" not found; keys present: ", detail::keys_str(keys(/*include_nested=*/true)));
   entries.erase(it);
   return *this;
 }
 
 inline torch::Tensor TensorDict::pop(const NestedKey& key) {
-  torch::Tensor t = get(key);
+  constexpr const char* where = "TensorDict.pop";
+  const Value* v = detail::lookup(impl_.get(), key);
+  TORCH_CHECK_INDEX(v != nullptr, where, ": key \"", key.str(), "\" not found; keys present: ",
+                    detail::keys_str(keys(/*include_nested=*/true)));
+  TORCH_CHECK_TYPE(v->is_tensor(), where, ": entry \"", key.str(),
+                   "\" is a nested TensorDict, not a tensor; use get_sub(\"", key.str(),
+                   "\") then erase(\"", key.str(), "\")");
+  torch::Tensor t = v->tensor_;
   erase(key);
   return t;
 }
@@ -750,10 +1013,7 @@ inline TensorDict TensorDict::clone() const {
       *impl_, [](const torch::Tensor& t) { return t.clone(); }, impl_->device));
 }
 
-inline TensorDict TensorDict::copy() const {
-  return TensorDict(FromImpl{},
-      detail::map_leaves(*impl_, [](const torch::Tensor& t) { return t; }, impl_->device));
-}
+inline TensorDict TensorDict::copy() const { return TensorDict(FromImpl{}, detail::copy_impl(*impl_)); }
 
 inline TensorDict TensorDict::detach() const {
   return TensorDict(FromImpl{}, detail::map_leaves(
@@ -799,7 +1059,13 @@ inline TensorDict TensorDict::apply(
 }
 
 inline TensorDict& TensorDict::zero_() {
-  for (const auto& item : items(true, true)) item.second.tensor_.zero_();
+  constexpr const char* where = "TensorDict.zero_";
+  const auto leaves = items(true, true);
+  // Check every leaf before zeroing any, so that a failure leaves them all untouched.
+  for (const auto& item : leaves) {
+    detail::check_writable(where, item.first, item.second.tensor_, /*no_overlap=*/false);
+  }
+  for (const auto& item : leaves) item.second.tensor_.zero_();
   return *this;
 }
 
@@ -842,48 +1108,247 @@ inline TensorDict TensorDict::exclude(const std::vector<NestedKey>& keys) const 
   return out;
 }
 
-inline TensorDict& TensorDict::update(const TensorDict& other) {
-  for (const auto& kv : other.impl_->entries) {
-    if (kv.second.is_tensor()) {
-      set(kv.first, kv.second.tensor_);
-      continue;
-    }
-    Value* mine = impl_->find(kv.first);
-    if (mine != nullptr && mine->is_tensordict()) {
-      TensorDict(FromImpl{}, mine->td_).update(TensorDict(FromImpl{}, kv.second.td_));
-    } else {
-      set(kv.first, TensorDict(FromImpl{}, kv.second.td_).copy());
+namespace detail {
+
+/// Copies of the entry lists a multi-level change (`update`) edits, swapped in only once every
+/// check has passed: until `commit()` the TensorDicts themselves are untouched.
+class Staging {
+ public:
+  using Entries = std::vector<std::pair<std::string, TensorDict::Value>>;
+
+  /// The staged copy of `impl`'s entries (made on first use; stable address).
+  Entries& entries(Impl* impl) {
+    auto it = staged_.find(impl);
+    if (it == staged_.end()) it = staged_.emplace(impl, impl->entries).first;
+    return it->second;
+  }
+  /// Swaps every staged copy in.
+  void commit() noexcept {
+    for (auto& kv : staged_) kv.first->entries.swap(kv.second);
+  }
+
+ private:
+  std::unordered_map<Impl*, Entries> staged_;
+};
+
+inline void put_in(Staging::Entries* entries, const std::string& key, TensorDict::Value value) {
+  for (auto& kv : *entries) {
+    if (kv.first == key) {
+      kv.second = std::move(value);
+      return;
     }
   }
+  entries->emplace_back(key, std::move(value));
+}
+
+/// Stages `dst.update(src)` (`dst` is at `prefix` in the TensorDict being updated). Reads only
+/// the live `src`, so `src` may alias (part of) `dst`.
+inline void stage_update(Staging* staging, Impl* dst, const Impl& src,
+                         const std::vector<std::string>& prefix, const char* where) {
+  for (const auto& kv : src.entries) {
+    std::vector<std::string> parts = prefix;
+    parts.push_back(kv.first);
+    const NestedKey key(parts);
+    Staging::Entries& entries = staging->entries(dst);
+    if (kv.second.is_tensor()) {
+      check_leaf(*dst, key, kv.second.tensor(), where);
+      put_in(&entries, kv.first, kv.second);
+      continue;
+    }
+    const Impl& sub = *Impl::sub(kv.second);
+    Impl* mine = nullptr;
+    for (auto& e : entries) {
+      if (e.first == kv.first && e.second.is_tensordict()) mine = Impl::sub(e.second);
+    }
+    if (mine != nullptr) {
+      stage_update(staging, mine, sub, parts, where);
+    } else {
+      check_sub(*dst, key, sub.batch_size, sub.device, where);
+      put_in(&entries, kv.first, Impl::value_of(copy_impl(sub)));
+    }
+  }
+}
+
+}  // namespace detail
+
+inline TensorDict& TensorDict::update(const TensorDict& other) {
+  detail::Staging staging;
+  detail::stage_update(&staging, impl_.get(), *other.impl_, {}, "TensorDict.update");
+  staging.commit();
   return *this;
 }
 
 inline TensorDict TensorDict::flatten_keys(const std::string& sep) const {
+  constexpr const char* where = "TensorDict.flatten_keys";
   TensorDict out(impl_->batch_size, impl_->device);
-  for (const auto& item : items(/*include_nested=*/true, /*leaves_only=*/true)) {
-    out.impl_->put(item.first.str(sep), item.second);
+  std::unordered_map<std::string, NestedKey> seen;
+  for (auto& item : items(/*include_nested=*/true, /*leaves_only=*/true)) {
+    std::string flat = item.first.str(sep);
+    auto inserted = seen.emplace(flat, item.first);
+    TORCH_CHECK_VALUE(inserted.second, where, ": keys ", detail::key_repr(inserted.first->second),
+                      " and ", detail::key_repr(item.first), " both flatten to \"", flat,
+                      "\" with separator \"", sep, "\"; rename one of them");
+    out.impl_->entries.emplace_back(std::move(flat), std::move(item.second));
   }
   return out;
 }
 
-inline TensorDict TensorDict::unflatten_keys(const std::string& sep) const {
-  TORCH_CHECK_VALUE(!sep.empty(), "TensorDict.unflatten_keys: empty separator");
-  TensorDict out(impl_->batch_size, impl_->device);
-  for (const auto& kv : impl_->entries) {
-    std::vector<std::string> parts;
-    size_t start = 0;
-    for (size_t pos; (pos = kv.first.find(sep, start)) != std::string::npos;
-         start = pos + sep.size()) {
-      parts.push_back(kv.first.substr(start, pos - start));
-    }
-    parts.push_back(kv.first.substr(start));
-    if (kv.second.is_tensor()) {
-      out.set(NestedKey(parts), kv.second.tensor_);
-    } else {
-      out.set(NestedKey(parts), TensorDict(FromImpl{}, kv.second.td_).unflatten_keys(sep));
+namespace detail {
+
+/// `unflatten_keys` in two passes: a tree of the split keys (where every collision is found),
+/// then the TensorDicts. Nothing is built before the tree is known to be consistent.
+class Unflattener {
+ public:
+  Unflattener(const Impl& src, std::string sep) : sep_(std::move(sep)) {
+    Node root;
+    root.explicit_td = true;
+    root.batch = src.batch_size;
+    root.device = src.device;
+    nodes_.push_back(std::move(root));
+    walk(src, {}, {});
+  }
+
+  std::shared_ptr<Impl> build() const { return build(0, nodes_[0].batch, nodes_[0].device); }
+
+ private:
+  static constexpr const char* where = "TensorDict.unflatten_keys";
+  static constexpr size_t npos = static_cast<size_t>(-1);
+
+  struct Node {
+    std::vector<std::string> path;    // the key in the result
+    std::vector<std::string> origin;  // the source key that put it there (for messages)
+    bool is_leaf = false;
+    torch::Tensor tensor;
+    bool explicit_td = false;  // a TensorDict of the source maps here: keep its batch & device
+    TensorDict::BatchSize batch;
+    std::optional<torch::Device> device;
+    std::vector<size_t> children;
+  };
+
+  void walk(const Impl& level, const std::vector<std::string>& src_prefix,
+            const std::vector<std::string>& out_prefix) {
+    for (const auto& kv : level.entries) {
+      std::vector<std::string> origin = src_prefix;
+      origin.push_back(kv.first);
+      std::vector<std::string> out = out_prefix;
+      size_t start = 0;
+      for (size_t pos; (pos = kv.first.find(sep_, start)) != std::string::npos;
+           start = pos + sep_.size()) {
+        out.push_back(kv.first.substr(start, pos - start));
+      }
+      out.push_back(kv.first.substr(start));
+      for (size_t i = out_prefix.size(); i < out.size(); ++i) {
+        TORCH_CHECK_VALUE(!out[i].empty(), where, ": key ", key_repr(NestedKey(origin)),
+                          " has an empty part when split on \"", sep_, "\"");
+      }
+      if (kv.second.is_tensor()) {
+        add(out, origin, &kv.second.tensor(), nullptr);
+      } else {
+        const Impl* sub = Impl::sub(kv.second);
+        add(out, origin, nullptr, sub);
+        walk(*sub, origin, out);
+      }
     }
   }
-  return out;
+
+  size_t child(size_t parent, const std::string& name) const {
+    for (size_t c : nodes_[parent].children) {
+      if (nodes_[c].path.back() == name) return c;
+    }
+    return npos;
+  }
+
+  /// Adds a leaf (`tensor`) or a TensorDict (`sub`) of the source at `out`.
+  void add(const std::vector<std::string>& out, const std::vector<std::string>& origin,
+           const torch::Tensor* tensor, const Impl* sub) {
+    size_t cur = 0;
+    for (size_t i = 0; i < out.size(); ++i) {
+      const bool last = i + 1 == out.size();
+      const std::vector<std::string> path(out.begin(), out.begin() + i + 1);
+      size_t c = child(cur, out[i]);
+      if (c == npos) {
+        Node n;
+        n.path = path;
+        n.origin = origin;
+        if (last && tensor != nullptr) {
+          n.is_leaf = true;
+          n.tensor = *tensor;
+        } else if (last) {
+          n.explicit_td = true;
+          n.batch = sub->batch_size;
+          n.device = sub->device;
+        }
+        nodes_.push_back(std::move(n));
+        c = nodes_.size() - 1;
+        nodes_[cur].children.push_back(c);
+        cur = c;
+        continue;
+      }
+      Node& n = nodes_[c];
+      const bool new_is_tensor = last && tensor != nullptr;
+      if (n.is_leaf || new_is_tensor) {
+        const std::string a = key_repr(NestedKey(n.origin));
+        const std::string b = key_repr(NestedKey(origin));
+        const std::string target = key_repr(NestedKey(path));
+        TORCH_CHECK_VALUE(!(n.is_leaf && new_is_tensor), where, ": keys ", a, " and ", b,
+                          " both unflatten to the tensor ", target, " (separator \"", sep_,
+                          "\")");
+        // One of them is a tensor there, the other needs a TensorDict there.
+        TORCH_CHECK_VALUE(false, where, ": cannot unflatten keys ", a, " and ", b, ": ",
+                          n.is_leaf ? a : b, " unflattens to the tensor ", target, ", but ",
+                          n.is_leaf ? b : a, " needs ", target, " to be a TensorDict (separator \"",
+                          sep_, "\")");
+      }
+      if (last) {  // two TensorDicts merge here
+        if (n.explicit_td) {
+          TORCH_CHECK_VALUE(n.batch == sub->batch_size && n.device == sub->device, where,
+                            ": keys ", key_repr(NestedKey(n.origin)), " and ",
+                            key_repr(NestedKey(origin)), " both unflatten to the TensorDict ",
+                            key_repr(NestedKey(path)), " but with batch_size ",
+                            shape_str(n.batch), " and ", shape_str(sub->batch_size), ", device ",
+                            n.device ? n.device->str() : std::string("None"), " and ",
+                            sub->device ? sub->device->str() : std::string("None"));
+        } else {
+          n.explicit_td = true;
+          n.batch = sub->batch_size;
+          n.device = sub->device;
+          n.origin = origin;
+        }
+      }
+      cur = c;
+    }
+  }
+
+  std::shared_ptr<Impl> build(size_t idx, const TensorDict::BatchSize& batch,
+                              const std::optional<torch::Device>& device) const {
+    auto out = make_impl(batch, device, where);
+    out->entries.reserve(nodes_[idx].children.size());
+    for (size_t c : nodes_[idx].children) {
+      const Node& n = nodes_[c];
+      const NestedKey key(n.path);
+      if (n.is_leaf) {
+        check_leaf(*out, key, n.tensor, where);
+        out->entries.emplace_back(n.path.back(), TensorDict::Value(n.tensor));
+      } else if (n.explicit_td) {
+        check_sub(*out, key, n.batch, n.device, where);
+        out->entries.emplace_back(n.path.back(), Impl::value_of(build(c, n.batch, n.device)));
+      } else {  // a level created by the split: the parent's batch size and device
+        out->entries.emplace_back(n.path.back(),
+                                  Impl::value_of(build(c, out->batch_size, out->device)));
+      }
+    }
+    return out;
+  }
+
+  std::string sep_;
+  std::vector<Node> nodes_;
+};
+
+}  // namespace detail
+
+inline TensorDict TensorDict::unflatten_keys(const std::string& sep) const {
+  TORCH_CHECK_VALUE(!sep.empty(), "TensorDict.unflatten_keys: empty separator");
+  return TensorDict(FromImpl{}, detail::Unflattener(*impl_, sep).build());
 }
 
 // -- batch dims -------------------------------------------------------------------------------
@@ -906,11 +1371,65 @@ inline TensorDict& TensorDict::index_put_(at::ArrayRef<at::indexing::TensorIndex
                                           const TensorDict& src) {
   constexpr const char* where = "TensorDict.index_put_";
   const auto keys = detail::leaf_keys(*impl_);
-  detail::check_same_keys(keys, *src.impl_, where, 1);
+  {
+    auto mine = keys;
+    auto theirs = detail::leaf_keys(*src.impl_);
+    std::sort(mine.begin(), mine.end());
+    std::sort(theirs.begin(), theirs.end());
+    if (mine != theirs) {
+      std::vector<NestedKey> missing;
+      std::vector<NestedKey> extra;
+      std::set_difference(mine.begin(), mine.end(), theirs.begin(), theirs.end(),
+                          std::back_inserter(missing));
+      std::set_difference(theirs.begin(), theirs.end(), mine.begin(), mine.end(),
+                          std::back_inserter(extra));
+      TORCH_CHECK_VALUE(false, where, ": the source has keys ", detail::keys_str(theirs),
+                        " but the destination has keys ", detail::keys_str(mine),
+                        " (missing from the source: ", detail::keys_str(missing),
+                        "; not in the destination: ", detail::keys_str(extra), ")");
+    }
+  }
+  // Check everything before writing anything: the index, then every entry.
+  const BatchSize new_batch = detail::indexed_batch(impl_->batch_size, indices, where);
+  const size_t old_dims = impl_->batch_size.size();
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> writes;  // (destination, value)
+  writes.reserve(keys.size());
   for (const auto& key : keys) {
-    auto dst = get(key);
-    auto value = src.get(key);
-    detail::with_key(where, key, [&] { return dst.index_put_(indices, value); });
+    const torch::Tensor& dst = *find(key);
+    const torch::Tensor& value = *src.find(key);
+    BatchSize expected = new_batch;
+    expected.insert(expected.end(), dst.sizes().begin() + old_dims, dst.sizes().end());
+    TORCH_CHECK_VALUE(value.sizes() == c10::IntArrayRef(expected), where, ": entry \"",
+                      key.str(), "\" has shape ", detail::shape_str(value.sizes()),
+                      " in the source but the indexed destination has shape ",
+                      detail::shape_str(expected), " (index_put_ does not broadcast)");
+    TORCH_CHECK_TYPE(value.scalar_type() == dst.scalar_type(), where, ": entry \"", key.str(),
+                     "\" has dtype ", detail::dtype_str(value.scalar_type()),
+                     " in the source but ", detail::dtype_str(dst.scalar_type()),
+                     " in the destination");
+    TORCH_CHECK_VALUE(value.device() == dst.device(), where, ": entry \"", key.str(),
+                      "\" is on ", value.device().str(), " in the source but on ",
+                      dst.device().str(), " in the destination");
+    detail::check_writable(where, key, dst, /*no_overlap=*/true);
+    writes.emplace_back(dst, value);
+  }
+  TORCH_CHECK_VALUE(src.batch_size() == new_batch, where, ": the source has batch_size ",
+                    detail::shape_str(src.batch_size()),
+                    " but the indexed destination has batch_size ", detail::shape_str(new_batch));
+  // A value sharing memory with any destination would change under an earlier write (or trip
+  // torch's overlap check): copy it first, so that every write sees `src` as it was.
+  for (auto& w : writes) {
+    if (!w.second.has_storage()) continue;
+    for (const auto& other : writes) {
+      if (other.first.has_storage() && w.second.is_alias_of(other.first)) {
+        w.second = w.second.clone();
+        break;
+      }
+    }
+  }
+  for (size_t i = 0; i < writes.size(); ++i) {
+    detail::with_key(where, keys[i],
+                     [&] { return writes[i].first.index_put_(indices, writes[i].second); });
   }
   return *this;
 }
@@ -946,19 +1465,25 @@ namespace detail {
 
 inline TensorDict::BatchSize infer_batch(const char* where, const TensorDict::BatchSize& from,
                                          TensorDict::BatchSize to) {
-  int64_t numel = 1;
-  for (auto s : from) numel *= s;
-  int64_t known = 1;
+  int64_t numel = 0;
+  checked_product(from, &numel);  // cannot fail: `from` is a TensorDict's batch size
   int64_t infer_at = -1;
+  TensorDict::BatchSize known_dims;
+  known_dims.reserve(to.size());
   for (size_t i = 0; i < to.size(); ++i) {
     if (to[i] == -1) {
       TORCH_CHECK_VALUE(infer_at < 0, where, ": only one -1 allowed in ", shape_str(to));
       infer_at = static_cast<int64_t>(i);
     } else {
-      TORCH_CHECK_VALUE(to[i] >= 0, where, ": invalid batch_size ", shape_str(to));
-      known *= to[i];
+      TORCH_CHECK_VALUE(to[i] >= 0, where, ": batch_size ", shape_str(to),
+                        " has a negative dimension (", to[i], "); only -1, to infer a dim, is "
+                        "allowed");
+      known_dims.push_back(to[i]);
     }
   }
+  int64_t known = 0;
+  TORCH_CHECK_VALUE(checked_product(known_dims, &known), where, ": batch_size ", shape_str(to),
+                    " has too many elements: the product of its dims overflows int64");
   if (infer_at >= 0) {
     TORCH_CHECK_VALUE(known > 0 && numel % known == 0, where, ": cannot reshape batch_size ",
                       shape_str(from), " into ", shape_str(to));
@@ -1014,6 +1539,7 @@ inline std::vector<TensorDict> TensorDict::unbind(int64_t dim) const {
 
 namespace detail {
 
+/// The inputs' structure has been checked by `check_combinable`.
 template <typename Combine>
 std::shared_ptr<Impl> combine(const std::vector<const Impl*>& srcs,
                               const std::vector<std::string>& prefix,
@@ -1021,9 +1547,8 @@ std::shared_ptr<Impl> combine(const std::vector<const Impl*>& srcs,
                               const Combine& combine_leaves,
                               const std::optional<torch::Device>& device, const char* where) {
   const Impl& first = *srcs.front();
-  auto out = std::make_shared<Impl>();
-  out->batch_size = batch_of(first);
-  out->device = device;
+  auto out = make_impl(batch_of(first), device, where);
+  out->entries.reserve(first.entries.size());
   std::vector<torch::Tensor> leaves(srcs.size());
   std::vector<const Impl*> subs(srcs.size());
   for (const auto& kv : first.entries) {
@@ -1035,12 +1560,7 @@ std::shared_ptr<Impl> combine(const std::vector<const Impl*>& srcs,
       out->entries.emplace_back(
           kv.first, TensorDict::Value(with_key(where, key, [&] { return combine_leaves(leaves); })));
     } else {
-      for (size_t i = 0; i < srcs.size(); ++i) {
-        const auto* v = srcs[i]->find(kv.first);
-        TORCH_CHECK(v->is_tensordict(), where, ": entry \"", key.str(),
-                    "\" is a TensorDict in the first input but a tensor in input ", i);
-        subs[i] = Impl::sub(*v);
-      }
+      for (size_t i = 0; i < srcs.size(); ++i) subs[i] = Impl::sub(*srcs[i]->find(kv.first));
       out->entries.emplace_back(
           kv.first, Impl::value_of(combine(subs, parts, batch_of, combine_leaves, device, where)));
     }
@@ -1063,32 +1583,26 @@ inline TensorDict TensorDict::stack(const std::vector<TensorDict>& tds, int64_t 
   TORCH_CHECK_VALUE(!tds.empty(), where, ": expected at least one TensorDict");
   const auto& first = tds.front();
   const int64_t d = detail::normalize_dim(where, dim, first.batch_dims() + 1);
-  const auto keys = detail::leaf_keys(*first.impl_);
+  auto keys = detail::nested_keys(*first.impl_, /*leaves_only=*/false);
+  std::sort(keys.begin(), keys.end());
   std::vector<const detail::Impl*> srcs;
   srcs.reserve(tds.size());
   for (size_t i = 0; i < tds.size(); ++i) {
-    TORCH_CHECK(tds[i].batch_size() == first.batch_size(), where, ": TensorDict ", i,
-                " has batch_size ", detail::shape_str(tds[i].batch_size()),
-                " but the first one has ", detail::shape_str(first.batch_size()));
+    TORCH_CHECK_VALUE(tds[i].batch_size() == first.batch_size(), where, ": TensorDict ", i,
+                      " has batch_size ", detail::shape_str(tds[i].batch_size()),
+                      " but the first one has ", detail::shape_str(first.batch_size()));
     if (i > 0) detail::check_same_keys(keys, *tds[i].impl_, where, i);
     srcs.push_back(tds[i].impl_.get());
   }
   const auto n = static_cast<int64_t>(tds.size());
+  const std::function<BatchSize(const detail::Impl&)> batch_of = [&](const detail::Impl& level) {
+    BatchSize b = level.batch_size;
+    b.insert(b.begin() + d, n);
+    return b;
+  };
+  detail::check_combinable(srcs, {}, /*cat_dim=*/-1, batch_of, where);
   return TensorDict(FromImpl{}, detail::combine(
-      srcs, {},
-      [&](const detail::Impl& level) {
-        BatchSize b = level.batch_size;
-        b.insert(b.begin() + d, n);
-        return b;
-      },
-      [&](const std::vector<torch::Tensor>& ts) {
-        for (size_t i = 1; i < ts.size(); ++i) {
-          TORCH_CHECK(ts[i].sizes() == ts[0].sizes(), "shape ", detail::shape_str(ts[i].sizes()),
-                      " in TensorDict ", i, " differs from ", detail::shape_str(ts[0].sizes()),
-                      " in the first one");
-        }
-        return at::stack(ts, d);
-      },
+      srcs, {}, batch_of, [&](const std::vector<torch::Tensor>& ts) { return at::stack(ts, d); },
       detail::common_device(tds), where));
 }
 
@@ -1096,30 +1610,35 @@ inline TensorDict TensorDict::cat(const std::vector<TensorDict>& tds, int64_t di
   constexpr const char* where = "TensorDict.cat";
   TORCH_CHECK_VALUE(!tds.empty(), where, ": expected at least one TensorDict");
   const auto& first = tds.front();
-  TORCH_CHECK(first.batch_dims() > 0, where, ": cannot concatenate TensorDicts with batch_size []");
+  TORCH_CHECK_VALUE(first.batch_dims() > 0, where,
+                    ": cannot concatenate TensorDicts with batch_size []");
   const int64_t d = detail::normalize_dim(where, dim, first.batch_dims());
-  const auto keys = detail::leaf_keys(*first.impl_);
+  auto keys = detail::nested_keys(*first.impl_, /*leaves_only=*/false);
+  std::sort(keys.begin(), keys.end());
   std::vector<const detail::Impl*> srcs;
+  srcs.reserve(tds.size());
   int64_t total = 0;
   for (size_t i = 0; i < tds.size(); ++i) {
-    auto a = tds[i].batch_size();
-    auto b = first.batch_size();
-    total += a.size() == b.size() ? a[d] : 0;
-    if (a.size() == b.size()) a[d] = b[d] = 0;
-    TORCH_CHECK(a == b, where, ": TensorDict ", i, " has batch_size ",
-                detail::shape_str(tds[i].batch_size()), ", incompatible with the first one's ",
-                detail::shape_str(first.batch_size()), " along dim ", d);
+    const auto& b = tds[i].batch_size();
+    TORCH_CHECK_VALUE(detail::same_except(b, first.batch_size(), d), where, ": TensorDict ", i,
+                      " has batch_size ", detail::shape_str(b),
+                      ", incompatible with the first one's ",
+                      detail::shape_str(first.batch_size()), " along dim ", d);
+    TORCH_CHECK_VALUE(b[d] <= std::numeric_limits<int64_t>::max() - total, where,
+                      ": the concatenated batch dim ", d, " overflows int64 (adding TensorDict ",
+                      i, "'s batch_size ", detail::shape_str(b), " to ", total, " rows)");
+    total += b[d];
     if (i > 0) detail::check_same_keys(keys, *tds[i].impl_, where, i);
     srcs.push_back(tds[i].impl_.get());
   }
+  const std::function<BatchSize(const detail::Impl&)> batch_of = [&](const detail::Impl& level) {
+    BatchSize b = level.batch_size;
+    b[d] = total;
+    return b;
+  };
+  detail::check_combinable(srcs, {}, /*cat_dim=*/d, batch_of, where);
   return TensorDict(FromImpl{}, detail::combine(
-      srcs, {},
-      [&](const detail::Impl& level) {
-        BatchSize b = level.batch_size;
-        b[d] = total;
-        return b;
-      },
-      [&](const std::vector<torch::Tensor>& ts) { return at::cat(ts, d); },
+      srcs, {}, batch_of, [&](const std::vector<torch::Tensor>& ts) { return at::cat(ts, d); },
       detail::common_device(tds), where));
 }
 

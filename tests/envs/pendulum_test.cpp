@@ -263,3 +263,23 @@ TEST_CASE("Pendulum: partial reset keeps the other pendulums", "[envs][pendulum]
   CHECK(rlobj_test::ints(after.get("is_init")) == std::vector<int64_t>{0, 1, 0});
   CHECK(after.contains("policy_state"));  // entries the env does not own are carried over
 }
+
+TEST_CASE("Pendulum: bad start states and options are clear errors", "[envs][pendulum]") {
+  auto env = rlobj::envs::Pendulum(rlobj::envs::PendulumOptions().batch_size({2}));
+  auto state = [](double th, double thdot) {
+    return rlobj::TensorDict({{"th", torch::full({2, 1}, th, torch::kFloat64)},
+                              {"thdot", torch::full({2, 1}, thdot, torch::kFloat64)}},
+                             {2});
+  };
+  CHECK(env.reset(state(1.0, 8.0)).get("thdot").max().item<double>() == 8.0);  // the bound itself is fine
+  REQUIRE_THROWS_AS(env.reset(state(NAN, 0.0)), c10::ValueError);
+  REQUIRE_THROWS_WITH(env.reset(state(INFINITY, 0.0)), Contains("\"th\" must be finite"));
+  REQUIRE_THROWS_WITH(env.reset(state(0.0, 8.5)), Contains("\"thdot\" must be in [-max_speed, max_speed]"));
+  REQUIRE_THROWS_WITH(env.reset(state(0.0, NAN)), Contains("\"thdot\" must be in"));
+  REQUIRE_THROWS_WITH(env.reset(state(0.0, 0.0).exclude({"thdot"})), Contains("got \"th\" without \"thdot\""));
+  REQUIRE_THROWS_WITH(env.reset(state(0.0, 0.0).exclude({"th"})), Contains("got \"thdot\" without \"th\""));
+  REQUIRE_THROWS_WITH(rlobj::envs::Pendulum(rlobj::envs::PendulumOptions().g(NAN)), Contains("g must be finite"));
+  REQUIRE_THROWS_WITH(rlobj::envs::Pendulum(rlobj::envs::PendulumOptions().dt(INFINITY)),
+                      Contains("dt must be finite and positive"));
+  REQUIRE_THROWS_WITH(rlobj::envs::Pendulum(rlobj::envs::PendulumOptions().m(-1)), Contains("m must be finite"));
+}

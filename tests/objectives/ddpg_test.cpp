@@ -841,3 +841,44 @@ TEST_CASE("loss->to(dtype) moves every buffer of its networks", "[ddpg]") {
   auto wide = rlobj::modules::TanhModule({"x"}, {"y"}, rlobj::Bounded(-1.0, 1.0, {1}, torch::kFloat64));
   for (const auto& b : wide->buffers()) CHECK(b.scalar_type() == torch::kFloat64);
 }
+
+TEST_CASE("DDPGLoss: inputs of the wrong dtype or shape, and empty batches, are clear errors", "[ddpg]") {
+  ReferenceNets nets;
+  auto loss = DDPGLoss(nets.actor, nets.value);
+  auto batch = reference_batch();
+  auto int_obs = batch.clone();
+  int_obs.set("observation", int_obs.get("observation").to(torch::kLong));
+  REQUIRE_THROWS_AS(loss(int_obs), c10::TypeError);
+  REQUIRE_THROWS_WITH(loss(int_obs), Contains("input \"observation\" is int64 but the networks are float32"));
+  auto f64_obs = batch.clone();
+  f64_obs.set({"next", "observation"}, f64_obs.get({"next", "observation"}).to(torch::kFloat64));
+  REQUIRE_THROWS_WITH(loss(f64_obs), Contains("input \"next.observation\" is float64 but the networks are float32"));
+  auto f64_reward = batch.clone();
+  f64_reward.set({"next", "reward"}, f64_reward.get({"next", "reward"}).to(torch::kFloat64));
+  REQUIRE_THROWS_WITH(loss(f64_reward), Contains("input \"next.reward\" is float64 but the networks are float32"));
+  auto flat_action = batch.clone();
+  flat_action.set("action", flat_action.get("action").squeeze(-1));
+  REQUIRE_THROWS_AS(loss(flat_action), c10::ValueError);
+  REQUIRE_THROWS_WITH(loss(flat_action), Contains("input \"action\" has shape [8], no feature dim"));
+  REQUIRE_THROWS_WITH(loss(batch.index({torch::indexing::Slice(0, 0)})), Contains("the batch is empty"));
+  CHECK_FALSE(int_obs.contains("td_error"));  // refused before anything was written
+}
+
+TEST_CASE("Target updaters: a constructor that throws changes nothing", "[ddpg][updaters]") {
+  ReferenceNets nets;
+  auto loss = DDPGLoss(nets.actor, nets.value);
+  {
+    torch::NoGradGuard g;
+    loss->named_parameters()["value_network_params"].add_(1.0);  // source != target now
+  }
+  auto target = loss->named_buffers()["target_value_network_params"];
+  const auto before = target.clone();
+  REQUIRE_THROWS_AS(SoftUpdate(loss, SoftUpdateOptions().tau(2.0)), c10::ValueError);
+  REQUIRE_THROWS_AS(SoftUpdate(loss, SoftUpdateOptions().eps(NAN)), c10::ValueError);
+  REQUIRE_THROWS_AS(HardUpdate(loss, -5), c10::ValueError);
+  CHECK(torch::equal(target, before));  // not re-initialised from the source
+  CHECK_FALSE(loss->has_updater());
+  SoftUpdate ok(loss, SoftUpdateOptions().tau(0.5));
+  CHECK(loss->has_updater());
+  CHECK(torch::equal(target, loss->named_parameters()["value_network_params"]));
+}

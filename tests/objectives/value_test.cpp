@@ -261,3 +261,26 @@ TEST_CASE("Estimators: options, keys and errors", "[value]") {
     CHECK(diff.value_estimate(trajectory(x)).requires_grad());
   }
 }
+
+TEST_CASE("Functional estimators: bad discounts, dtypes and empty time dims are clear errors", "[value]") {
+  Data x;
+  REQUIRE_THROWS_WITH(td1_return_estimate(5.0, x.next_value, x.reward, x.done, x.terminated),
+                      Contains("gamma must be in [0, 1], got 5"));
+  REQUIRE_THROWS_AS(td1_return_estimate(NAN, x.next_value, x.reward, x.done, x.terminated), c10::ValueError);
+  REQUIRE_THROWS_WITH(td_lambda_return_estimate(0.9, 1.5, x.next_value, x.reward, x.done, x.terminated),
+                      Contains("lmbda must be in [0, 1]"));
+  REQUIRE_THROWS_WITH(generalized_advantage_estimate(-0.1, 0.9, x.value, x.next_value, x.reward, x.done, x.terminated),
+                      Contains("gamma must be in [0, 1]"));
+  REQUIRE_THROWS_WITH(td0_return_estimate(1.01, x.next_value, x.reward, x.terminated), Contains("gamma"));
+  // A float32 reward against float64 values: no silent promotion.
+  REQUIRE_THROWS_AS(td1_return_estimate(0.9, x.next_value, x.reward.to(torch::kFloat32), x.done, x.terminated),
+                    c10::TypeError);
+  REQUIRE_THROWS_WITH(td0_return_estimate(0.9, x.next_value, x.reward.to(torch::kFloat32), x.terminated),
+                      Contains("reward is float32 but next_state_value is float64"));
+  REQUIRE_THROWS_AS(td0_return_estimate(0.9, x.next_value.to(torch::kLong), x.reward.to(torch::kLong), x.terminated),
+                    c10::TypeError);
+  // A time dim of length 0.
+  auto empty = [](const torch::Tensor& t) { return t.narrow(1, 0, 0); };
+  REQUIRE_THROWS_WITH(td1_return_estimate(0.9, empty(x.next_value), empty(x.reward), empty(x.done), empty(x.terminated)),
+                      Contains("the time dim (dim -2) is empty"));
+}

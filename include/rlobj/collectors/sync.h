@@ -104,6 +104,7 @@ class SyncDataCollector {
   /// Writes the collector's progress, the environments' current state and the env's
   /// generator into `archive`.
   void save(torch::serialize::OutputArchive& archive) const {
+    write_format(archive, "rlobj.SyncDataCollector");
     archive.write("counters", torch::tensor({frames_, episodes()}, torch::kInt64));
     archive.write("env_generator", env_->generator().get_state());
     if (root_) {
@@ -113,20 +114,28 @@ class SyncDataCollector {
     }
   }
   /// Restores what `save` wrote.
+  /// Everything is read and checked before anything changes.
   void load(torch::serialize::InputArchive& archive) {
+    check_format(archive, "rlobj.SyncDataCollector", "SyncDataCollector.load");
     torch::Tensor counters, gen;
     archive.read("counters", counters);
     archive.read("env_generator", gen);
-    frames_ = counters[0].item<int64_t>();
-    episodes_ = counters[1].item<int64_t>();
+    TORCH_CHECK_VALUE(counters.scalar_type() == torch::kLong && counters.numel() == 2,
+                      "SyncDataCollector.load: corrupt counters");
+    counters = counters.cpu();
+    const int64_t frames = counters[0].item<int64_t>(), episodes = counters[1].item<int64_t>();
+    TORCH_CHECK_VALUE(frames >= 0 && episodes >= 0, "SyncDataCollector.load: corrupt counters (frames ", frames,
+                      ", episodes ", episodes, ")");
+    at::Generator generator = env_->generator().clone();
+    generator.set_state(gen.cpu());
+    std::optional<TensorDict> root;
+    torch::serialize::InputArchive root_archive;
+    if (archive.try_read("root", root_archive)) root = load_tensordict(root_archive);
+    frames_ = frames;
+    episodes_ = episodes;
     done_count_ = torch::Tensor();
-    env_->generator().set_state(gen);
-    torch::serialize::InputArchive root;
-    if (archive.try_read("root", root)) {
-      root_ = load_tensordict(root);
-    } else {
-      root_.reset();
-    }
+    env_->generator().set_state(generator.get_state());
+    root_ = std::move(root);
   }
 
   /// Input iterator over the batches: `for (TensorDict batch : collector)`.

@@ -94,7 +94,7 @@ class ReplayBuffer {
     TORCH_CHECK_VALUE(batch_size > 0, "ReplayBuffer.sample: batch_size must be positive, got ", batch_size);
     TORCH_CHECK(size_ > 0, "ReplayBuffer.sample: the buffer is empty; extend it first");
     auto index = torch::randint(0, size_, {batch_size}, generator_, torch::TensorOptions().dtype(torch::kLong));
-    return gather(index);
+    return gather_rows(index);
   }
   /// `sample(options.batch_size())`.
   TensorDict sample() {
@@ -103,22 +103,21 @@ class ReplayBuffer {
     return sample(options_.batch_size());
   }
 
-  /// The transitions at `index` (an int64 tensor of positions in `[0, size())`).
+  /// The transitions at `index`: a 1-D int64 tensor of positions in `[0, size())` (storage
+  /// rows, not insertion order). Positions never written are an error, not stale rows.
   TensorDict gather(const torch::Tensor& index) {
-    TORCH_CHECK(size_ > 0, "ReplayBuffer.gather: the buffer is empty");
-    std::vector<torch::Tensor> packed(storage_.size());
-    for (size_t b = 0; b < storage_.size(); ++b) {
-      const auto& idx = index.device() == storage_[b].device() ? index : index.to(storage_[b].device());
-      packed[b] = storage_[b].index_select(0, idx);
+    TORCH_CHECK_VALUE(index.defined() && index.dim() == 1 && index.scalar_type() == torch::kLong,
+                      "ReplayBuffer.gather: index must be a 1-D int64 tensor, got ",
+                      index.defined() ? rlobj::detail::dtype_str(index.scalar_type()) + " " +
+                                            rlobj::detail::shape_str(index.sizes())
+                                      : std::string("an undefined tensor"));
+    TORCH_CHECK_INDEX(size_ > 0 || index.numel() == 0, "ReplayBuffer.gather: the buffer is empty");
+    if (index.numel() > 0) {
+      const int64_t lo = index.min().item<int64_t>(), hi = index.max().item<int64_t>();
+      TORCH_CHECK_INDEX(lo >= 0 && hi < size_, "ReplayBuffer.gather: positions must be in [0, ", size_,
+                        ") (the rows written so far), got ", lo, " .. ", hi);
     }
-    const int64_t n = index.numel();
-    TensorDict out({n}, options_.device());
-    for (const auto& slot : layout_) {
-      std::vector<int64_t> shape{n};
-      shape.insert(shape.end(), slot.shape.begin(), slot.shape.end());
-      out.set(slot.key, packed[slot.buffer].narrow(1, slot.offset, slot.numel).view(shape));
-    }
-    return out;
+    return gather_rows(index);
   }
 
   /// Every stored transition, oldest first once the buffer has wrapped (a copy).
@@ -126,7 +125,7 @@ class ReplayBuffer {
     if (size_ == 0) return TensorDict({0});
     auto order = size_ < options_.capacity() ? torch::arange(size_, torch::kLong)
                                              : (torch::arange(size_, torch::kLong) + cursor_) % options_.capacity();
-    return gather(order);
+    return gather_rows(order);
   }
 
   int64_t size() const noexcept { return size_; }
@@ -138,18 +137,15 @@ class ReplayBuffer {
   at::Generator& generator() noexcept { return generator_; }
   const ReplayBufferOptions& options() const noexcept { return options_; }
 
-  /// Writes the storage, cursor, size and sampler state into `archive`.
+  /// Writes the filled rows of the storage, cursor, size and sampler state into `archive`.
   void save(torch::serialize::OutputArchive& archive) const {
+    write_format(archive, "rlobj.ReplayBuffer");
     archive.write("counters", torch::tensor({cursor_, size_, options_.capacity()}, torch::kInt64));
     archive.write("generator", generator_.get_state());
-    std::string layout;
-    for (const auto& s : layout_) {
-      layout += s.key.str(std::string(1, rlobj::detail::kPartSeparator)) + "\n";
-    }
-    archive.write("layout", c10::IValue(layout));
     for (size_t b = 0; b < storage_.size(); ++b) {
-      // Only the filled rows: a 1M-capacity buffer holding 20k transitions stays small.
-      archive.write("storage_" + std::to_string(b), storage_[b].narrow(0, 0, size_));
+      // Only the filled rows, as a copy: a view would serialize its whole storage (a 1M-capacity
+      // buffer holding 1,500 transitions would write all 1M rows).
+      archive.write("storage_" + std::to_string(b), storage_[b].narrow(0, 0, size_).clone());
     }
     if (!layout_.empty()) {
       torch::serialize::OutputArchive example;
@@ -158,39 +154,67 @@ class ReplayBuffer {
     }
   }
 
-  /// Restores what `save` wrote (the capacity must match).
+  /// Restores what `save` wrote (the capacity must match). Everything is read and checked
+  /// before anything changes: on any error the buffer is left as it was.
   void load(torch::serialize::InputArchive& archive) {
+    check_format(archive, "rlobj.ReplayBuffer", "ReplayBuffer.load");
     torch::Tensor counters, gen_state;
     archive.read("counters", counters);
-    TORCH_CHECK(counters[2].item<int64_t>() == options_.capacity(), "ReplayBuffer.load: the checkpoint has capacity ",
-                counters[2].item<int64_t>(), " but this buffer has ", options_.capacity());
+    TORCH_CHECK_VALUE(counters.scalar_type() == torch::kLong && counters.numel() == 3,
+                      "ReplayBuffer.load: corrupt counters");
+    counters = counters.cpu();
+    const int64_t cursor = counters[0].item<int64_t>(), size = counters[1].item<int64_t>();
+    TORCH_CHECK_VALUE(counters[2].item<int64_t>() == options_.capacity(), "ReplayBuffer.load: the checkpoint has capacity ",
+                      counters[2].item<int64_t>(), " but this buffer has ", options_.capacity());
+    TORCH_CHECK_VALUE(size >= 0 && size <= options_.capacity() && cursor >= 0 && cursor < options_.capacity() &&
+                          (size == options_.capacity() || cursor == size),
+                      "ReplayBuffer.load: inconsistent counters (cursor ", cursor, ", size ", size, ", capacity ",
+                      options_.capacity(), ")");
     archive.read("generator", gen_state);
-    layout_.clear();
-    storage_.clear();
+    at::Generator generator = generator_.clone();
+    generator.set_state(gen_state.cpu());
+
+    // A fresh buffer receives everything, then takes this one's place.
+    ReplayBuffer fresh(options_);
     torch::serialize::InputArchive example;
     if (archive.try_read("example", example)) {
-      allocate(load_tensordict(example));
-      for (size_t b = 0; b < storage_.size(); ++b) {
+      TensorDict ex = load_tensordict(example);
+      if (options_.device()) ex = ex.to(*options_.device());
+      fresh.allocate(ex);
+      for (size_t b = 0; b < fresh.storage_.size(); ++b) {
         torch::Tensor rows;
         archive.read("storage_" + std::to_string(b), rows);
-        storage_[b].narrow(0, 0, rows.size(0)).copy_(rows);
+        auto& dst = fresh.storage_[b];
+        TORCH_CHECK_VALUE(rows.dim() == 2 && rows.size(0) == size && rows.size(1) == dst.size(1) &&
+                              rows.scalar_type() == dst.scalar_type(),
+                          "ReplayBuffer.load: stored rows ", b, " are ", rlobj::detail::dtype_str(rows.scalar_type()),
+                          " ", rlobj::detail::shape_str(rows.sizes()), ", expected ",
+                          rlobj::detail::dtype_str(dst.scalar_type()), " [", size, ", ", dst.size(1), "]");
+        dst.narrow(0, 0, size).copy_(rows);
       }
+    } else {
+      TORCH_CHECK_VALUE(size == 0, "ReplayBuffer.load: the checkpoint holds ", size, " transitions but no layout");
     }
-    cursor_ = counters[0].item<int64_t>();
-    size_ = counters[1].item<int64_t>();
-    generator_.set_state(gen_state);
+    layout_ = std::move(fresh.layout_);
+    storage_ = std::move(fresh.storage_);
+    example_ = std::move(fresh.example_);
+    cursor_ = cursor;
+    size_ = size;
+    generator_ = std::move(generator);
   }
 
-  /// `save` to a file, atomically.
+  /// `save` to a file, atomically (see `save_atomic`).
   void save(const std::string& path) const {
     torch::serialize::OutputArchive archive;
     save(archive);
     save_atomic(archive, path);
   }
-  /// `load` from a file.
-  void load(const std::string& path) {
+  /// `load` from a file, verified record by record (see `load_archive`); `map_location` puts
+  /// the loaded tensors on that device first. The storage then lives on
+  /// `ReplayBufferOptions::device` if set, else where the checkpoint's data lands.
+  void load(const std::string& path, std::optional<torch::Device> map_location = std::nullopt) {
     torch::serialize::InputArchive archive;
-    archive.load_from(path);
+    load_archive(archive, path, map_location);
     load(archive);
   }
 
@@ -211,11 +235,30 @@ class ReplayBuffer {
     TORCH_CHECK(false, "ReplayBuffer: no storage for \"", key.str(), "\"");
   }
 
+  // The rows at `index`, which the caller guarantees are in [0, size_).
+  TensorDict gather_rows(const torch::Tensor& index) {
+    std::vector<torch::Tensor> packed(storage_.size());
+    for (size_t b = 0; b < storage_.size(); ++b) {
+      const auto& idx = index.device() == storage_[b].device() ? index : index.to(storage_[b].device());
+      packed[b] = storage_[b].index_select(0, idx);
+    }
+    const int64_t n = index.numel();
+    TensorDict out({n}, options_.device());
+    for (const auto& slot : layout_) {
+      std::vector<int64_t> shape{n};
+      shape.insert(shape.end(), slot.shape.begin(), slot.shape.end());
+      out.set(slot.key, packed[slot.buffer].narrow(1, slot.offset, slot.numel).view(shape));
+    }
+    return out;
+  }
+
+  // Builds the layout and storage for `td`'s entries; changes nothing if it throws.
   void allocate(const TensorDict& td) {
     const auto bd = td.batch_dims();
     std::vector<torch::Dtype> dtypes;
     std::vector<int64_t> widths;
     std::optional<torch::Device> device = options_.device();
+    std::vector<Slot> layout;
     for (const auto& item : td.items(true, true)) {
       const auto& t = item.second.tensor();
       if (!device) device = t.device();
@@ -229,15 +272,19 @@ class ReplayBuffer {
       }
       s.offset = widths[s.buffer];
       widths[s.buffer] += s.numel;
-      layout_.push_back(std::move(s));
+      layout.push_back(std::move(s));
     }
-    TORCH_CHECK(!layout_.empty(), "ReplayBuffer.extend: the TensorDict has no entry");
+    TORCH_CHECK_VALUE(!layout.empty(), "ReplayBuffer.extend: the TensorDict has no entry");
+    std::vector<torch::Tensor> storage;
     for (size_t b = 0; b < dtypes.size(); ++b) {
-      storage_.push_back(torch::empty({options_.capacity(), widths[b]},
-                                      torch::TensorOptions().dtype(dtypes[b]).device(*device)));
+      storage.push_back(torch::empty({options_.capacity(), widths[b]},
+                                     torch::TensorOptions().dtype(dtypes[b]).device(*device)));
     }
     // One zero-filled transition remembers the structure for save/load.
-    example_ = td.index({0}).apply([](const torch::Tensor& t) { return torch::zeros_like(t); }).unsqueeze(0);
+    auto example = td.index({0}).apply([](const torch::Tensor& t) { return torch::zeros_like(t); }).unsqueeze(0);
+    layout_ = std::move(layout);
+    storage_ = std::move(storage);
+    example_ = std::move(example);
   }
 
   void check_compatible(const TensorDict& td, const std::vector<TensorDict::Item>& items) const {

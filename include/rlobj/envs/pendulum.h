@@ -80,9 +80,17 @@ class Pendulum : public EnvBase {
     TORCH_CHECK_VALUE(options_.max_episode_steps() >= 0,
                       "PendulumOptions: max_episode_steps must be >= 0, got ",
                       options_.max_episode_steps());
-    TORCH_CHECK_VALUE(options_.dt() > 0 && options_.m() > 0 && options_.l() > 0 &&
-                          options_.max_speed() > 0 && options_.max_torque() > 0,
-                      "PendulumOptions: dt, m, l, max_speed and max_torque must be positive");
+    const std::pair<const char*, double> positive[] = {{"dt", options_.dt()},
+                                                        {"m", options_.m()},
+                                                        {"l", options_.l()},
+                                                        {"max_speed", options_.max_speed()},
+                                                        {"max_torque", options_.max_torque()}};
+    for (const auto& [name, v] : positive) {
+      TORCH_CHECK_VALUE(std::isfinite(v) && v > 0, "PendulumOptions: ", name, " must be finite and positive, got ", v);
+    }
+    TORCH_CHECK_VALUE(std::isfinite(options_.g()), "PendulumOptions: g must be finite, got ", options_.g());
+    TORCH_CHECK_VALUE(options_.fused_cpu_max_batch() >= 0, "PendulumOptions: fused_cpu_max_batch must be >= 0, got ",
+                      options_.fused_cpu_max_batch());
     for (auto s : batch_size_) {
       TORCH_CHECK_VALUE(s > 0, "PendulumOptions: batch_size dims must be positive, got ",
                         rlobj::detail::shape_str(batch_size_));
@@ -113,10 +121,19 @@ class Pendulum : public EnvBase {
     const auto state_opts = torch::TensorOptions().dtype(torch::kFloat64).device(device_);
     torch::Tensor mask = reset_mask(td);
     torch::Tensor th, thdot;
-    const bool given_state = td != nullptr && !mask.defined() && td->contains("th") && td->contains("thdot");
+    const bool given_state = td != nullptr && !mask.defined() && (td->contains("th") || td->contains("thdot"));
     if (given_state) {
+      // A start state: both entries, finite, thdot within gym's [-max_speed, max_speed].
+      TORCH_CHECK_VALUE(td->contains("th") && td->contains("thdot"), "Pendulum.reset: got \"",
+                        td->contains("th") ? "th" : "thdot", "\" without \"", td->contains("th") ? "thdot" : "th",
+                        "\"; a start state needs both");
       th = checked_state(*td, "th", "reset");
       thdot = checked_state(*td, "thdot", "reset");
+      TORCH_CHECK_VALUE(th.isfinite().all().item<bool>(), "Pendulum.reset: \"th\" must be finite, got ",
+                        th.min().item<double>(), " .. ", th.max().item<double>());
+      TORCH_CHECK_VALUE((thdot.abs() <= options_.max_speed()).all().item<bool>(), "Pendulum.reset: \"thdot\" must be "
+                        "in [-max_speed, max_speed] = [", -options_.max_speed(), ", ", options_.max_speed(), "], got ",
+                        thdot.min().item<double>(), " .. ", thdot.max().item<double>());
     } else {
       // gym: uniform(low=-[pi, 1], high=[pi, 1]); drawn on the CPU generator whatever the
       // device, so a seed gives the same states everywhere.

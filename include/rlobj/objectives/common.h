@@ -24,6 +24,8 @@
 
 #include <c10/util/Exception.h>
 #include <c10/util/intrusive_ptr.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/nn/module.h>
 #include <torch/serialize/archive.h>
 #include <torch/types.h>
@@ -105,6 +107,32 @@ inline void check_finite_inputs(const char* loss, const TensorDict& td, const st
   for (const auto& [key, t] : inputs) {
     TORCH_CHECK_VALUE(t->isfinite().all().item<bool>(), loss, ": input \"", key->str(),
                       "\" contains NaN or Inf");
+  }
+}
+
+/// Checks the entries a loss feeds its networks before anything is computed: floating point
+/// in the networks' dtype (no silent promotion, no LibTorch-internal "expected scalar type"),
+/// at least one feature dim after the batch dims (an action of shape `[B]` where `[B, 1]` is
+/// meant), and a non-empty batch. Errors name the key, what it got and what was expected.
+inline void check_network_inputs(const char* loss, const TensorDict& td, const std::vector<NestedKey>& keys,
+                                 torch::Dtype dtype) {
+  const int64_t batch_dims = static_cast<int64_t>(td.batch_size().size());
+  TORCH_CHECK_VALUE(td.numel() > 0, loss, ": the batch is empty (batch_size ",
+                    rlobj::detail::shape_str(td.batch_size()), ")");
+  for (const auto& key : keys) {
+    const torch::Tensor* t = td.find(key);
+    if (t == nullptr) continue;  // reported by the loss's own key check
+    TORCH_CHECK_TYPE(t->is_floating_point(), loss, ": input \"", key.str(), "\" is ",
+                     rlobj::detail::dtype_str(t->scalar_type()), " but the networks are ",
+                     rlobj::detail::dtype_str(dtype), "; convert it (e.g. td.set(key, t.to(",
+                     rlobj::detail::dtype_str(dtype), ")))");
+    TORCH_CHECK_TYPE(t->scalar_type() == dtype, loss, ": input \"", key.str(), "\" is ",
+                     rlobj::detail::dtype_str(t->scalar_type()), " but the networks are ",
+                     rlobj::detail::dtype_str(dtype), "; convert the batch (td.to(...)) or the loss (loss->to(...))");
+    TORCH_CHECK_VALUE(t->dim() > batch_dims, loss, ": input \"", key.str(), "\" has shape ",
+                      rlobj::detail::shape_str(t->sizes()), ", no feature dim after the batch dims ",
+                      rlobj::detail::shape_str(td.batch_size()), "; expected [", 
+                      fmt::format("{}", fmt::join(td.batch_size(), ", ")), ", F]");
   }
 }
 
@@ -401,8 +429,28 @@ class LossModuleImpl : public torch::nn::Module {
     move_network_buffers([&](const torch::Tensor& b) { return b.to(device, non_blocking); });
     after_storage_change();
   }
+  /// `torch::load(loss, path)`. All or nothing: if the archive lacks an entry or holds one of
+  /// the wrong shape, every parameter and buffer is restored to its value before the call.
   void load(torch::serialize::InputArchive& archive) override {
-    torch::nn::Module::load(archive);
+    std::vector<std::pair<torch::Tensor, torch::Tensor>> saved;
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& t : parameters()) saved.emplace_back(t, t.detach().clone());
+      for (auto& t : buffers()) saved.emplace_back(t, t.detach().clone());
+    }
+    try {
+      torch::nn::Module::load(archive);
+      for (const auto& [tensor, before] : saved) {
+        TORCH_CHECK_VALUE(tensor.sizes() == before.sizes(), "LossModule.load: an entry of the checkpoint has shape ",
+                          tensor.sizes(), " where the loss has ", before.sizes(), "; was it saved from a loss over "
+                          "other networks?");
+      }
+    } catch (...) {
+      torch::NoGradGuard no_grad;
+      for (auto& [tensor, before] : saved) tensor.set_data(before);
+      after_storage_change();
+      throw;
+    }
     after_storage_change();
   }
   void train(bool on = true) override {

@@ -291,6 +291,16 @@ class DDPGLossImpl : public LossModuleImpl {
     }
     TORCH_CHECK(td.batch_dims() >= 1, "DDPGLoss: expected a batch of transitions (batch_dims >= 1), got "
                 "batch_size ", rlobj::detail::shape_str(td.batch_size()));
+    std::vector<NestedKey> fed = value_->in_keys();
+    for (const auto& k : actor_->in_keys()) fed.push_back(NestedKey("next") / k);
+    detail::check_network_inputs("DDPGLoss", td, fed, actor_group_->flat().scalar_type());
+    // Rewards enter the targets: the same dtype (a float64 reward would silently promote them).
+    if (const torch::Tensor* r = td.find(NestedKey("next") / keys_.reward)) {
+      TORCH_CHECK_TYPE(r->scalar_type() == actor_group_->flat().scalar_type(), "DDPGLoss: input \"",
+                       (NestedKey("next") / keys_.reward).str(), "\" is ", rlobj::detail::dtype_str(r->scalar_type()),
+                       " but the networks are ", rlobj::detail::dtype_str(actor_group_->flat().scalar_type()),
+                       "; convert the batch (td.to(...)) or the loss (loss->to(...))");
+    }
   }
 
   torch::Tensor value_loss(const TensorDict& td, torch::Tensor* pred, torch::Tensor* target) {

@@ -40,7 +40,9 @@ inline torch::Tensor sum_losses(const TensorDict& losses) {
 
 /// Common base of the target updaters (TorchRL's `TargetNetUpdater`): finds the loss's
 /// (target, source) pairs, keeps the delayed ones, and copies every source into its target at
-/// construction (`init_()`), so build the updater right after the loss.
+/// construction (`init_()`), so build the updater right after the loss. A constructor that
+/// throws (a bad option, a loss without delayed targets) changes nothing: the derived
+/// constructors validate everything before `start()` touches the loss.
 class TargetNetUpdater {
  public:
   virtual ~TargetNetUpdater() = default;
@@ -70,6 +72,11 @@ class TargetNetUpdater {
     }
     TORCH_CHECK(!pairs_.empty(), name, ": the loss has no delayed target network to update; build it "
                 "with delay_value(true) or delay_actor(true)");
+  }
+
+  /// The first change to the loss: marks it as updated and initialises the targets. Called at
+  /// the end of each derived constructor, once every option is known to be valid.
+  void start() {
     loss_->set_has_updater(true);
     init_();
   }
@@ -111,7 +118,9 @@ class SoftUpdate : public TargetNetUpdater {
   SoftUpdate(const torch::nn::ModuleHolder<Loss>& loss, const SoftUpdateOptions& options)
       : SoftUpdate(impl_of(loss), options) {}
   SoftUpdate(std::shared_ptr<LossModuleImpl> loss, const SoftUpdateOptions& options)
-      : TargetNetUpdater(std::move(loss), "SoftUpdate"), eps_(checked_eps(options)) {}
+      : TargetNetUpdater(std::move(loss), "SoftUpdate"), eps_(checked_eps(options)) {
+    start();
+  }
 
   void step() override {
     loss_->ensure_linked();
@@ -139,9 +148,11 @@ class SoftUpdate : public TargetNetUpdater {
     TORCH_CHECK_VALUE(o.eps().has_value() != o.tau().has_value(),
                       "SoftUpdate: give exactly one of eps or tau (eps = 1 - tau)",
                       o.eps() ? "; both were given" : "; neither was given");
+    const double given = o.eps() ? *o.eps() : *o.tau();
+    // NaN fails the range test too.
+    TORCH_CHECK_VALUE(given >= 0.0 && given <= 1.0, "SoftUpdate: ", o.eps() ? "eps" : "tau",
+                      " must be in [0, 1], got ", given);
     const double eps = o.eps() ? *o.eps() : 1.0 - *o.tau();
-    TORCH_CHECK_VALUE(eps >= 0.0 && eps <= 1.0, "SoftUpdate: ", o.eps() ? "eps" : "tau",
-                      " must be in [0, 1], got ", o.eps() ? *o.eps() : *o.tau());
     return eps;
   }
 
@@ -160,6 +171,7 @@ class HardUpdate : public TargetNetUpdater {
       : TargetNetUpdater(std::move(loss), "HardUpdate"), interval_(value_network_update_interval) {
     TORCH_CHECK_VALUE(interval_ >= 0, "HardUpdate: value_network_update_interval must be >= 0, got ",
                       interval_);
+    start();
   }
 
   void step() override {

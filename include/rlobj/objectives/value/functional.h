@@ -13,6 +13,7 @@
 #include <initializer_list>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -39,19 +40,40 @@ inline void check_same_shapes(const char* where, const NamedTensors& ts) {
   }
 }
 
+/// Values, rewards and advantages: floating point, one dtype (no silent promotion of a float64
+/// reward against float32 values).
+inline void check_floating(const char* where, const NamedTensors& ts) {
+  const auto& first = ts.front();
+  for (const auto& t : ts) {
+    TORCH_CHECK_TYPE(t.second->is_floating_point(), where, ": ", t.first, " must be a floating-point tensor, got ",
+                     rlobj::detail::dtype_str(t.second->scalar_type()));
+    TORCH_CHECK_TYPE(t.second->scalar_type() == first.second->scalar_type(), where, ": ", t.first, " is ",
+                     rlobj::detail::dtype_str(t.second->scalar_type()), " but ", first.first, " is ",
+                     rlobj::detail::dtype_str(first.second->scalar_type()), "; convert them to one dtype");
+  }
+}
+
+/// A discount or a lambda: a number in [0, 1] (NaN fails too).
+inline void check_unit(const char* where, const char* name, double v) {
+  TORCH_CHECK_VALUE(v >= 0.0 && v <= 1.0, where, ": ", name, " must be in [0, 1], got ", v);
+}
+
 inline void check_bool(const char* where, const char* name, const torch::Tensor& t) {
   TORCH_CHECK_TYPE(t.scalar_type() == torch::kBool, where, ": ", name, " must be bool, got ",
                    rlobj::detail::dtype_str(t.scalar_type()));
 }
 
 inline void check_time(const char* where, const torch::Tensor& t) {
-  TORCH_CHECK(t.dim() >= 2, where, ": expected tensors of shape [*B, T, F] (time at dim -2), got ",
-              rlobj::detail::shape_str(t.sizes()));
+  TORCH_CHECK_VALUE(t.dim() >= 2, where, ": expected tensors of shape [*B, T, F] (time at dim -2), got ",
+                    rlobj::detail::shape_str(t.sizes()));
+  TORCH_CHECK_VALUE(t.size(-2) > 0, where, ": the time dim (dim -2) is empty: shape ",
+                    rlobj::detail::shape_str(t.sizes()));
 }
 
 /// The checks shared by the trajectory estimators: equal shapes, bool flags, a time dim.
 inline void check_trajectory(const char* where, NamedTensors values, const torch::Tensor& done,
                              const torch::Tensor& terminated) {
+  check_floating(where, values);
   values.emplace_back("done", &done);
   values.emplace_back("terminated", &terminated);
   check_same_shapes(where, values);
@@ -73,8 +95,10 @@ template <typename Gamma>
 torch::Tensor td0(const Gamma& gamma, const torch::Tensor& next_state_value, const torch::Tensor& reward,
                   const torch::Tensor& terminated) {
   constexpr const char* where = "td0_return_estimate";
+  check_floating(where, {{"next_state_value", &next_state_value}, {"reward", &reward}});
   check_same_shapes(where, {{"next_state_value", &next_state_value}, {"reward", &reward}, {"terminated", &terminated}});
   check_bool(where, "terminated", terminated);
+  if constexpr (std::is_arithmetic<Gamma>::value) check_unit(where, "gamma", gamma);
   auto not_terminated = not_mask(terminated, next_state_value);
   return reward + gamma * not_terminated * next_state_value;
 }
@@ -98,6 +122,7 @@ inline torch::Tensor td0_return_estimate(double gamma, const torch::Tensor& next
 inline torch::Tensor td0_advantage_estimate(double gamma, const torch::Tensor& state_value,
                                             const torch::Tensor& next_state_value,
                                             const torch::Tensor& reward, const torch::Tensor& terminated) {
+  detail::check_floating("td0_advantage_estimate", {{"state_value", &state_value}, {"next_state_value", &next_state_value}});
   detail::check_same_shapes("td0_advantage_estimate", {{"state_value", &state_value},
                                                        {"next_state_value", &next_state_value}});
   return td0_return_estimate(gamma, next_state_value, reward, terminated) - state_value;
@@ -108,6 +133,7 @@ inline torch::Tensor td0_advantage_estimate(double gamma, const torch::Tensor& s
 inline torch::Tensor td1_return_estimate(double gamma, const torch::Tensor& next_state_value,
                                          const torch::Tensor& reward, const torch::Tensor& done,
                                          const torch::Tensor& terminated) {
+  detail::check_unit("td1_return_estimate", "gamma", gamma);
   detail::check_trajectory("td1_return_estimate", {{"next_state_value", &next_state_value}, {"reward", &reward}},
                            done, terminated);
   auto gammas = torch::full_like(next_state_value, gamma) * detail::not_mask(terminated, next_state_value);
@@ -127,6 +153,8 @@ inline torch::Tensor td1_return_estimate(double gamma, const torch::Tensor& next
 inline torch::Tensor td_lambda_return_estimate(double gamma, double lmbda, const torch::Tensor& next_state_value,
                                                const torch::Tensor& reward, const torch::Tensor& done,
                                                const torch::Tensor& terminated) {
+  detail::check_unit("td_lambda_return_estimate", "gamma", gamma);
+  detail::check_unit("td_lambda_return_estimate", "lmbda", lmbda);
   detail::check_trajectory("td_lambda_return_estimate",
                            {{"next_state_value", &next_state_value}, {"reward", &reward}}, done, terminated);
   auto returns = torch::empty_like(next_state_value);
@@ -149,6 +177,8 @@ inline torch::Tensor td_lambda_return_estimate(double gamma, double lmbda, const
 inline std::tuple<torch::Tensor, torch::Tensor> generalized_advantage_estimate(
     double gamma, double lmbda, const torch::Tensor& state_value, const torch::Tensor& next_state_value,
     const torch::Tensor& reward, const torch::Tensor& done, const torch::Tensor& terminated) {
+  detail::check_unit("generalized_advantage_estimate", "gamma", gamma);
+  detail::check_unit("generalized_advantage_estimate", "lmbda", lmbda);
   detail::check_trajectory("generalized_advantage_estimate",
                            {{"state_value", &state_value}, {"next_state_value", &next_state_value}, {"reward", &reward}},
                            done, terminated);
