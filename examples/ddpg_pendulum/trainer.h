@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>  // fmt::join (there since fmt 11)
 #include <rlobj/rlobj.h>
@@ -65,17 +66,21 @@ class Trainer {
     TORCH_CHECK_VALUE(cfg_.num_envs > 0 && cfg_.batch_size > 0 && cfg_.eval_episodes > 0,
                       "ddpg_pendulum: num_envs, batch_size and eval_episodes must be positive");
     TORCH_CHECK_VALUE(cfg_.tau > 0 && cfg_.tau <= 1, "ddpg_pendulum: tau must be in (0, 1]");
-    torch::manual_seed(cfg_.seed);
+    // The networks' initial weights come from a generator of the trainer's own (the same draws
+    // torch::manual_seed(seed) would give): trainers in several threads do not share state.
+    auto init = at::make_generator<at::CPUGeneratorImpl>(cfg_.seed);
     const auto act = rl::modules::activation_from_string(cfg_.activation);
     const int64_t n_obs = env_.observation_spec().at("observation").shape().back();
     const int64_t n_act = env_.action_spec().shape().back();
 
     // Actor: MLP -> "param", squashed into the action bounds by a TanhModule.
-    auto actor_mlp = rl::modules::MLP(rl::modules::MLPOptions(n_obs, n_act).num_cells(cfg_.num_cells).activation(act));
+    auto actor_mlp = rl::modules::MLP(
+        rl::modules::MLPOptions(n_obs, n_act).num_cells(cfg_.num_cells).activation(act).generator(init));
     actor_ = ActorNet(rl::modules::TensorDictModule(actor_mlp, {"observation"}, {"param"}),
                       rl::modules::TanhModule({"param"}, {"action"}, env_.action_spec()));
     critic_ = rl::modules::ValueOperator(
-        rl::modules::MLP(rl::modules::MLPOptions(n_obs + n_act, 1).num_cells(cfg_.num_cells).activation(act)),
+        rl::modules::MLP(
+            rl::modules::MLPOptions(n_obs + n_act, 1).num_cells(cfg_.num_cells).activation(act).generator(init)),
         /*in_keys=*/{"observation", "action"});
     actor_->to(device_);
     critic_->to(device_);

@@ -1,6 +1,8 @@
 // The ddpg_pendulum example's training loop: checkpoints resume exactly.
 #include <cstdio>
 #include <filesystem>
+#include <thread>
+#include <vector>
 
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
@@ -58,4 +60,28 @@ TEST_CASE("ddpg_pendulum: a resumed run continues exactly as if never stopped", 
   Trainer incompatible(other);
   REQUIRE_THROWS_WITH(incompatible.load(path), Contains("was made with"));
   std::remove(path.c_str());
+}
+
+TEST_CASE("ddpg_pendulum: trainers in parallel threads train as they do one after the other", "[example]") {
+  auto run = [](uint64_t seed) {
+    Config cfg = small_config();
+    cfg.seed = seed;
+    cfg.total_frames = 300;
+    Trainer t(cfg);
+    while (t.step()) {
+    }
+    std::vector<torch::Tensor> params;
+    for (const auto& p : t.loss()->parameters()) params.push_back(p.detach().clone());
+    return params;
+  };
+  const auto a = run(4), b = run(5);
+  std::vector<torch::Tensor> pa, pb;
+  std::thread ta([&] { pa = run(4); }), tb([&] { pb = run(5); });
+  ta.join();
+  tb.join();
+  REQUIRE(pa.size() == a.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    CHECK(torch::equal(pa[i], a[i]));
+    CHECK(torch::equal(pb[i], b[i]));
+  }
 }

@@ -1,5 +1,8 @@
 #include <rlobj/modules/mlp.h>
 
+#include <thread>
+
+#include <ATen/CPUGeneratorImpl.h>
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
@@ -115,4 +118,42 @@ TEST_CASE("MLP: clone() is an independent deep copy", "[modules][mlp]") {
   CHECK(copy->linears().size() == 3);
   CHECK(copy->linears()[0]->weight.data_ptr() == copy->named_parameters()["0.weight"].data_ptr());
   CHECK(copy->linears()[0]->weight.data_ptr() != mlp->named_parameters()["0.weight"].data_ptr());
+}
+
+TEST_CASE("MLP: weights from a generator of its own, as the global one would draw them", "[modules][mlp]") {
+  using rlobj::modules::MLP;
+  using rlobj::modules::MLPOptions;
+  auto opts = MLPOptions(3, 2).num_cells({8, 8});
+  torch::manual_seed(11);
+  MLP global_a(opts), global_b(MLPOptions(4, 1).num_cells({8}));
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
+  torch::manual_seed(999);  // the global generator must not matter
+  MLP own_a(MLPOptions(opts).generator(gen)), own_b(MLPOptions(4, 1).num_cells({8}).generator(gen));
+  auto pa = global_a->parameters(), pb = own_a->parameters();
+  REQUIRE(pa.size() == pb.size());
+  for (size_t i = 0; i < pa.size(); ++i) CHECK(torch::equal(pa[i], pb[i]));  // bit for bit
+  auto qa = global_b->parameters(), qb = own_b->parameters();
+  for (size_t i = 0; i < qa.size(); ++i) CHECK(torch::equal(qa[i], qb[i]));  // one stream, in sequence
+  // A clone is a copy and does not draw from the generator.
+  auto probe = at::make_generator<at::CPUGeneratorImpl>(5);
+  MLP net(MLPOptions(opts).generator(probe));
+  auto before = probe.get_state();
+  auto copy = std::dynamic_pointer_cast<rlobj::modules::MLPImpl>(net->clone());
+  CHECK(torch::equal(probe.get_state(), before));
+  CHECK(torch::equal(copy->parameters()[0], net->parameters()[0]));
+}
+
+TEST_CASE("MLP: networks built in parallel threads from their own generators are reproducible", "[modules][mlp]") {
+  using rlobj::modules::MLP;
+  using rlobj::modules::MLPOptions;
+  auto build = [](uint64_t seed) {
+    MLP net(MLPOptions(3, 1).num_cells({64, 64}).generator(at::make_generator<at::CPUGeneratorImpl>(seed)));
+    return torch::cat({net->parameters()[0].flatten(), net->parameters()[4].flatten()});
+  };
+  std::vector<torch::Tensor> sequential, parallel(8);
+  for (uint64_t s = 0; s < 8; ++s) sequential.push_back(build(s));
+  std::vector<std::thread> threads;
+  for (uint64_t s = 0; s < 8; ++s) threads.emplace_back([&, s] { parallel[s] = build(s); });
+  for (auto& t : threads) t.join();
+  for (size_t s = 0; s < 8; ++s) CHECK(torch::equal(sequential[s], parallel[s]));
 }

@@ -6,6 +6,7 @@
 /// names are `0.weight, 0.bias, 2.weight, ...`.
 
 #include <cctype>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -13,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include <ATen/core/Generator.h>
 #include <c10/util/Exception.h>
 #include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
@@ -96,6 +98,12 @@ struct MLPOptions {
   TORCH_ARG(double, dropout) = 0.0;
   /// A `LayerNorm` after each activated layer (TorchRL's `norm_class=nn.LayerNorm`).
   TORCH_ARG(bool, layer_norm) = false;
+  /// Draw the initial weights from this generator instead of LibTorch's global one (same
+  /// distribution and draws: a generator seeded `s` gives the weights `torch::manual_seed(s)`
+  /// would). Networks built in several threads at once then do not race on the global
+  /// generator, and a component's weights depend only on its own seed. Pass one generator to
+  /// several networks to draw them in sequence. `clone()` does not draw from it.
+  TORCH_ARG(std::optional<at::Generator>, generator) = std::nullopt;
 };
 
 /// A multi-layer perceptron with TorchRL's layout (see `MLPOptions`). Layers are registered
@@ -106,6 +114,23 @@ struct MLPOptions {
 /// target networks are made.
 class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
  public:
+  /// A deep copy; unlike a fresh `MLP`, it does not draw from `options.generator()`.
+  std::shared_ptr<torch::nn::Module> clone(const c10::optional<torch::Device>& device = c10::nullopt) const override {
+    auto& self = const_cast<MLPImpl&>(*this);
+    const auto generator = self.options.generator();
+    self.options.generator(std::nullopt);  // Cloneable::clone calls reset() on the copy
+    std::shared_ptr<torch::nn::Module> copy;
+    try {
+      copy = torch::nn::Cloneable<MLPImpl>::clone(device);
+    } catch (...) {
+      self.options.generator(generator);
+      throw;
+    }
+    self.options.generator(generator);
+    std::dynamic_pointer_cast<MLPImpl>(copy)->options.generator(generator);
+    return copy;
+  }
+
   MLPImpl(int64_t in_features, int64_t out_features) : MLPImpl(MLPOptions(in_features, out_features)) {}
   explicit MLPImpl(const MLPOptions& options) : options(options) { reset(); }
 
@@ -144,6 +169,7 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
       const int64_t out = last ? options.out_features() : cells[i];
       auto linear = torch::nn::Linear(
           torch::nn::LinearOptions(in, out).bias(!last || options.bias_last_layer()));
+      if (options.generator()) init_linear(*linear, *options.generator());
       linears_.push_back(register_module(std::to_string(index++), linear));
       if (!last || options.activate_last_layer()) {
         if (options.dropout() > 0.0) {
@@ -210,6 +236,20 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
 
   // The activation modules are registered only so that the children list (and printing)
   // match a torch::nn::Sequential; forward calls the functional ops directly.
+  // LibTorch's Linear::reset_parameters (kaiming_uniform_ with a = sqrt(5), then a uniform
+  // bias), the same arithmetic and order of draws, from `generator`.
+  static void init_linear(torch::nn::LinearImpl& linear, at::Generator& generator) {
+    torch::NoGradGuard no_grad;
+    const auto fan_in = static_cast<double>(linear.weight.size(1));
+    const double gain = std::sqrt(2.0 / (1 + std::pow(std::sqrt(5.0), 2)));
+    const double bound = std::sqrt(3.0) * (gain / std::sqrt(fan_in));
+    linear.weight.uniform_(-bound, bound, generator);
+    if (linear.bias.defined()) {
+      const double bias_bound = 1 / std::sqrt(fan_in);
+      linear.bias.uniform_(-bias_bound, bias_bound, generator);
+    }
+  }
+
   void register_activation(const std::string& name) {
     switch (options.activation()) {
       case Activation::Tanh: register_module(name, torch::nn::Tanh()); break;
