@@ -22,7 +22,10 @@ case "$RLOBJ_TORCH" in
     "$rlobj_root/scripts/install_deps.sh" libfmt-dev "${rlobj_common[@]}"
     venv="${RLOBJ_VENV:-$HOME/.cache/rlobj/torch-venv}"
     spec="${RLOBJ_PIP_TORCH:-torch==2.15.0}"
-    if ! "$venv/bin/python" -c 'import torch' >/dev/null 2>&1; then
+    # A venv holding another version than asked for (torch==X.Y.Z) is upgraded in place.
+    want="${spec#torch==}"
+    have="$("$venv/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)"
+    if [ -z "$have" ] || { [ "$want" != "$spec" ] && [ "$have" != "$want" ]; }; then
       if ! python3 -m venv --help >/dev/null 2>&1; then
         "$rlobj_root/scripts/install_deps.sh" python3 python3-venv
       fi
@@ -30,7 +33,8 @@ case "$RLOBJ_TORCH" in
       python3 -m venv "$venv"
       "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$spec"
     fi
-    prefix="$("$venv/bin/python" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)' 2>/dev/null)"
+    prefix="$("$venv/bin/python" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')"
+    [ -n "$prefix" ] && [ -d "$prefix" ] || { echo "error: no LibTorch CMake prefix in $venv" >&2; exit 1; }
     RLOBJ_CMAKE_ARGS+=("-DCMAKE_PREFIX_PATH=$prefix")
     ;;
   *)

@@ -13,6 +13,7 @@
 
 #include <sys/resource.h>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <catch2/catch.hpp>
 #include <caffe2/serialize/inline_container.h>
 #include <torch/torch.h>
@@ -117,6 +118,7 @@ TEST_CASE("ReplayBuffer: a failed load leaves the buffer as it was", "[serialize
   ReplayBuffer rb(ReplayBufferOptions(50).seed(1));
   rb.extend(transitions(0, 30));
   const auto before = rb.storage().get("id").clone();
+  const auto sampler_before = rb.generator().get_state();
   const auto path = scratch("other.pt");
   SECTION("another capacity") {
     ReplayBuffer small(ReplayBufferOptions(10));
@@ -132,7 +134,29 @@ TEST_CASE("ReplayBuffer: a failed load leaves the buffer as it was", "[serialize
     rlobj::save_atomic(archive, path.string());
     REQUIRE_THROWS_WITH(rb.load(path.string()), Contains("holds a rlobj.SyncDataCollector, expected a rlobj.ReplayBuffer"));
   }
-  SECTION("an entry of another shape") {
+  SECTION("stored rows that do not fit the stored layout (found after the new storage is built)") {
+    // A hand-made archive: a valid stamp, counters and layout, but rows one column short.
+    torch::serialize::OutputArchive archive;
+    rlobj::write_format(archive, "rlobj.ReplayBuffer");
+    archive.write("counters", torch::tensor({20, 20, 50}, torch::kInt64));
+    archive.write("generator", at::make_generator<at::CPUGeneratorImpl>(9).get_state());
+    archive.write("storage_0", torch::zeros({20, 1}, torch::kLong));   // id
+    archive.write("storage_1", torch::zeros({20, 3}, torch::kFloat));  // observation (3) + reward (1) expected
+    torch::serialize::OutputArchive example;
+    rlobj::save_tensordict(transitions(0, 1).apply([](const torch::Tensor& t) { return torch::zeros_like(t); }),
+                           example);
+    archive.write("example", example);
+    rlobj::save_atomic(archive, path.string());
+    REQUIRE_THROWS_WITH(rb.load(path.string()), Contains("stored rows 1 are float32 [20, 3], expected float32 [20, 4]"));
+  }
+  SECTION("inconsistent counters") {
+    torch::serialize::OutputArchive bad;
+    rlobj::write_format(bad, "rlobj.ReplayBuffer");
+    bad.write("counters", torch::tensor({7, 20, 50}, torch::kInt64));  // cursor != size below capacity
+    rlobj::save_atomic(bad, path.string());
+    REQUIRE_THROWS_WITH(rb.load(path.string()), Contains("inconsistent counters"));
+  }
+  SECTION("a different layout is fine: the checkpoint defines it") {
     ReplayBuffer wide(ReplayBufferOptions(50));
     auto t = transitions(0, 30);
     t.set("observation", torch::zeros({30, 4}));
@@ -140,10 +164,14 @@ TEST_CASE("ReplayBuffer: a failed load leaves the buffer as it was", "[serialize
     wide.save(path.string());
     ReplayBuffer same_capacity(ReplayBufferOptions(50).seed(1));
     same_capacity.extend(transitions(0, 30));
-    same_capacity.load(path.string());  // a different layout is fine: the checkpoint defines it
+    same_capacity.load(path.string());
     CHECK(same_capacity.storage().get("observation").size(1) == 4);
   }
+  const auto sampler_after = rb.generator().get_state();
+  CHECK(rb.size() == 30);
+  CHECK(rb.cursor() == 30);
   CHECK(torch::equal(rb.storage().get("id"), before));
+  CHECK(torch::equal(sampler_after, sampler_before));
   CHECK(rb.sample(4).get("id").defined());
   fs::remove_all(path.parent_path());
 }

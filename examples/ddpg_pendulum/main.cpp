@@ -292,6 +292,9 @@ int run(int argc, char** argv) {
     auto last_print = Clock::now();
     auto progress = [&](bool force) {
       if (quiet) return;
+      // Decide before formatting: the line reads losses and counters back from the device.
+      const bool print = force || (tty && seconds_since(last_print) > 0.2);
+      if (!print) return;
       const double wall = seconds_since(t0);
       const double fps = (trainer.frames() - start_frames) / std::max(wall, 1e-9);
       const double eta = fps > 0 ? (cfg.total_frames - trainer.frames()) / fps : 0;
@@ -302,13 +305,12 @@ int run(int argc, char** argv) {
           trainer.last_loss_actor(), trainer.last_loss_value(), fps, eta);
       if (tty) {
         // A live line redrawn in place, at most 5 times a second.
-        if (force || seconds_since(last_print) > 0.2) {
-          fmt::print("\r{}", line);
-          std::fflush(stdout);
-          last_print = Clock::now();
-        }
-      } else if (force) {
-        fmt::print("{}\n", line);  // logs get one line per evaluation, not a flood
+        fmt::print("\r{}", line);
+        std::fflush(stdout);
+        last_print = Clock::now();
+      } else {
+        fmt::print("{}\n", line);  // logs get one line per evaluation, not a flood,
+        std::fflush(stdout);         // and get it now (tail -f, a supervisor watching progress)
       }
     };
 

@@ -67,7 +67,7 @@ class Trainer {
                       "ddpg_pendulum: num_envs, batch_size and eval_episodes must be positive");
     TORCH_CHECK_VALUE(cfg_.tau > 0 && cfg_.tau <= 1, "ddpg_pendulum: tau must be in (0, 1]");
     // The networks' initial weights come from a generator of the trainer's own (the same draws
-    // torch::manual_seed(seed) would give): trainers in several threads do not share state.
+    // torch::manual_seed(seed) would give): they do not depend on what other threads draw.
     auto init = at::make_generator<at::CPUGeneratorImpl>(cfg_.seed);
     const auto act = rl::modules::activation_from_string(cfg_.activation);
     const int64_t n_obs = env_.observation_spec().at("observation").shape().back();
@@ -176,8 +176,9 @@ class Trainer {
   /// Restores a checkpoint written by `save` (with the same fingerprint).
   void load(const std::string& path) {
     torch::serialize::InputArchive archive, loss, optim_a, optim_c, noise, rb, collector;
-    // Verified record by record before anything is read; tensors land on this run's device.
-    rl::load_archive(archive, path, device_);
+    // Verified record by record before anything is read. No map_location: the fingerprint
+    // pins the device, and CPU-side state (generator states, return tracking) must stay put.
+    rl::load_archive(archive, path);
     rl::check_format(archive, "rlobj.examples.ddpg_pendulum", "ddpg_pendulum");
     c10::IValue fingerprint;
     archive.read("config", fingerprint);

@@ -33,10 +33,12 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <c10/util/Exception.h>
+#include <caffe2/serialize/in_memory_adapter.h>
 #include <caffe2/serialize/inline_container.h>
 #include <torch/serialize/archive.h>
 #include <torch/types.h>
@@ -53,6 +55,15 @@ constexpr char kPartSeparator = '\x1f';  // between the parts of a nested key
 /// are restored with their parent's batch size.
 inline void save_tensordict(const TensorDict& td, torch::serialize::OutputArchive& archive) {
   auto keys = td.keys(/*include_nested=*/true, /*leaves_only=*/true);
+  // The key list is stored one key a line, parts separated by \x1f: refuse keys holding either,
+  // which would come back as other keys (or not at all).
+  for (const auto& key : keys) {
+    for (const auto& part : key.parts()) {
+      TORCH_CHECK_VALUE(part.find('\n') == std::string::npos && part.find(detail::kPartSeparator) == std::string::npos,
+                        "save_tensordict: key \"", key.str(), "\" contains a newline or a \\x1f character, which "
+                        "checkpoints cannot hold");
+    }
+  }
   std::string names;
   for (size_t i = 0; i < keys.size(); ++i) {
     names += keys[i].str(std::string(1, detail::kPartSeparator));
@@ -197,10 +208,11 @@ inline std::string read_file(const std::string& path, const char* where) {
 /// stored; throws naming the first corrupt record. `what` names the file in messages.
 inline void verify_archive(const std::string& bytes, const std::string& what) {
   const auto crcs = detail::zip_crcs(bytes, what);
-  std::istringstream stream(bytes);
   std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
   try {
-    reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(&stream);
+    // Reads `bytes` in place (no copy of the file).
+    reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(
+        std::make_shared<caffe2::serialize::MemoryReadAdapter>(bytes.data(), static_cast<off_t>(bytes.size())));
   } catch (const c10::Error& e) {
     TORCH_CHECK(false, what, ": not a readable LibTorch archive: ", e.what_without_backtrace());
   }
@@ -229,8 +241,8 @@ inline void load_archive(torch::serialize::InputArchive& archive, const std::str
                          std::optional<torch::Device> map_location = std::nullopt) {
   const std::string bytes = detail::read_file(path, "load_archive");
   verify_archive(bytes, "checkpoint \"" + path + "\"");
-  std::istringstream stream(bytes);
-  archive.load_from(stream, map_location ? c10::optional<torch::Device>(*map_location) : c10::nullopt);
+  archive.load_from(bytes.data(), bytes.size(),
+                    map_location ? c10::optional<torch::Device>(*map_location) : c10::nullopt);
 }
 
 /// Stamps `archive` with what it holds (`kind`, e.g. `"rlobj.ReplayBuffer"`) and
@@ -261,40 +273,45 @@ inline std::string temp_path_of(const std::string& path) { return path + ".tmp";
 
 /// Writes `bytes` to `path` atomically: `temp_path_of(path)`, every write checked, fsync,
 /// rename, fsync of the directory. Throws (leaving `path` as it was and no temporary file)
-/// on any failure, naming the path and the reason (e.g. "No space left on device").
+/// on any failure, naming the path and the reason (e.g. "No space left on device"). The
+/// temporary file is locked (`flock`) from before it is truncated until after the rename,
+/// so a second writer to the same path at the same time fails clearly instead of tearing the
+/// first one's file.
 inline void write_file_atomic(const std::string& bytes, const std::string& path) {
   const std::string tmp = temp_path_of(path);
   struct stat st {};
   // Renaming over a device node, a directory or a socket would replace it: refuse.
   TORCH_CHECK_VALUE(::stat(path.c_str(), &st) != 0 || S_ISREG(st.st_mode), "save_atomic: \"", path,
                     "\" exists and is not a regular file");
-  auto fail = [&](const char* step) {
+  int fd = -1;
+  auto fail = [&](const char* step, bool remove_tmp = true) {
     const std::string reason = std::strerror(errno);
-    ::unlink(tmp.c_str());
+    if (remove_tmp) ::unlink(tmp.c_str());
+    if (fd >= 0) ::close(fd);
     TORCH_CHECK(false, "save_atomic: cannot write \"", path, "\" (", step, " \"", tmp, "\"): ", reason);
   };
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail("creating");
+  fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) fail("creating", false);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    errno = errno == EWOULDBLOCK ? EBUSY : errno;
+    fail("another process or thread is writing", false);
+  }
+  if (::ftruncate(fd, 0) != 0) fail("truncating");
   size_t done = 0;
   while (done < bytes.size()) {
     const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
-      const int err = errno;
-      ::close(fd);
-      errno = n == 0 ? EIO : err;
+      if (n == 0) errno = EIO;
       fail("writing");
     }
     done += static_cast<size_t>(n);
   }
-  if (::fsync(fd) != 0) {
-    const int err = errno;
-    ::close(fd);
-    errno = err;
-    fail("flushing");
-  }
-  if (::close(fd) != 0) fail("closing");
+  if (::fsync(fd) != 0) fail("flushing");
   if (std::rename(tmp.c_str(), path.c_str()) != 0) fail("renaming");
+  const int closed = ::close(fd);  // releases the lock, after the rename
+  fd = -1;
+  TORCH_CHECK(closed == 0, "save_atomic: cannot write \"", path, "\" (closing): ", std::strerror(errno));
   // Persist the rename itself.
   const auto slash = path.find_last_of('/');
   const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));

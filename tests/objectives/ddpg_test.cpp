@@ -2,6 +2,7 @@
 #include <rlobj/objectives/utils.h>
 
 #include <deque>
+#include <fstream>
 #include <optional>
 #include <sstream>
 
@@ -881,4 +882,65 @@ TEST_CASE("Target updaters: a constructor that throws changes nothing", "[ddpg][
   SoftUpdate ok(loss, SoftUpdateOptions().tau(0.5));
   CHECK(loss->has_updater());
   CHECK(torch::equal(target, loss->named_parameters()["value_network_params"]));
+}
+
+TEST_CASE("DDPGLoss: a network with frozen parameters trains the others", "[ddpg][zero_grad]") {
+  ReferenceNets nets;
+  auto frozen = nets.actor_mlp->named_parameters()["0.weight"];
+  frozen.requires_grad_(false);
+  const auto before = frozen.detach().clone();
+  auto loss = DDPGLoss(nets.actor, nets.value);  // no hook on a parameter that gets no gradient
+  torch::optim::Adam optim(loss->parameters());
+  auto batch = reference_batch();
+  for (int i = 0; i < 2; ++i) {
+    auto out = loss(batch);
+    optim.zero_grad();
+    sum_losses(out).backward();
+    optim.step();
+  }
+  CHECK(torch::equal(nets.actor_mlp->named_parameters()["0.weight"], before));
+  CHECK_FALSE(torch::equal(nets.actor_mlp->named_parameters()["2.weight"], ReferenceNets().actor_mlp->named_parameters()["2.weight"]));
+}
+
+TEST_CASE("separate_losses: gradients through the critic's clone survive zero_grad set to none", "[ddpg][zero_grad]") {
+  // The value loss runs a clone of the critic (its shared parameters frozen); its gradients
+  // must land in the critic's group whatever was reset between forward and backward.
+  auto run = [](bool reset_between) {
+    torch::manual_seed(0);
+    torch::nn::Linear trunk(3, 8);
+    auto actor = rlobj::modules::Actor(TrunkPolicy(trunk));
+    auto critic = rlobj::modules::ValueOperator(TrunkCritic(trunk), {"observation", "action"});
+    auto loss = DDPGLoss(actor, critic, DDPGLossOptions().separate_losses(true));
+    auto batch = reference_batch();
+    std::vector<torch::Tensor> grads;
+    for (int i = 0; i < 2; ++i) {
+      auto out = loss(batch);
+      if (reset_between) {
+        critic->zero_grad(/*set_to_none=*/true);
+        for (auto p : loss->parameters()) p.mutable_grad().reset();
+      } else {
+        loss->zero_grad();
+      }
+      sum_losses(out).backward();
+      grads.push_back(loss->parameters_of("value_network")[0].grad().clone());
+    }
+    return grads;
+  };
+  const auto expected = run(false), got = run(true);
+  for (size_t i = 0; i < expected.size(); ++i) CHECK(torch::equal(got[i], expected[i]));
+  CHECK(expected[1].abs().sum().item<double>() > 0);
+}
+
+TEST_CASE("The vendored reference data matches ../shared/reference when both exist", "[ddpg][parity]") {
+  std::ifstream shared(std::string(RLOBJ_SHARED_REFERENCE_DIR) + "/ddpg_torchrl.json");
+  std::ifstream vendored(std::string(RLOBJ_TEST_DATA_DIR) + "/reference/ddpg_torchrl.json");
+  REQUIRE(vendored.good());
+  if (!shared.good()) {
+    WARN("../shared/reference not found beside the checkout: the parity tests use the vendored copy");
+    return;
+  }
+  std::stringstream a, b;
+  a << shared.rdbuf();
+  b << vendored.rdbuf();
+  CHECK(a.str() == b.str());  // refresh tests/data/reference/ when the shared files change
 }

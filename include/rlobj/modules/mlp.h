@@ -100,9 +100,10 @@ struct MLPOptions {
   TORCH_ARG(bool, layer_norm) = false;
   /// Draw the initial weights from this generator instead of LibTorch's global one (same
   /// distribution and draws: a generator seeded `s` gives the weights `torch::manual_seed(s)`
-  /// would). Networks built in several threads at once then do not race on the global
-  /// generator, and a component's weights depend only on its own seed. Pass one generator to
-  /// several networks to draw them in sequence. `clone()` does not draw from it.
+  /// would). The weights then depend only on this generator, whatever other threads draw
+  /// meanwhile (LibTorch's `Linear` still advances the global generator with its default
+  /// initialisation, which is overwritten). Pass one generator to several networks to draw
+  /// them in sequence. `clone()` does not draw from it.
   TORCH_ARG(std::optional<at::Generator>, generator) = std::nullopt;
 };
 
@@ -114,21 +115,24 @@ struct MLPOptions {
 /// target networks are made.
 class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
  public:
-  /// A deep copy; unlike a fresh `MLP`, it does not draw from `options.generator()`.
+  /// A deep copy; unlike a fresh `MLP`, it does not draw from `options.generator()` (the copy
+  /// constructor below leaves the generator out; the copy gets it back afterwards).
   std::shared_ptr<torch::nn::Module> clone(const c10::optional<torch::Device>& device = c10::nullopt) const override {
-    auto& self = const_cast<MLPImpl&>(*this);
-    const auto generator = self.options.generator();
-    self.options.generator(std::nullopt);  // Cloneable::clone calls reset() on the copy
-    std::shared_ptr<torch::nn::Module> copy;
-    try {
-      copy = torch::nn::Cloneable<MLPImpl>::clone(device);
-    } catch (...) {
-      self.options.generator(generator);
-      throw;
-    }
-    self.options.generator(generator);
-    std::dynamic_pointer_cast<MLPImpl>(copy)->options.generator(generator);
+    auto copy = torch::nn::Cloneable<MLPImpl>::clone(device);
+    std::dynamic_pointer_cast<MLPImpl>(copy)->options.generator(options.generator());
     return copy;
+  }
+  /// What `Cloneable::clone` copies before it calls `reset()` on the copy: everything but the
+  /// generator, so that reset draws from LibTorch's global generator (and clone() then
+  /// overwrites the weights with this network's).
+  MLPImpl(const MLPImpl& other)
+      : torch::nn::Cloneable<MLPImpl>(other),
+        options(other.options),
+        hidden_(other.hidden_),
+        linears_(other.linears_),
+        dropouts_(other.dropouts_),
+        norms_(other.norms_) {
+    options.generator(std::nullopt);
   }
 
   MLPImpl(int64_t in_features, int64_t out_features) : MLPImpl(MLPOptions(in_features, out_features)) {}

@@ -230,7 +230,10 @@ class ParameterGroup {
     }
     relink_all();
     if (trainable) {
-      for (size_t i = 0; i < s.params.size(); ++i) add_grad_hook(s.params[i], i);
+      // A frozen parameter (requires_grad false) gets no gradient, hence no hook.
+      for (size_t i = 0; i < s.params.size(); ++i) {
+        if (s.params[i].requires_grad()) add_grad_hook(s.params[i], i);
+      }
     }
   }
 
@@ -268,10 +271,7 @@ class ParameterGroup {
 
   /// Points `tensor`'s gradient (a clone's parameter evaluating with `params()[index]`'s
   /// values) at that parameter's slice of `flat().grad()`.
-  void link_grad(size_t index, const torch::Tensor& tensor) {
-    state_->attach_grad();
-    state_->attach_param_grad(index, tensor);
-  }
+  void link_grad(size_t index, const torch::Tensor& tensor) { state_->prepare_accumulation(index, tensor); }
 
   /// Re-establishes the aliasing after something outside the loss replaced a parameter's
   /// storage (`torch::load(actor, ...)`) or a gradient (`zero_grad(set_to_none=true)` in
@@ -294,7 +294,7 @@ class ParameterGroup {
         s.flat.narrow(0, s.offsets[i], p.numel()).copy_(p.detach().reshape({-1}));
         s.relink(i);
       }
-      if (s.trainable) s.attach_param_grad(i, p);
+      if (s.trainable && p.requires_grad()) s.attach_param_grad(i, p);
     }
   }
 
@@ -349,9 +349,14 @@ class ParameterGroup {
       }
       t.mutable_grad() = detail::alias(grad, offsets[i], shapes[i]);
     }
+    // Before autograd accumulates into `t` (params[i], or a clone evaluating with its values):
+    // the owner's slice is made current first (zeroed if the owner's grad was reset), then
+    // `t` is pointed at it. A clone's hook may fire without the owner's (the owner is not in
+    // that graph), and either may fire first when both are.
     void prepare_accumulation(size_t i, torch::Tensor t) {
       attach_grad();
-      attach_param_grad(i, std::move(t));
+      attach_param_grad(i, params[i]);
+      if (t.unsafeGetTensorImpl() != params[i].unsafeGetTensorImpl()) attach_param_grad(i, std::move(t));
     }
     void relink(size_t i) {
       auto& p = params[i];
@@ -360,7 +365,7 @@ class ParameterGroup {
         p.set_data(detail::alias(flat.detach(), offsets[i], shapes[i]));
       }
       if (trainable) {
-        p.mutable_grad() = detail::alias(grad, offsets[i], shapes[i]);
+        if (p.requires_grad()) p.mutable_grad() = detail::alias(grad, offsets[i], shapes[i]);
       } else {
         p.requires_grad_(false);
       }
@@ -444,6 +449,11 @@ class LossModuleImpl : public torch::nn::Module {
         TORCH_CHECK_VALUE(tensor.sizes() == before.sizes(), "LossModule.load: an entry of the checkpoint has shape ",
                           tensor.sizes(), " where the loss has ", before.sizes(), "; was it saved from a loss over "
                           "other networks?");
+        TORCH_CHECK_VALUE(tensor.scalar_type() == before.scalar_type() && tensor.device() == before.device(),
+                          "LossModule.load: an entry of the checkpoint is ", rlobj::detail::dtype_str(tensor.scalar_type()),
+                          " on ", tensor.device().str(), " where the loss has ",
+                          rlobj::detail::dtype_str(before.scalar_type()), " on ", before.device().str(),
+                          "; move or convert the loss (loss->to(...)) to match the checkpoint first");
       }
     } catch (...) {
       torch::NoGradGuard no_grad;
@@ -508,7 +518,7 @@ class LossModuleImpl : public torch::nn::Module {
         }
         TORCH_CHECK(a.group != nullptr, "LossModule: a trained network clone's parameter belongs to no "
                     "trained network of the loss");
-        a.group->add_grad_hook(copies[i], a.index);
+        if (copies[i].requires_grad()) a.group->add_grad_hook(copies[i], a.index);
       }
       aliases_.push_back(std::move(a));
     }
@@ -564,7 +574,7 @@ class LossModuleImpl : public torch::nn::Module {
       }
       if (a.frozen) {
         if (a.copy.requires_grad()) a.copy.requires_grad_(false);
-      } else {
+      } else if (a.copy.requires_grad()) {
         a.group->link_grad(a.index, a.copy);
       }
     }

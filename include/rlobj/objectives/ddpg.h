@@ -117,9 +117,10 @@ class DDPGLossImpl : public LossModuleImpl {
 
   /// Both losses and their logging entries (`batch_size` `[]`). Writes `td_error` into `td`.
   TensorDict forward(TensorDict td) {
-    ensure_linked();
+    // Every check before anything changes (ensure_linked may re-attach buffers).
     check_inputs(td);
     detail::check_finite_inputs("DDPGLoss", td, in_keys(), options.check_finite());
+    ensure_linked();
     torch::Tensor pred, target;
     torch::Tensor loss_value = value_loss(td, &pred, &target);
     torch::Tensor loss_actor = actor_loss(td);
