@@ -162,10 +162,12 @@ inline double ulp32(double x) {
 /// Safety factor over the measured spread, and the floor in float32 ulps. Measured on an
 /// AVX-512 machine over the 9 combinations of OPENBLAS_CORETYPE=Prescott|Haswell|SkylakeX and
 /// ATEN_CPU_CAPABILITY=default|avx2|avx512 (DDPG, 5 scenarios, ~5900 numbers each): the
-/// largest |reference - ours| was 2.9 spreads; the four mutation tests land 1.6e4 to 1.8e7
-/// tolerances away. 8 leaves room for CPUs not seen here and still fails every mutation.
+/// largest |reference - ours| was 2.9 spreads where the spread decides, and 2.8 ulps where no
+/// re-ordering moved a number by even one ulp (a td_error after two Adam steps under
+/// SkylakeX kernels), so the floor is 8 ulps (~1e-6 relative). The four mutation tests land
+/// 1.6e4 to 1.8e7 tolerances away: both margins leave room for CPUs not seen here.
 constexpr double kSafety = 8.0;
-constexpr double kUlpFloor = 4.0;
+constexpr double kUlpFloor = 8.0;
 
 /// The outcome of comparing one run with the reference.
 struct Report {
