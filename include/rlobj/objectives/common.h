@@ -110,8 +110,8 @@ inline void check_finite_inputs(const char* loss, const TensorDict& td, const st
   }
 }
 
-/// Checks the entries a loss feeds its networks before anything is computed: floating point
-/// in the networks' dtype (no silent promotion, no LibTorch-internal "expected scalar type"),
+/// Checks the entries a loss computes with (its networks' inputs, rewards) before anything is
+/// computed: floating point in the networks' dtype (no silent promotion, no LibTorch-internal "expected scalar type"),
 /// at least one feature dim after the batch dims (an action of shape `[B]` where `[B, 1]` is
 /// meant), and a non-empty batch. Errors name the key, what it got and what was expected.
 inline void check_network_inputs(const char* loss, const TensorDict& td, const std::vector<NestedKey>& keys,

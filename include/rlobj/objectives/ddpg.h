@@ -119,7 +119,7 @@ class DDPGLossImpl : public LossModuleImpl {
   TensorDict forward(TensorDict td) {
     // Every check before anything changes (ensure_linked may re-attach buffers).
     check_inputs(td);
-    detail::check_finite_inputs("DDPGLoss", td, in_keys(), options.check_finite());
+    detail::check_finite_inputs("DDPGLoss", td, input_keys_, options.check_finite());
     ensure_linked();
     torch::Tensor pred, target;
     torch::Tensor loss_value = value_loss(td, &pred, &target);
@@ -161,7 +161,7 @@ class DDPGLossImpl : public LossModuleImpl {
                                     "(DDPG supports TD0, TD1 and TDLambda)");
     }
     value_type_ = type;
-    forward_keys_to_estimator();
+    keys_changed();
   }
 
   /// The value estimator (TD0 with gamma 0.99 unless `make_value_estimator` was called).
@@ -179,26 +179,13 @@ class DDPGLossImpl : public LossModuleImpl {
                                    {"reward", &keys_.reward},
                                    {"done", &keys_.done},
                                    {"terminated", &keys_.terminated}});
-    forward_keys_to_estimator();
+    keys_changed();
   }
   const DDPGLossKeys& tensor_keys() const noexcept { return keys_; }
 
   /// Every key `forward` may read (TorchRL's `in_keys`, sorted).
-  std::vector<NestedKey> in_keys() const {
-    std::vector<NestedKey> keys = {NestedKey("next") / keys_.reward, NestedKey("next") / keys_.done,
-                                   NestedKey("next") / keys_.terminated};
-    auto add = [&](const std::vector<NestedKey>& ks) {
-      for (const auto& k : ks) {
-        keys.push_back(k);
-        keys.push_back(NestedKey("next") / k);
-      }
-    };
-    add(actor_->in_keys());
-    add(value_->in_keys());
-    std::sort(keys.begin(), keys.end(), [](const NestedKey& a, const NestedKey& b) { return a.str() < b.str(); });
-    keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-    return keys;
-  }
+  const std::vector<NestedKey>& in_keys() const noexcept { return input_keys_; }
+
   /// The entries of the output, in TorchRL's `out_keys` order.
   std::vector<std::string> out_keys() const {
     return {"loss_actor", "loss_value", "pred_value", "target_value", "pred_value_max", "target_value_max"};
@@ -256,6 +243,28 @@ class DDPGLossImpl : public LossModuleImpl {
     return p;
   }
 
+  // The key lists forward() checks, derived once per set_keys() rather than per update:
+  // everything it may read (in_keys) and what it computes with (network inputs and reward).
+  void keys_changed() {
+    std::vector<NestedKey> keys = {NestedKey("next") / keys_.reward, NestedKey("next") / keys_.done,
+                                   NestedKey("next") / keys_.terminated};
+    auto add = [&](const std::vector<NestedKey>& ks) {
+      for (const auto& k : ks) {
+        keys.push_back(k);
+        keys.push_back(NestedKey("next") / k);
+      }
+    };
+    add(actor_->in_keys());
+    add(value_->in_keys());
+    std::sort(keys.begin(), keys.end(), [](const NestedKey& a, const NestedKey& b) { return a.str() < b.str(); });
+    keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+    input_keys_ = std::move(keys);
+    computed_keys_ = value_->in_keys();
+    for (const auto& k : actor_->in_keys()) computed_keys_.push_back(NestedKey("next") / k);
+    computed_keys_.push_back(NestedKey("next") / keys_.reward);
+    forward_keys_to_estimator();
+  }
+
   void forward_keys_to_estimator() {
     if (!estimator_) return;
     estimator_->set_keys({{"value", keys_.state_action_value},
@@ -292,16 +301,8 @@ class DDPGLossImpl : public LossModuleImpl {
     }
     TORCH_CHECK(td.batch_dims() >= 1, "DDPGLoss: expected a batch of transitions (batch_dims >= 1), got "
                 "batch_size ", rlobj::detail::shape_str(td.batch_size()));
-    std::vector<NestedKey> fed = value_->in_keys();
-    for (const auto& k : actor_->in_keys()) fed.push_back(NestedKey("next") / k);
-    detail::check_network_inputs("DDPGLoss", td, fed, actor_group_->flat().scalar_type());
-    // Rewards enter the targets: the same dtype (a float64 reward would silently promote them).
-    if (const torch::Tensor* r = td.find(NestedKey("next") / keys_.reward)) {
-      TORCH_CHECK_TYPE(r->scalar_type() == actor_group_->flat().scalar_type(), "DDPGLoss: input \"",
-                       (NestedKey("next") / keys_.reward).str(), "\" is ", rlobj::detail::dtype_str(r->scalar_type()),
-                       " but the networks are ", rlobj::detail::dtype_str(actor_group_->flat().scalar_type()),
-                       "; convert the batch (td.to(...)) or the loss (loss->to(...))");
-    }
+    // The reward is among them: a float64 reward would silently promote the targets.
+    detail::check_network_inputs("DDPGLoss", td, computed_keys_, actor_group_->flat().scalar_type());
   }
 
   torch::Tensor value_loss(const TensorDict& td, torch::Tensor* pred, torch::Tensor* target) {
@@ -340,6 +341,8 @@ class DDPGLossImpl : public LossModuleImpl {
   }
 
   DDPGLossKeys keys_;
+  std::vector<NestedKey> input_keys_;     // in_keys()
+  std::vector<NestedKey> computed_keys_;  // network inputs and the reward, dtype/shape-checked
   ActorT actor_;
   ValueT value_;
   std::shared_ptr<ActorImpl> target_actor_;
