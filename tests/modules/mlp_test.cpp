@@ -157,3 +157,12 @@ TEST_CASE("MLP: networks built in parallel threads from their own generators are
   for (auto& t : threads) t.join();
   for (size_t s = 0; s < 8; ++s) CHECK(torch::equal(sequential[s], parallel[s]));
 }
+
+TEST_CASE("MLP: a clone keeps the source's training mode", "[modules][mlp]") {
+  rlobj::modules::MLP net(rlobj::modules::MLPOptions(3, 1).num_cells({4}).dropout(0.5));
+  net->eval();
+  auto copy = std::dynamic_pointer_cast<rlobj::modules::MLPImpl>(net->clone());
+  CHECK_FALSE(copy->is_training());
+  auto x = torch::ones({2, 3});
+  CHECK(torch::equal(copy->forward(x), net->forward(x)));  // no dropout in eval mode
+}

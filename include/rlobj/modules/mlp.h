@@ -126,7 +126,8 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
   /// generator, so that reset draws from LibTorch's global generator (and clone() then
   /// overwrites the weights with this network's).
   MLPImpl(const MLPImpl& other)
-      : torch::nn::Cloneable<MLPImpl>(other),
+      : torch::nn::Module(other),  // a virtual base: copied here or not at all (training flag, name)
+        torch::nn::Cloneable<MLPImpl>(other),
         options(other.options),
         hidden_(other.hidden_),
         linears_(other.linears_),
