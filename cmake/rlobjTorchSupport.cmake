@@ -34,3 +34,21 @@ if(_rlobj_wheel_libs AND NOT WIN32 AND NOT APPLE)
 endif()
 unset(_rlobj_dir)
 unset(_rlobj_wheel_libs)
+
+# A LibTorch beside another one. TorchConfig looks for libtorch.so with find_library(... PATHS
+# <its prefix>/lib), and CMake searches the system's library dirs before those PATHS: with
+# Debian's libtorch-dev installed, a build against the pip wheel or a libtorch download would
+# link /usr/lib/.../libtorch.so (1.13) under 2.x headers. When the LibTorch that was found has
+# its own libtorch.so, that one is used, and the mix-up is reported.
+if(TARGET torch AND TORCH_LIBRARY AND EXISTS "${TORCH_INSTALL_PREFIX}/lib/libtorch.so")
+  get_filename_component(_rlobj_found "${TORCH_LIBRARY}" REALPATH)
+  get_filename_component(_rlobj_own "${TORCH_INSTALL_PREFIX}/lib/libtorch.so" REALPATH)
+  if(NOT _rlobj_found STREQUAL _rlobj_own)
+    message(STATUS "rlobj: TorchConfig found ${TORCH_LIBRARY}, which belongs to another LibTorch "
+                   "than ${TORCH_INSTALL_PREFIX}; using ${_rlobj_own}")
+    set(TORCH_LIBRARY "${_rlobj_own}" CACHE FILEPATH "libtorch.so of the LibTorch in use" FORCE)
+    set_target_properties(torch PROPERTIES IMPORTED_LOCATION "${_rlobj_own}")
+  endif()
+  unset(_rlobj_found)
+  unset(_rlobj_own)
+endif()

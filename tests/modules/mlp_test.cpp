@@ -165,4 +165,15 @@ TEST_CASE("MLP: a clone keeps the source's training mode", "[modules][mlp]") {
   CHECK_FALSE(copy->is_training());
   auto x = torch::ones({2, 3});
   CHECK(torch::equal(copy->forward(x), net->forward(x)));  // no dropout in eval mode
+  for (const auto& child : copy->children()) CHECK_FALSE(child->is_training());
+
+  // Mixed modes survive too: the network training, one dropout layer frozen in eval.
+  net->train();
+  net->named_modules()["1"]->eval();
+  auto mixed = std::dynamic_pointer_cast<rlobj::modules::MLPImpl>(net->clone());
+  CHECK(mixed->is_training());
+  for (const auto& item : net->named_modules()) {
+    INFO(item.key());
+    CHECK(mixed->named_modules()[item.key()]->is_training() == item.value()->is_training());
+  }
 }

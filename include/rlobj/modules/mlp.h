@@ -120,14 +120,24 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
   std::shared_ptr<torch::nn::Module> clone(const c10::optional<torch::Device>& device = c10::nullopt) const override {
     auto copy = torch::nn::Cloneable<MLPImpl>::clone(device);
     std::dynamic_pointer_cast<MLPImpl>(copy)->options.generator(options.generator());
+    // Training modes, module by module. LibTorch 1.13's Cloneable derives virtually from
+    // Module, so its copy leaves the flag at its default; 2.x copies only the top one.
+    // named_modules() lists parents before children, and train() recurses, so setting each
+    // in that order leaves every module as it is here.
+    const auto mine = named_modules();
+    const auto theirs = copy->named_modules();
+    for (const auto& item : mine) {
+      if (const auto* other = theirs.find(item.key())) {
+        (*other)->train(item.value()->is_training());
+      }
+    }
     return copy;
   }
   /// What `Cloneable::clone` copies before it calls `reset()` on the copy: everything but the
   /// generator, so that reset draws from LibTorch's global generator (and clone() then
   /// overwrites the weights with this network's).
   MLPImpl(const MLPImpl& other)
-      : torch::nn::Module(other),  // a virtual base: copied here or not at all (training flag, name)
-        torch::nn::Cloneable<MLPImpl>(other),
+      : torch::nn::Cloneable<MLPImpl>(other),
         options(other.options),
         hidden_(other.hidden_),
         linears_(other.linears_),
