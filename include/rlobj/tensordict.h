@@ -1526,6 +1526,11 @@ inline TensorDict TensorDict::view(BatchSize batch_size) const {
 
 inline std::vector<TensorDict> TensorDict::unbind(int64_t dim) const {
   const int64_t d = detail::normalize_dim("TensorDict.unbind", dim, batch_dims());
+  // A dim this long only exists over empty data (a leaf's numel is its batch numel times the
+  // rest): refuse it rather than spend minutes and gigabytes making empty TensorDicts.
+  constexpr int64_t kMaxUnbind = int64_t{1} << 24;
+  TORCH_CHECK_VALUE(impl_->batch_size[d] <= kMaxUnbind, "TensorDict.unbind: dim ", dim, " has size ",
+                    impl_->batch_size[d], "; unbind makes at most ", kMaxUnbind, " TensorDicts");
   std::vector<TensorDict> out;
   out.reserve(impl_->batch_size[d]);
   std::vector<at::indexing::TensorIndex> idx(d, at::indexing::Slice());

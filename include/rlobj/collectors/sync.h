@@ -55,13 +55,16 @@ class SyncDataCollector {
         init_random_frames_(init_random_frames) {
     int64_t n_envs = 1;
     for (auto s : env.batch_size()) n_envs *= s;
+    TORCH_CHECK_VALUE(n_envs > 0, "SyncDataCollector: the environment's batch_size ",
+                      rlobj::detail::shape_str(env.batch_size()), " holds no environment");
     TORCH_CHECK_VALUE(frames_per_batch > 0, "SyncDataCollector: frames_per_batch must be positive, got ",
                       frames_per_batch);
     TORCH_CHECK_VALUE(frames_per_batch % n_envs == 0, "SyncDataCollector: frames_per_batch (", frames_per_batch,
                       ") must be a multiple of the number of environments (", n_envs, ")");
     TORCH_CHECK_VALUE(total_frames == -1 || total_frames > 0,
                       "SyncDataCollector: total_frames must be positive or -1 (no limit), got ", total_frames);
-    TORCH_CHECK_VALUE(init_random_frames >= 0, "SyncDataCollector: init_random_frames must be >= 0");
+    TORCH_CHECK_VALUE(init_random_frames >= 0, "SyncDataCollector: init_random_frames must be >= 0, got ",
+                      init_random_frames);
     steps_per_batch_ = frames_per_batch / n_envs;
   }
 
@@ -126,11 +129,20 @@ class SyncDataCollector {
     const int64_t frames = counters[0].item<int64_t>(), episodes = counters[1].item<int64_t>();
     TORCH_CHECK_VALUE(frames >= 0 && episodes >= 0, "SyncDataCollector.load: corrupt counters (frames ", frames,
                       ", episodes ", episodes, ")");
-    at::Generator generator = env_->generator().clone();
+    at::Generator generator = detail::scratch_generator(env_->generator());
     generator.set_state(gen.cpu());
     std::optional<TensorDict> root;
     torch::serialize::InputArchive root_archive;
-    if (archive.try_read("root", root_archive)) root = load_tensordict(root_archive);
+    if (archive.try_read("root", root_archive)) {
+      root = load_tensordict(root_archive);
+      TORCH_CHECK_VALUE(root->batch_size() == env_->batch_size(), "SyncDataCollector.load: the checkpoint's "
+                        "root has batch_size ", rlobj::detail::shape_str(root->batch_size()),
+                        " but the environment has ", rlobj::detail::shape_str(env_->batch_size()));
+      for (const auto& key : env_->observation_spec().keys()) {
+        TORCH_CHECK_VALUE(root->contains(key), "SyncDataCollector.load: the checkpoint's root has no \"", key,
+                          "\", which the environment's observation_spec holds");
+      }
+    }
     frames_ = frames;
     episodes_ = episodes;
     done_count_ = torch::Tensor();

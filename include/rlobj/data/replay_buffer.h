@@ -57,7 +57,7 @@ class ReplayBuffer {
   explicit ReplayBuffer(ReplayBufferOptions options = ReplayBufferOptions())
       : options_(options), generator_(at::make_generator<at::CPUGeneratorImpl>(options.seed())) {
     TORCH_CHECK_VALUE(options_.capacity() > 0, "ReplayBuffer: capacity must be positive, got ", options_.capacity());
-    TORCH_CHECK_VALUE(options_.batch_size() >= 0, "ReplayBuffer: batch_size must be >= 0");
+    TORCH_CHECK_VALUE(options_.batch_size() >= 0, "ReplayBuffer: batch_size must be >= 0, got ", options_.batch_size());
   }
 
   /// Appends every transition of `td` (all its batch dims are flattened), overwriting the
@@ -66,10 +66,11 @@ class ReplayBuffer {
     TORCH_CHECK(td.batch_dims() >= 1, "ReplayBuffer.extend: expected a TensorDict with at least one batch dim, "
                 "got batch_size ", rlobj::detail::shape_str(td.batch_size()));
     const int64_t n_total = td.numel();
-    if (n_total == 0) return;
+    if (n_total == 0 && layout_.empty()) return;  // nothing to store, nothing to learn the layout from
     if (layout_.empty()) allocate(td);
     const auto items = td.items(/*include_nested=*/true, /*leaves_only=*/true);
-    check_compatible(td, items);
+    check_compatible(td, items);  // an empty TensorDict is checked too
+    if (n_total == 0) return;
 
     // Only the last `capacity` transitions can survive; skip the others (TorchRL's
     // round-robin writer ends in the same state).
@@ -79,7 +80,8 @@ class ReplayBuffer {
     const int64_t first = std::min(n, options_.capacity() - cursor_);
     for (const auto& item : items) {
       const Slot& slot = slot_of(item.first);
-      auto src = item.second.tensor().reshape({n_total, slot.numel}).narrow(0, skip, n);
+      // detach(): the storage holds data, never autograd history.
+      auto src = item.second.tensor().detach().reshape({n_total, slot.numel}).narrow(0, skip, n);
       if (src.device() != storage_[slot.buffer].device()) src = src.to(storage_[slot.buffer].device());
       auto dst = storage_[slot.buffer].narrow(1, slot.offset, slot.numel);
       dst.narrow(0, cursor_, first).copy_(src.narrow(0, 0, first));
@@ -171,7 +173,7 @@ class ReplayBuffer {
                       "ReplayBuffer.load: inconsistent counters (cursor ", cursor, ", size ", size, ", capacity ",
                       options_.capacity(), ")");
     archive.read("generator", gen_state);
-    at::Generator generator = generator_.clone();
+    at::Generator generator = detail::scratch_generator(generator_);
     generator.set_state(gen_state.cpu());
 
     // A fresh buffer receives everything, then takes this one's place.

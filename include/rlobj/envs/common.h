@@ -141,6 +141,8 @@ class EnvBase {
                 rlobj::detail::shape_str(batch_size_));
     TensorDict next = step_impl(td);
     next.set("is_init", torch::zeros(flag_shape_, torch::TensorOptions().dtype(torch::kBool).device(device_)));
+    // A TensorDict with a device holds only sub-TensorDicts with that device.
+    if (td.device() && next.device() != td.device()) next = next.to(*td.device());
     td.set("next", next);
     return td;
   }
@@ -216,10 +218,11 @@ class EnvBase {
     if (td == nullptr) return {};
     const torch::Tensor* mask = td->find("_reset");
     if (mask == nullptr) return {};
-    TORCH_CHECK(mask->scalar_type() == torch::kBool && mask->sizes() == c10::IntArrayRef(flag_shape_), name(),
-                ".reset: \"_reset\" must be a bool tensor of shape ",
-                rlobj::detail::shape_str(flag_shape_), ", got ", rlobj::detail::dtype_str(mask->scalar_type()),
-                " ", rlobj::detail::shape_str(mask->sizes()));
+    TORCH_CHECK(mask->scalar_type() == torch::kBool && mask->sizes() == c10::IntArrayRef(flag_shape_) &&
+                    mask->device() == device_,
+                name(), ".reset: \"_reset\" must be a bool tensor of shape ", rlobj::detail::shape_str(flag_shape_),
+                " on ", device_.str(), ", got ", rlobj::detail::dtype_str(mask->scalar_type()), " ",
+                rlobj::detail::shape_str(mask->sizes()), " on ", mask->device().str());
     return *mask;
   }
 
@@ -277,6 +280,9 @@ class EnvBase {
   template <typename StepFn>
   TensorDict rollout_impl(int64_t max_steps, const StepFn& act, const RolloutOptions& options) {
     TORCH_CHECK_VALUE(max_steps > 0, name(), ".rollout: max_steps must be positive, got ", max_steps);
+    TORCH_CHECK_VALUE(!(options.break_when_any_done() && options.break_when_all_done()), name(),
+                      ".rollout: break_when_all_done(true) needs break_when_any_done(false) (it is true by "
+                      "default); they cannot both be set");
     TensorDict td;
     if (options.auto_reset()) {
       td = reset();

@@ -134,7 +134,28 @@ class Pendulum : public EnvBase {
       TORCH_CHECK_VALUE((thdot.abs() <= options_.max_speed()).all().item<bool>(), "Pendulum.reset: \"thdot\" must be "
                         "in [-max_speed, max_speed] = [", -options_.max_speed(), ", ", options_.max_speed(), "], got ",
                         thdot.min().item<double>(), " .. ", thdot.max().item<double>());
-    } else {
+    }
+    // A partial reset keeps the unmasked pendulums' entries: all of them are checked here,
+    // before the generator draws, so that a rejected reset changes nothing.
+    torch::Tensor kept_th, kept_thdot;
+    const torch::Tensor* kept_flags[4] = {nullptr, nullptr, nullptr, nullptr};
+    const char* const flag_names[4] = {"step_count", "done", "terminated", "truncated"};
+    if (mask.defined()) {
+      kept_th = checked_state(*td, "th", "reset");
+      kept_thdot = checked_state(*td, "thdot", "reset");
+      for (int i = 0; i < 4; ++i) {
+        kept_flags[i] = td->find(flag_names[i]);
+        if (kept_flags[i] == nullptr) continue;
+        const auto want = i == 0 ? torch::kInt64 : torch::kBool;
+        TORCH_CHECK(kept_flags[i]->scalar_type() == want && kept_flags[i]->sizes() == c10::IntArrayRef(flag_shape_) &&
+                        kept_flags[i]->device() == device_,
+                    "Pendulum.reset: \"", flag_names[i], "\" must be ", rlobj::detail::dtype_str(want), " of shape ",
+                    rlobj::detail::shape_str(flag_shape_), " on ", device_.str(), ", got ",
+                    rlobj::detail::dtype_str(kept_flags[i]->scalar_type()), " ",
+                    rlobj::detail::shape_str(kept_flags[i]->sizes()), " on ", kept_flags[i]->device().str());
+      }
+    }
+    if (!given_state) {
       // gym: uniform(low=-[pi, 1], high=[pi, 1]); drawn on the CPU generator whatever the
       // device, so a seed gives the same states everywhere.
       std::vector<int64_t> shape = batch_size_;
@@ -149,13 +170,12 @@ class Pendulum : public EnvBase {
     torch::Tensor done = falses, terminated = falses, truncated = falses;
     if (mask.defined()) {
       // Partial reset: only the masked pendulums restart.
-      th = torch::where(mask, th, checked_state(*td, "th", "reset"));
-      thdot = torch::where(mask, thdot, checked_state(*td, "thdot", "reset"));
-      if (const torch::Tensor* sc = td->find("step_count")) step_count = torch::where(mask, step_count, *sc);
-      const char* names[] = {"done", "terminated", "truncated"};
+      th = torch::where(mask, th, kept_th);
+      thdot = torch::where(mask, thdot, kept_thdot);
+      if (kept_flags[0] != nullptr) step_count = torch::where(mask, step_count, *kept_flags[0]);
       torch::Tensor* flags[] = {&done, &terminated, &truncated};
       for (int i = 0; i < 3; ++i) {
-        if (const torch::Tensor* f = td->find(names[i])) *flags[i] = torch::where(mask, falses, *f);
+        if (kept_flags[i + 1] != nullptr) *flags[i] = torch::where(mask, falses, *kept_flags[i + 1]);
       }
     }
     TensorDict out(batch_size_);

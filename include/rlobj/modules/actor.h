@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -61,7 +62,15 @@ class TanhModuleImpl : public TensorDictModuleBase {
     const auto* bounded = dynamic_cast<const Bounded*>(&spec);
     TORCH_CHECK_VALUE(bounded != nullptr, "TanhModule: the spec must be Bounded, got ", spec.repr());
     const int64_t features = spec.shape().empty() ? 1 : spec.shape().back();
-    set_bounds(bounded->low().reshape({-1, features})[0], bounded->high().reshape({-1, features})[0]);
+    const auto low = bounded->low().reshape({-1, features}), high = bounded->high().reshape({-1, features});
+    TORCH_CHECK_VALUE(low.size(0) == 0 || (torch::equal(low, low[0].expand_as(low)) &&
+                                           torch::equal(high, high[0].expand_as(high))),
+                      "TanhModule: the spec's bounds differ between its leading rows (shape ",
+                      rlobj::detail::shape_str(spec.shape()), "); one module applies one set of bounds, "
+                      "pass a spec with the action features only");
+    TORCH_CHECK_VALUE(low.size(0) > 0, "TanhModule: the spec ", rlobj::detail::shape_str(spec.shape()),
+                      " holds no bounds");
+    set_bounds(low[0], high[0]);
   }
   /// Scalar bounds.
   TanhModuleImpl(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys, double low, double high)
@@ -77,14 +86,21 @@ class TanhModuleImpl : public TensorDictModuleBase {
   }
 
   TensorDict forward(TensorDict td) override {
-    for (size_t i = 0; i < in_keys_.size(); ++i) {
-      const torch::Tensor* x = td.find(in_keys_[i]);
-      TORCH_CHECK(x != nullptr, "TanhModule: input key \"", in_keys_[i].str(), "\" not found");
+    // Every output is staged, then all are written together (update is all or nothing); an
+    // in_key reads an earlier output first, as TorchRL's sequential writes would let it.
+    std::optional<TensorDict> staged;
+    auto output = [&](size_t i) {
+      const torch::Tensor* x = staged ? staged->find(in_keys_[i]) : nullptr;
+      if (x == nullptr) x = td.find(in_keys_[i]);
+      TORCH_CHECK(x != nullptr, "TanhModule: input key \"", in_keys_[i].str(),
+                  "\" not found in the TensorDict; keys present: ", rlobj::detail::keys_str(td.keys(true)));
       torch::Tensor y = x->tanh();
-      if (scale_.defined()) y = y * scale_ + shift_;
-      td.set(out_keys_[i], y);
-    }
-    return td;
+      return scale_.defined() ? y * scale_ + shift_ : y;
+    };
+    if (in_keys_.size() == 1) return td.set(out_keys_[0], output(0));  // one set: all or nothing
+    staged.emplace(td.batch_size(), td.device());
+    for (size_t i = 0; i < in_keys_.size(); ++i) staged->set(out_keys_[i], output(i));
+    return td.update(*staged);
   }
   const std::vector<NestedKey>& in_keys() const override { return in_keys_; }
   const std::vector<NestedKey>& out_keys() const override { return out_keys_; }

@@ -147,12 +147,24 @@ struct AdditiveGaussianModuleOptions {
 class AdditiveGaussianModuleImpl : public detail::NoiseModuleBase {
  public:
   AdditiveGaussianModuleImpl(const TensorSpec& spec, AdditiveGaussianModuleOptions options = {})
-      : NoiseModuleBase(spec, options.action_key(), options.seed()), options(std::move(options)) {
-    TORCH_CHECK_VALUE(this->options.sigma_end() <= this->options.sigma_init(),
-                      "AdditiveGaussianModule: sigma should decrease over time or be constant (sigma_init ",
-                      this->options.sigma_init(), " < sigma_end ", this->options.sigma_end(), ")");
-    TORCH_CHECK_VALUE(this->options.std() >= 0, "AdditiveGaussianModule: std must be >= 0");
+      // checked() runs first: a rejected option leaves even the global generator untouched.
+      : NoiseModuleBase(spec, checked(options).action_key(), options.seed()), options(std::move(options)) {
     sigma_ = register_buffer("sigma", torch::tensor(static_cast<float>(this->options.sigma_init())));
+  }
+
+  /// The options' checks (every number finite; the rest as below); returns `o`.
+  static const AdditiveGaussianModuleOptions& checked(const AdditiveGaussianModuleOptions& o) {
+    constexpr const char* where = "AdditiveGaussianModuleOptions";
+    for (auto [name, v] : {std::pair<const char*, double>{"sigma_init", o.sigma_init()}, {"sigma_end", o.sigma_end()},
+                           {"mean", o.mean()}, {"std", o.std()}}) {
+      TORCH_CHECK_VALUE(std::isfinite(v), where, ": ", name, " must be finite, got ", v);
+    }
+    TORCH_CHECK_VALUE(o.sigma_end() <= o.sigma_init(), where, ": sigma should decrease over time or be constant "
+                      "(sigma_init ", o.sigma_init(), " < sigma_end ", o.sigma_end(), ")");
+    TORCH_CHECK_VALUE(o.std() >= 0, where, ": std must be >= 0, got ", o.std());
+    TORCH_CHECK_VALUE(o.annealing_num_steps() > 0, where, ": annealing_num_steps must be positive, got ",
+                      o.annealing_num_steps());
+    return o;
   }
 
   TensorDict forward(TensorDict td) override {
@@ -214,14 +226,32 @@ struct OrnsteinUhlenbeckProcessModuleOptions {
 class OrnsteinUhlenbeckProcessModuleImpl : public detail::NoiseModuleBase {
  public:
   OrnsteinUhlenbeckProcessModuleImpl(const TensorSpec& spec, OrnsteinUhlenbeckProcessModuleOptions options = {})
-      : NoiseModuleBase(spec, options.action_key(), options.seed()), options(std::move(options)) {
+      // checked() runs first: a rejected option leaves even the global generator untouched.
+      : NoiseModuleBase(spec, checked(options).action_key(), options.seed()), options(std::move(options)) {
     const auto& o = this->options;
-    TORCH_CHECK_VALUE(o.eps_end() <= o.eps_init(), "OrnsteinUhlenbeckProcessModule: eps should decrease over "
-                      "time or be constant (eps_init ", o.eps_init(), " < eps_end ", o.eps_end(), ")");
-    TORCH_CHECK_VALUE(o.dt() > 0, "OrnsteinUhlenbeckProcessModule: dt must be positive");
-    TORCH_CHECK_VALUE(o.n_steps_annealing() > 0, "OrnsteinUhlenbeckProcessModule: n_steps_annealing must be positive");
     eps_ = register_buffer("eps", torch::tensor(static_cast<float>(o.eps_init())));
     out_keys_ = {o.action_key(), kNoiseKey, kStepsKey};
+  }
+
+  /// The options' checks (every number finite; the rest as below); returns `o`.
+  static const OrnsteinUhlenbeckProcessModuleOptions& checked(const OrnsteinUhlenbeckProcessModuleOptions& o) {
+    constexpr const char* where = "OrnsteinUhlenbeckProcessModuleOptions";
+    for (auto [name, v] : {std::pair<const char*, double>{"eps_init", o.eps_init()}, {"eps_end", o.eps_end()},
+                           {"theta", o.theta()}, {"mu", o.mu()}, {"sigma", o.sigma()}, {"dt", o.dt()},
+                           {"sigma_min", o.sigma_min().value_or(0.0)}}) {
+      TORCH_CHECK_VALUE(std::isfinite(v), where, ": ", name, " must be finite, got ", v);
+    }
+    TORCH_CHECK_VALUE(o.eps_end() <= o.eps_init(), where, ": eps should decrease over time or be constant "
+                      "(eps_init ", o.eps_init(), " < eps_end ", o.eps_end(), ")");
+    TORCH_CHECK_VALUE(o.dt() > 0, where, ": dt must be positive, got ", o.dt());
+    TORCH_CHECK_VALUE(o.theta() >= 0, where, ": theta must be >= 0, got ", o.theta());
+    TORCH_CHECK_VALUE(o.sigma() >= 0, where, ": sigma must be >= 0, got ", o.sigma());
+    TORCH_CHECK_VALUE(o.sigma_min().value_or(0.0) >= 0, where, ": sigma_min must be >= 0, got ", *o.sigma_min());
+    TORCH_CHECK_VALUE(o.n_steps_annealing() > 0, where, ": n_steps_annealing must be positive, got ",
+                      o.n_steps_annealing());
+    TORCH_CHECK_VALUE(o.annealing_num_steps() > 0, where, ": annealing_num_steps must be positive, got ",
+                      o.annealing_num_steps());
+    return o;
   }
 
   /// Key of the per-environment noise state.

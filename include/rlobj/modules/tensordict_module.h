@@ -142,7 +142,15 @@ class TensorDictModuleImpl : public TensorDictModuleBase {
       inputs.push_back(*t);
     }
     std::vector<torch::Tensor> outputs = forward_tensors(inputs);
-    for (size_t i = 0; i < out_keys_.size(); ++i) td.set(out_keys_[i], std::move(outputs[i]));
+    if (out_keys_.size() == 1) {
+      td.set(out_keys_[0], std::move(outputs[0]));  // one set: all or nothing
+    } else {
+      // Several outputs go in together (TensorDict::update is all or nothing): a bad one
+      // leaves `td` as it was.
+      TensorDict staged(td.batch_size(), td.device());
+      for (size_t i = 0; i < out_keys_.size(); ++i) staged.set(out_keys_[i], std::move(outputs[i]));
+      td.update(staged);
+    }
     return td;
   }
 

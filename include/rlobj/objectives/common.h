@@ -278,11 +278,11 @@ class ParameterGroup {
   /// LibTorch 2.x). A replaced parameter's values are copied into the buffer first.
   void ensure_linked() {
     auto& s = *state_;
-    if (s.trainable) s.attach_grad();
     const auto elem = static_cast<int64_t>(s.flat.element_size());
     const char* base = static_cast<const char*>(s.flat.data_ptr());
+    // Every replaced parameter is checked before any is re-linked: all or nothing.
     for (size_t i = 0; i < s.params.size(); ++i) {
-      auto& p = s.params[i];
+      const auto& p = s.params[i];
       if (p.data_ptr() != base + s.offsets[i] * elem) {
         TORCH_CHECK(p.device() == s.flat.device() && p.scalar_type() == s.flat.scalar_type(),
                     "LossModule: a parameter of ", s.name, " moved to ", p.device(), " / ",
@@ -290,6 +290,12 @@ class ParameterGroup {
                     s.flat.scalar_type(), "; move the loss (loss->to(...)), not its networks");
         TORCH_CHECK(p.sizes().vec() == s.shapes[i], "LossModule: a parameter of ", s.name,
                     " changed shape from ", rlobj::detail::shape_str(s.shapes[i]), " to ", p.sizes());
+      }
+    }
+    if (s.trainable) s.attach_grad();
+    for (size_t i = 0; i < s.params.size(); ++i) {
+      auto& p = s.params[i];
+      if (p.data_ptr() != base + s.offsets[i] * elem) {
         torch::NoGradGuard no_grad;
         s.flat.narrow(0, s.offsets[i], p.numel()).copy_(p.detach().reshape({-1}));
         s.relink(i);
@@ -437,27 +443,32 @@ class LossModuleImpl : public torch::nn::Module {
   /// `torch::load(loss, path)`. All or nothing: if the archive lacks an entry or holds one of
   /// the wrong shape, every parameter and buffer is restored to its value before the call.
   void load(torch::serialize::InputArchive& archive) override {
-    std::vector<std::pair<torch::Tensor, torch::Tensor>> saved;
+    struct Saved {
+      std::string name;
+      torch::Tensor tensor, before;
+    };
+    std::vector<Saved> saved;
     {
       torch::NoGradGuard no_grad;
-      for (auto& t : parameters()) saved.emplace_back(t, t.detach().clone());
-      for (auto& t : buffers()) saved.emplace_back(t, t.detach().clone());
+      for (auto& item : named_parameters()) saved.push_back({item.key(), item.value(), item.value().detach().clone()});
+      for (auto& item : named_buffers()) saved.push_back({item.key(), item.value(), item.value().detach().clone()});
     }
     try {
       torch::nn::Module::load(archive);
-      for (const auto& [tensor, before] : saved) {
-        TORCH_CHECK_VALUE(tensor.sizes() == before.sizes(), "LossModule.load: an entry of the checkpoint has shape ",
-                          tensor.sizes(), " where the loss has ", before.sizes(), "; was it saved from a loss over "
-                          "other networks?");
+      for (const auto& [name, tensor, before] : saved) {
+        TORCH_CHECK_VALUE(tensor.sizes() == before.sizes(), "LossModule.load: the checkpoint's \"", name,
+                          "\" has shape ", rlobj::detail::shape_str(tensor.sizes()), " where the loss has ",
+                          rlobj::detail::shape_str(before.sizes()), "; was it saved from a loss over other networks?");
         TORCH_CHECK_VALUE(tensor.scalar_type() == before.scalar_type() && tensor.device() == before.device(),
-                          "LossModule.load: an entry of the checkpoint is ", rlobj::detail::dtype_str(tensor.scalar_type()),
+                          "LossModule.load: the checkpoint's \"", name, "\" is ",
+                          rlobj::detail::dtype_str(tensor.scalar_type()),
                           " on ", tensor.device().str(), " where the loss has ",
                           rlobj::detail::dtype_str(before.scalar_type()), " on ", before.device().str(),
                           "; move or convert the loss (loss->to(...)) to match the checkpoint first");
       }
     } catch (...) {
       torch::NoGradGuard no_grad;
-      for (auto& [tensor, before] : saved) tensor.set_data(before);
+      for (auto& entry : saved) entry.tensor.set_data(entry.before);
       after_storage_change();
       throw;
     }

@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <map>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <utility>
@@ -85,6 +86,20 @@ class DDPGLossImpl : public LossModuleImpl {
       : options(options), actor_(std::move(actor_network)), value_(std::move(value_network)) {
     TORCH_CHECK_VALUE(!actor_.is_empty(), "DDPGLoss: actor_network is empty");
     TORCH_CHECK_VALUE(!value_.is_empty(), "DDPGLoss: value_network is empty");
+    // One dtype and device for both networks (the inputs are checked against the actor's).
+    std::optional<torch::Tensor> first;
+    for (const auto* net : {static_cast<const torch::nn::Module*>(actor_.get()),
+                            static_cast<const torch::nn::Module*>(value_.get())}) {
+      for (const auto& item : net->named_parameters()) {
+        if (!first) first = item.value();
+        TORCH_CHECK_VALUE(item.value().scalar_type() == first->scalar_type() && item.value().device() == first->device(),
+                          "DDPGLoss: ", net == actor_.get() ? "actor_network" : "value_network", " parameter \"",
+                          item.key(), "\" is ", rlobj::detail::dtype_str(item.value().scalar_type()), " on ",
+                          item.value().device().str(), " but the networks' first parameter is ",
+                          rlobj::detail::dtype_str(first->scalar_type()), " on ", first->device().str(),
+                          "; put both networks on one dtype and device");
+      }
+    }
     // Targets are cloned before adoption, so they start equal to the online networks.
     if (options.delay_actor()) target_actor_ = clone_of<ActorImpl>(*actor_, "actor_network");
     if (options.delay_value()) target_value_ = clone_of<ValueImpl>(*value_, "value_network");

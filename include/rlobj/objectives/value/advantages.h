@@ -70,11 +70,11 @@ class ValueEstimatorBase {
   /// Writes `advantage` and `value_target` into `td` (TorchRL's `forward`), evaluating the
   /// value network on `td` and on its next states. Returns `td`.
   virtual TensorDict forward(TensorDict td) {
-    auto [value, next_value] = values(td);
-    torch::Tensor target = value_estimate(td, next_value);
-    td.set(keys_.advantage, target - value);
-    td.set(keys_.value_target, target);
-    return td;
+    return restoring_reward(td, [&] {
+      auto [value, next_value] = values(td);
+      torch::Tensor target = value_estimate(td, next_value);
+      write_targets(td, target - value, target);
+    });
   }
 
   /// Renames keys: `{{"reward", "r"}, {"value", "state_action_value"}}`. Unknown names throw.
@@ -110,7 +110,33 @@ class ValueEstimatorBase {
   /// (and written back) with `average_rewards`.
   struct Transition {
     torch::Tensor reward, done, terminated;
+    bool standardized = false;  ///< reward was standardised (average_rewards), not yet in td
   };
+  /// Writes the standardised reward into `td` (average_rewards), returns `estimate`.
+  torch::Tensor commit(TensorDict& td, const Transition& t, torch::Tensor estimate) const {
+    if (t.standardized) td.set(NestedKey("next") / keys_.reward, t.reward);
+    return estimate;
+  }
+  /// Writes `advantage` and `value_target` together (all or nothing).
+  void write_targets(TensorDict& td, torch::Tensor advantage, torch::Tensor target) const {
+    TensorDict staged(td.batch_size(), td.device());
+    staged.set(keys_.advantage, std::move(advantage)).set(keys_.value_target, std::move(target));
+    td.update(staged);
+  }
+  /// Runs `body` on `td`; if it throws, the reward it may have standardised is put back.
+  template <typename Body>
+  TensorDict restoring_reward(TensorDict& td, const Body& body) {
+    const NestedKey reward_key = NestedKey("next") / keys_.reward;
+    const torch::Tensor* found = td.find(reward_key);
+    const torch::Tensor original = found ? *found : torch::Tensor();
+    try {
+      body();
+    } catch (...) {
+      if (original.defined()) td.set(reward_key, original);
+      throw;
+    }
+    return td;
+  }
   Transition read_transition(TensorDict& td) const {
     const NestedKey reward_key = NestedKey("next") / keys_.reward;
     const NestedKey done_key = NestedKey("next") / keys_.done;
@@ -133,9 +159,11 @@ class ValueEstimatorBase {
                 "; they must match");
     Transition t{*reward, *done, *terminated};
     if (options_.average_rewards()) {
+      // Written back by commit() once the estimate is made (later readers see the standardised
+      // rewards, as in TorchRL); a failed estimate leaves td as it was.
       t.reward = t.reward - t.reward.mean();
       t.reward = t.reward / t.reward.std().clamp_min(1e-5);
-      td.set(reward_key, t.reward);  // later readers see the standardised rewards, as in TorchRL
+      t.standardized = true;
     }
     return t;
   }
@@ -195,9 +223,16 @@ class TD0Estimator : public ValueEstimatorBase {
     Transition t = transition_and_next_value(td, &next_value);
     torch::Tensor gamma = gamma_.device() == t.reward.device() ? gamma_ : gamma_.to(t.reward.device());
     if (const torch::Tensor* steps = td.find(keys_.steps_to_next_obs)) {
+      TORCH_CHECK_VALUE(steps->numel() == t.reward.numel() && steps->device() == t.reward.device(), name_, ": \"",
+                        keys_.steps_to_next_obs.str(), "\" has shape ", rlobj::detail::shape_str(steps->sizes()),
+                        " on ", steps->device().str(), ", expected one count per reward (",
+                        rlobj::detail::shape_str(t.reward.sizes()), ") on ", t.reward.device().str());
+      TORCH_CHECK_TYPE(at::isIntegralType(steps->scalar_type(), /*includeBool=*/false), name_, ": \"",
+                       keys_.steps_to_next_obs.str(), "\" must hold integer step counts, got ",
+                       rlobj::detail::dtype_str(steps->scalar_type()));
       gamma = gamma.pow(steps->view_as(t.reward));
     }
-    return td0_return_estimate(gamma, next_value, t.reward, t.terminated);
+    return commit(td, t, td0_return_estimate(gamma, next_value, t.reward, t.terminated));
   }
 };
 
@@ -209,7 +244,7 @@ class TD1Estimator : public ValueEstimatorBase {
 
   torch::Tensor value_estimate(TensorDict td, torch::Tensor next_value = {}) override {
     Transition t = transition_and_next_value(td, &next_value);
-    return td1_return_estimate(gamma_.item<double>(), next_value, t.reward, t.done, t.terminated);
+    return commit(td, t, td1_return_estimate(gamma_.item<double>(), next_value, t.reward, t.done, t.terminated));
   }
 };
 
@@ -221,8 +256,8 @@ class TDLambdaEstimator : public ValueEstimatorBase {
 
   torch::Tensor value_estimate(TensorDict td, torch::Tensor next_value = {}) override {
     Transition t = transition_and_next_value(td, &next_value);
-    return td_lambda_return_estimate(gamma_.item<double>(), options_.lmbda(), next_value, t.reward, t.done,
-                                     t.terminated);
+    return commit(td, t, td_lambda_return_estimate(gamma_.item<double>(), options_.lmbda(), next_value, t.reward,
+                                                   t.done, t.terminated));
   }
 };
 
@@ -234,25 +269,26 @@ class GAE : public ValueEstimatorBase {
       : ValueEstimatorBase("GAE", std::move(value_network), options) {}
 
   TensorDict forward(TensorDict td) override {
-    auto [value, next_value] = values(td);
-    Transition t = read_transition(td);
-    check_value_shape(next_value, t.reward);
-    auto [advantage, target] = generalized_advantage_estimate(
-        gamma_.item<double>(), options_.lmbda(), value, next_value, t.reward, t.done, t.terminated);
-    if (options_.average_gae()) {
-      advantage = (advantage - advantage.mean()) / advantage.std().clamp_min(1e-6);
-    }
-    td.set(keys_.advantage, advantage);
-    td.set(keys_.value_target, target);
-    return td;
+    return restoring_reward(td, [&] {
+      auto [value, next_value] = values(td);
+      Transition t = read_transition(td);
+      check_value_shape(next_value, t.reward);
+      auto [advantage, target] = generalized_advantage_estimate(
+          gamma_.item<double>(), options_.lmbda(), value, next_value, t.reward, t.done, t.terminated);
+      if (options_.average_gae()) {
+        advantage = (advantage - advantage.mean()) / advantage.std().clamp_min(1e-6);
+      }
+      commit(td, t, {});
+      write_targets(td, advantage, target);
+    });
   }
 
   /// GAE's value target needs the state values too: the value network is run on `td`.
   torch::Tensor value_estimate(TensorDict td, torch::Tensor next_value = {}) override {
     torch::Tensor value = run_value_network(td.copy());
     Transition t = transition_and_next_value(td, &next_value);
-    return std::get<1>(generalized_advantage_estimate(gamma_.item<double>(), options_.lmbda(), value,
-                                                      next_value, t.reward, t.done, t.terminated));
+    return commit(td, t, std::get<1>(generalized_advantage_estimate(gamma_.item<double>(), options_.lmbda(), value,
+                                                                    next_value, t.reward, t.done, t.terminated)));
   }
 };
 

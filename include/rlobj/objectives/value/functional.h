@@ -88,6 +88,29 @@ inline torch::Tensor not_mask(const torch::Tensor& flag, const torch::Tensor& li
   return flag.logical_not().to(like.scalar_type());
 }
 
+/// A tensor gamma: floating, 0-dim or of `reward`'s shape with a dtype that does not widen the
+/// reward's (a float64 gamma of full shape would silently make a float32 target float64; a
+/// float32 one under float64 rewards is TorchRL's own case), on `reward`'s device, in [0, 1] (that
+/// check only on the CPU: on another device it would cost a host sync per call).
+inline void check_gamma_tensor(const char* where, const torch::Tensor& gamma, const torch::Tensor& reward) {
+  TORCH_CHECK_VALUE(gamma.defined(), where, ": gamma is an undefined tensor");
+  TORCH_CHECK_TYPE(at::isFloatingType(gamma.scalar_type()), where, ": gamma must be floating point, got ",
+                   rlobj::detail::dtype_str(gamma.scalar_type()));
+  TORCH_CHECK_VALUE(gamma.dim() == 0 || (gamma.sizes() == reward.sizes() &&
+                                         at::promote_types(gamma.scalar_type(), reward.scalar_type()) ==
+                                             reward.scalar_type()),
+                    where, ": gamma must be 0-dim or a tensor of the reward's shape ",
+                    rlobj::detail::shape_str(reward.sizes()), " whose dtype does not widen the reward's (",
+                    rlobj::detail::dtype_str(reward.scalar_type()), "), got ",
+                    rlobj::detail::dtype_str(gamma.scalar_type()), " ", rlobj::detail::shape_str(gamma.sizes()));
+  TORCH_CHECK_VALUE(gamma.device() == reward.device() || (gamma.dim() == 0 && gamma.is_cpu()), where,
+                    ": gamma is on ", gamma.device().str(), " but the reward on ", reward.device().str());
+  if (gamma.is_cpu()) {
+    TORCH_CHECK_VALUE(((gamma >= 0) & (gamma <= 1)).all().item<bool>(), where, ": gamma must be in [0, 1], got ",
+                      gamma.min().item<double>(), " .. ", gamma.max().item<double>());
+  }
+}
+
 }  // namespace detail
 
 namespace detail {
@@ -98,7 +121,11 @@ torch::Tensor td0(const Gamma& gamma, const torch::Tensor& next_state_value, con
   check_floating(where, {{"next_state_value", &next_state_value}, {"reward", &reward}});
   check_same_shapes(where, {{"next_state_value", &next_state_value}, {"reward", &reward}, {"terminated", &terminated}});
   check_bool(where, "terminated", terminated);
-  if constexpr (std::is_arithmetic<Gamma>::value) check_unit(where, "gamma", gamma);
+  if constexpr (std::is_arithmetic<Gamma>::value) {
+    check_unit(where, "gamma", gamma);
+  } else {
+    check_gamma_tensor(where, gamma, reward);
+  }
   auto not_terminated = not_mask(terminated, next_state_value);
   return reward + gamma * not_terminated * next_state_value;
 }

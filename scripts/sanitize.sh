@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The test suite under AddressSanitizer + UndefinedBehaviorSanitizer, then the libFuzzer
+# targets for a bounded time (Clang, Debug -O1, against Debian's LibTorch unless RLOBJ_TORCH
+# says otherwise). Fails on any sanitizer report; LibTorch's own known reports are suppressed
+# in sanitizers/*.supp, each with the reason.
+#   scripts/sanitize.sh
+#   RLOBJ_FUZZ_SECONDS=600 scripts/sanitize.sh      # fuzz longer (default 60 s per target)
+#   RLOBJ_SANITIZE_TESTS='[tensordict]' scripts/sanitize.sh   # a Catch2 test spec
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/scripts/torch_env.sh"
+"$root/scripts/install_deps.sh" clang
+build="${RLOBJ_BUILD_DIR:-$root/build/sanitize-$RLOBJ_TORCH_NAME}"
+jobs="${RLOBJ_JOBS:-$(nproc)}"
+seconds="${RLOBJ_FUZZ_SECONDS:-60}"
+
+CC=clang CXX=clang++ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Debug \
+  -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" "${RLOBJ_CMAKE_ARGS[@]}" \
+  -DRLOBJ_SANITIZE=address,undefined -DRLOBJ_BUILD_FUZZERS=ON -DRLOBJ_BUILD_TESTS=ON \
+  -DRLOBJ_BUILD_EXAMPLES=OFF -DRLOBJ_BUILD_BENCHMARKS=OFF -DRLOBJ_CHECK_HEADERS=OFF \
+  -DRLOBJ_INSTALL=OFF
+cmake --build "$build" -j "$jobs" --target rlobj_tests rlobj_fuzz_tensordict
+
+# Any report fails the run: halt on the first one, with a stack.
+export ASAN_OPTIONS="halt_on_error=1:abort_on_error=1:detect_leaks=1:strict_init_order=1:detect_stack_use_after_return=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:suppressions=$root/sanitizers/ubsan.supp${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+export LSAN_OPTIONS="suppressions=$root/sanitizers/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+
+echo "== sanitize: test suite under ASan + UBSan"
+(cd "$build/tests" && ./rlobj_tests ${RLOBJ_SANITIZE_TESTS:-} --reporter compact)
+
+for fuzzer in "$build"/fuzz/rlobj_fuzz_*; do
+  name="$(basename "$fuzzer")"
+  name="${name#rlobj_fuzz_}"
+  seeds="$root/fuzz/corpus/$name"
+  corpus="$build/fuzz/corpus-$name"  # grows here; the committed seeds stay as they are
+  mkdir -p "$corpus"
+  echo "== sanitize: fuzzing $name for ${seconds}s (seeds: fuzz/corpus/$name)"
+  # -seed fixes the mutation sequence; -timeout turns a hang into a finding.
+  "$fuzzer" -seed=1 -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 \
+    -print_final_stats=1 -artifact_prefix="$build/fuzz/$name-" "$corpus" "$seeds"
+done
+echo "sanitize: passed"
