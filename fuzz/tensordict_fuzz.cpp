@@ -122,11 +122,16 @@ std::vector<at::indexing::TensorIndex> make_index(Bytes& in, const TensorDict& t
 
 /// The invariants every TensorDict keeps, whatever was done to it.
 void check_invariants(const TensorDict& td) {
+  // The product, where a 0 anywhere makes it 0 (huge dims beside a 0 are legal).
   int64_t n = 1;
+  bool zero = false, overflow = false;
   for (auto d : td.batch_size()) {
     if (d < 0) finding("negative batch dim");
-    n *= d;
+    zero = zero || d == 0;
+    overflow = overflow || __builtin_mul_overflow(n, d, &n);
   }
+  if (zero) n = 0;
+  if (overflow && !zero) finding("a batch size whose product overflows int64");
   if (n != td.numel()) finding("numel() is not the product of the batch size");
   std::set<std::string> seen;
   for (const auto& item : td.items(/*include_nested=*/false)) {

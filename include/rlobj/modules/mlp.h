@@ -146,6 +146,9 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
     options.generator(std::nullopt);
   }
 
+  /// Used by `Cloneable::clone_` when a module holding this MLP is cloned.
+  MLPImpl& operator=(const MLPImpl&) = default;
+
   MLPImpl(int64_t in_features, int64_t out_features) : MLPImpl(MLPOptions(in_features, out_features)) {}
   explicit MLPImpl(const MLPOptions& options) : options(options) { reset(); }
 
