@@ -34,4 +34,5 @@
 #include "rlobj/objectives/value/functional.h"
 #include "rlobj/objectives/value/advantages.h"
 #include "rlobj/objectives/ddpg.h"
+#include "rlobj/objectives/td3.h"
 #include "rlobj/objectives/utils.h"

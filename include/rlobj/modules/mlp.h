@@ -24,6 +24,7 @@
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
+#include <torch/version.h>
 
 namespace rlobj {
 namespace modules {
@@ -137,7 +138,13 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
   /// generator, so that reset draws from LibTorch's global generator (and clone() then
   /// overwrites the weights with this network's).
   MLPImpl(const MLPImpl& other)
+#if TORCH_VERSION_MAJOR < 2
+      // LibTorch 1.x: Module is Cloneable's virtual base, initialised by the most derived class.
+      : torch::nn::Module(other),
+        torch::nn::Cloneable<MLPImpl>(other),
+#else
       : torch::nn::Cloneable<MLPImpl>(other),
+#endif
         options(other.options),
         hidden_(other.hidden_),
         linears_(other.linears_),

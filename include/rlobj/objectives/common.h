@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <utility>
@@ -24,6 +25,7 @@
 
 #include <c10/util/Exception.h>
 #include <c10/util/intrusive_ptr.h>
+#include <torch/arg.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/nn/module.h>
@@ -133,6 +135,23 @@ inline void check_network_inputs(const char* loss, const TensorDict& td, const s
                       rlobj::detail::shape_str(t->sizes()), ", no feature dim after the batch dims ",
                       rlobj::detail::shape_str(td.batch_size()), "; expected [", 
                       fmt::format("{}", fmt::join(td.batch_size(), ", ")), ", F]");
+  }
+}
+
+/// Checks that every parameter of `networks` (name, module) shares one dtype and device (a
+/// loss checks its inputs against one dtype, and its flat groups hold one).
+inline void check_same_placement(const char* loss,
+                                 const std::vector<std::pair<const char*, const torch::nn::Module*>>& networks) {
+  std::optional<torch::Tensor> first;
+  for (const auto& [name, net] : networks) {
+    for (const auto& item : net->named_parameters()) {
+      if (!first) first = item.value();
+      TORCH_CHECK_VALUE(item.value().scalar_type() == first->scalar_type() && item.value().device() == first->device(),
+                        loss, ": ", name, " parameter \"", item.key(), "\" is ",
+                        rlobj::detail::dtype_str(item.value().scalar_type()), " on ", item.value().device().str(),
+                        " but the networks' first parameter is ", rlobj::detail::dtype_str(first->scalar_type()), " on ",
+                        first->device().str(), "; put the networks on one dtype and device");
+    }
   }
 }
 
@@ -390,6 +409,44 @@ struct TargetPair {
   bool delayed = false;     ///< false: the "target" is the online network itself (no copy)
 };
 
+/// How a loss holds one of its networks: TorchRL's `convert_to_functional` arguments.
+struct NetworkOptions {
+  /// Keep a delayed copy for targets (`target_<name>_params`), moved by `SoftUpdate` /
+  /// `HardUpdate` (TorchRL's `create_target_params`).
+  TORCH_ARG(bool, target) = false;
+  /// N independent copies trained side by side (TorchRL's `expand_dim`: TD3's and SAC's twin
+  /// critics). As in TorchRL 0.4, every copy's parameters (the network's own included) are
+  /// redrawn: for each parameter in order, one `uniform_(min, max)` over `[N, *shape]` from
+  /// LibTorch's default generator, `min`/`max` being the network's values. Parameters listed in
+  /// `compare_against` are not redrawn (every copy keeps the network's values).
+  TORCH_ARG(int64_t, ensemble) = 1;
+  /// Also keep copies that evaluate with the online weights but train nothing (gradients still
+  /// flow through their inputs): the critic an actor loss maximises.
+  TORCH_ARG(bool, frozen) = false;
+  /// Parameters shared with a network registered earlier (TorchRL's `compare_against`): they
+  /// are trained by that network's group only; `LossNetwork::for_loss` evaluates with them
+  /// frozen, for this network's own loss (DDPG's `separate_losses`).
+  TORCH_ARG(std::vector<torch::Tensor>, compare_against) = {};
+};
+
+/// A network as its loss holds it (see `LossModuleImpl::register_network`). Every vector has
+/// one entry per ensemble copy, or is empty when not asked for.
+template <typename Impl>
+struct LossNetwork {
+  std::vector<std::shared_ptr<Impl>> online;    ///< trained copies; online[0] is the user's module
+  std::vector<std::shared_ptr<Impl>> target;    ///< delayed copies (`NetworkOptions::target`)
+  std::vector<std::shared_ptr<Impl>> frozen;    ///< `NetworkOptions::frozen` copies
+  std::vector<std::shared_ptr<Impl>> for_loss;  ///< copies with the `compare_against` parameters frozen
+  ParameterGroup* group = nullptr;              ///< `<name>_params`: every online copy's parameters
+  ParameterGroup* target_group = nullptr;       ///< `target_<name>_params`, or null
+
+  /// What targets are computed with: the delayed copies, else the online ones.
+  const std::vector<std::shared_ptr<Impl>>& targets() const noexcept { return target.empty() ? online : target; }
+  /// What this network's own loss evaluates: `for_loss` when there is one, else `online`.
+  const std::vector<std::shared_ptr<Impl>>& trained() const noexcept { return for_loss.empty() ? online : for_loss; }
+  int64_t size() const noexcept { return static_cast<int64_t>(online.size()); }
+};
+
 /// Base class of rlobj's losses (TorchRL's `LossModule`): a `torch::nn::Module` whose
 /// `forward(TensorDict)` returns a TensorDict with `batch_size` `[]` holding `loss_*` scalars
 /// and logging entries.
@@ -400,10 +457,41 @@ struct TargetPair {
 /// * Delayed targets are buffers named `target_<network>_params`.
 /// * Move the loss (`loss->to(device)`), not its networks; `torch::save(loss, path)` /
 ///   `torch::load(loss, path)` save and restore online and target parameters.
+///
+/// A loss registers each network once with `register_network` (a name and `NetworkOptions`)
+/// and learnable tensors that are not modules with `register_learnable` (SAC's `log_alpha`);
+/// parameters, target pairs, frozen aliases, `to()`, save and load all follow from those
+/// registrations.
+///
+/// Why losses are templates over their network types (`DDPGLossImpl<ActorT, ValueT>`) while
+/// this base is not: a loss calls its networks' `forward(TensorDict)` and hands back the user's
+/// holders (`actor_network()` returns an `ActorT`), which needs the concrete types, as
+/// `Cloneable<Derived>` needs its derived type to clone. Everything here works on
+/// `torch::nn::Module` (parameters, buffers, aliasing), so it is compiled once per program,
+/// not once per pair of network types.
 class LossModuleImpl : public torch::nn::Module {
  public:
-  /// The (target, source) pairs, delayed or not, for `SoftUpdate` / `HardUpdate`.
-  virtual std::vector<TargetPair> target_pairs() const = 0;
+  /// The (target, source) pairs, delayed or not, for `SoftUpdate` / `HardUpdate`: one per
+  /// registered network, in registration order.
+  virtual std::vector<TargetPair> target_pairs() const {
+    std::vector<TargetPair> pairs;
+    for (const auto& r : registered_) {
+      TargetPair p;
+      p.name = r.name;
+      p.source = r.group->flat();
+      p.delayed = r.target_group != nullptr;
+      p.target = p.delayed ? r.target_group->flat() : r.group->flat();
+      if (p.delayed) {
+        for (size_t c = 0; c < r.online.size(); ++c) {
+          auto tb = r.target[c]->buffers();
+          auto sb = r.online[c]->buffers();
+          for (size_t i = 0; i < tb.size() && i < sb.size(); ++i) p.buffers.emplace_back(tb[i], sb[i]);
+        }
+      }
+      pairs.push_back(std::move(p));
+    }
+    return pairs;
+  }
 
   /// Marks the loss as having a target updater (TorchRL warns when a loss with delayed targets
   /// has none; rlobj only records it).
@@ -414,9 +502,16 @@ class LossModuleImpl : public torch::nn::Module {
   /// networks their own optimizer or learning rate.
   std::vector<torch::Tensor> parameters_of(const std::string& network) const {
     for (const auto& g : groups_) {
-      if (g->name() == network + "_params") return {g->flat()};
+      if (g->name() == network + "_params" && g->trainable()) return {g->flat()};
     }
-    TORCH_CHECK(false, "LossModule: no trained network named \"", network, "\"");
+    for (const auto& [name, tensor] : learnables_) {
+      if (name == network) return {tensor};
+    }
+    std::vector<std::string> names;
+    for (const auto& r : registered_) names.push_back(r.name);
+    for (const auto& l : learnables_) names.push_back(l.first);
+    TORCH_CHECK_VALUE(false, "LossModule: no trained network or tensor named \"", network, "\"; this loss has [",
+                      fmt::format("{}", fmt::join(names, ", ")), "]");
   }
 
   /// Moves everything the loss owns: its parameter groups (and so every network's
@@ -480,12 +575,70 @@ class LossModuleImpl : public torch::nn::Module {
   }
 
  protected:
+  /// Registers `network` under `name` (`"actor_network"`, `"qvalue_network"`): its copies
+  /// (see `NetworkOptions`), a flat trained group `<name>_params` holding every copy's
+  /// parameters, and a target group `target_<name>_params`. Call it once per network, in the
+  /// constructor; `Impl::clone()` must return an `Impl`.
+  template <typename Impl>
+  LossNetwork<Impl> register_network(const std::string& name, std::shared_ptr<Impl> network,
+                                     const NetworkOptions& options = {}) {
+    TORCH_CHECK_VALUE(network != nullptr, "LossModule: ", name, " is empty");
+    TORCH_CHECK_VALUE(options.ensemble() >= 1, "LossModule: ", name, ": ensemble must be >= 1, got ",
+                      options.ensemble());
+    for (const auto& r : registered_) {
+      TORCH_CHECK_VALUE(r.name != name, "LossModule: a network named \"", name, "\" is already registered");
+    }
+    LossNetwork<Impl> net;
+    net.online.push_back(network);
+    for (int64_t c = 1; c < options.ensemble(); ++c) net.online.push_back(clone_of(*network, name));
+    if (options.ensemble() > 1) redraw_ensemble(net.online, options.compare_against());
+    // Copies are cloned before adoption, so they start equal to the online networks.
+    if (options.target()) {
+      for (const auto& m : net.online) net.target.push_back(clone_of(*m, name));
+    }
+    if (options.frozen()) {
+      for (const auto& m : net.online) net.frozen.push_back(clone_of(*m, name));
+    }
+    std::vector<torch::nn::Module*> online, target;
+    for (const auto& m : net.online) online.push_back(m.get());
+    for (const auto& m : net.target) target.push_back(m.get());
+    net.group = &adopt(name, online, /*trainable=*/true);
+    if (!target.empty()) net.target_group = &adopt("target_" + name, target, /*trainable=*/false);
+    for (size_t c = 0; c < net.frozen.size(); ++c) alias_network(*net.frozen[c], *net.online[c], /*frozen_all=*/true);
+    if (!options.compare_against().empty()) {
+      for (const auto& m : net.online) {
+        net.for_loss.push_back(clone_of(*m, name));
+        alias_network(*net.for_loss.back(), *m, /*frozen_all=*/false, options.compare_against());
+      }
+    }
+    registered_.push_back({name, online, target, net.group, net.target_group});
+    return net;
+  }
+
+  /// Registers a learnable tensor that is no module's parameter (SAC's `log_alpha`), trained
+  /// when `trainable` (a parameter named `name`; `parameters_of(name)`), else a buffer.
+  torch::Tensor register_learnable(const std::string& name, torch::Tensor tensor, bool trainable) {
+    if (trainable) {
+      learnables_.emplace_back(name, register_parameter(name, std::move(tensor)));
+      return learnables_.back().second;
+    }
+    return register_buffer(name, std::move(tensor));
+  }
+
   /// Adopts `network`'s parameters into a group registered as `<name>_params` (a parameter
   /// when `trainable`, else a buffer). Parameters already adopted by an earlier group (shared
   /// between networks) are left out.
   ParameterGroup& adopt(const std::string& name, torch::nn::Module& network, bool trainable) {
+    return adopt(name, std::vector<torch::nn::Module*>{&network}, trainable);
+  }
+  /// The same over several networks (an ensemble's copies), in order, in one group.
+  ParameterGroup& adopt(const std::string& name, const std::vector<torch::nn::Module*>& networks, bool trainable) {
     std::vector<torch::Tensor> params;
-    for (auto& p : network.parameters()) {
+    std::vector<torch::Tensor> all;
+    for (auto* network : networks) {
+      for (auto& p : network->parameters()) all.push_back(p);
+    }
+    for (auto& p : all) {
       bool seen = false;
       for (const auto& g : groups_) {
         for (const auto& q : g->params()) seen |= q.unsafeGetTensorImpl() == p.unsafeGetTensorImpl();
@@ -500,8 +653,17 @@ class LossModuleImpl : public torch::nn::Module {
     } else {
       register_buffer(group.name(), group.flat());
     }
-    networks_.push_back(&network);
+    for (auto* network : networks) networks_.push_back(network);
     return group;
+  }
+
+  /// A deep copy of `source` of the same type.
+  template <typename Impl>
+  static std::shared_ptr<Impl> clone_of(const Impl& source, const std::string& name) {
+    auto copy = std::dynamic_pointer_cast<Impl>(source.clone());
+    TORCH_CHECK(copy != nullptr, "LossModule: ", name, "->clone() did not return a module of the same type; "
+                "implement clone() for it (see TensorDictModuleImpl::clone)");
+    return copy;
   }
 
   /// Makes `copy` (a clone of `source`) evaluate with `source`'s parameters: every parameter
@@ -591,8 +753,40 @@ class LossModuleImpl : public torch::nn::Module {
     }
   }
 
+  /// TorchRL 0.4's ensemble initialisation (`convert_to_functional(expand_dim=N)`): per
+  /// parameter, `p.repeat(N, ...).uniform_(p.min(), p.max())`, copy c taking row c.
+  template <typename Impl>
+  static void redraw_ensemble(const std::vector<std::shared_ptr<Impl>>& copies,
+                              const std::vector<torch::Tensor>& keep) {
+    torch::NoGradGuard no_grad;
+    std::vector<std::vector<torch::Tensor>> params;
+    for (const auto& m : copies) params.push_back(m->parameters());
+    const auto original = params.front();
+    for (size_t j = 0; j < original.size(); ++j) {
+      const auto& p = original[j];
+      const bool kept = std::any_of(keep.begin(), keep.end(), [&](const torch::Tensor& k) {
+        return k.unsafeGetTensorImpl() == p.unsafeGetTensorImpl();
+      });
+      if (kept) continue;
+      std::vector<int64_t> shape = {static_cast<int64_t>(copies.size())};
+      for (auto d : p.sizes()) shape.push_back(d);
+      torch::Tensor draw = torch::empty(shape, p.options().requires_grad(false));
+      if (p.numel() > 0) draw.uniform_(p.min().item<double>(), p.max().item<double>());
+      for (size_t c = 0; c < copies.size(); ++c) params[c][j].copy_(draw[static_cast<int64_t>(c)]);
+    }
+  }
+
+  struct Registered {
+    std::string name;
+    std::vector<torch::nn::Module*> online, target;
+    ParameterGroup* group;
+    ParameterGroup* target_group;
+  };
+
   std::vector<Alias> aliases_;
   std::vector<torch::nn::Module*> networks_;
+  std::vector<Registered> registered_;
+  std::vector<std::pair<std::string, torch::Tensor>> learnables_;
   bool has_updater_ = false;
 };
 

@@ -87,34 +87,7 @@ class DDPGLossImpl : public LossModuleImpl {
     TORCH_CHECK_VALUE(!actor_.is_empty(), "DDPGLoss: actor_network is empty");
     TORCH_CHECK_VALUE(!value_.is_empty(), "DDPGLoss: value_network is empty");
     // One dtype and device for both networks (the inputs are checked against the actor's).
-    std::optional<torch::Tensor> first;
-    for (const auto* net : {static_cast<const torch::nn::Module*>(actor_.get()),
-                            static_cast<const torch::nn::Module*>(value_.get())}) {
-      for (const auto& item : net->named_parameters()) {
-        if (!first) first = item.value();
-        TORCH_CHECK_VALUE(item.value().scalar_type() == first->scalar_type() && item.value().device() == first->device(),
-                          "DDPGLoss: ", net == actor_.get() ? "actor_network" : "value_network", " parameter \"",
-                          item.key(), "\" is ", rlobj::detail::dtype_str(item.value().scalar_type()), " on ",
-                          item.value().device().str(), " but the networks' first parameter is ",
-                          rlobj::detail::dtype_str(first->scalar_type()), " on ", first->device().str(),
-                          "; put both networks on one dtype and device");
-      }
-    }
-    // Targets are cloned before adoption, so they start equal to the online networks.
-    if (options.delay_actor()) target_actor_ = clone_of<ActorImpl>(*actor_, "actor_network");
-    if (options.delay_value()) target_value_ = clone_of<ValueImpl>(*value_, "value_network");
-    auto frozen = clone_of<ValueImpl>(*value_, "value_network");
-
-    actor_group_ = &adopt("actor_network", *actor_, /*trainable=*/true);
-    value_group_ = &adopt("value_network", *value_, /*trainable=*/true);
-    if (target_actor_) target_actor_group_ = &adopt("target_actor_network", *target_actor_, false);
-    if (target_value_) target_value_group_ = &adopt("target_value_network", *target_value_, false);
-
-    // The actor term evaluates the critic with its weights frozen (TorchRL's
-    // `_cached_detached_value_params`).
-    frozen_value_ = frozen;
-    alias_network(*frozen_value_, *value_, /*frozen_all=*/true);
-
+    detail::check_same_placement("DDPGLoss", {{"actor_network", actor_.get()}, {"value_network", value_.get()}});
     // Parameters the critic shares with the actor: with separate_losses, the value loss sees
     // them frozen (TorchRL's `compare_against`).
     std::vector<torch::Tensor> shared;
@@ -123,10 +96,13 @@ class DDPGLossImpl : public LossModuleImpl {
         if (p.unsafeGetTensorImpl() == q.unsafeGetTensorImpl()) shared.push_back(p);
       }
     }
-    if (options.separate_losses() && !shared.empty()) {
-      value_for_loss_ = clone_of<ValueImpl>(*value_, "value_network");
-      alias_network(*value_for_loss_, *value_, /*frozen_all=*/false, shared);
-    }
+    actor_net_ = register_network("actor_network", actor_.ptr(), NetworkOptions().target(options.delay_actor()));
+    // The actor term evaluates the critic with its weights frozen (TorchRL's
+    // `_cached_detached_value_params`).
+    value_net_ = register_network(
+        "value_network", value_.ptr(),
+        NetworkOptions().target(options.delay_value()).frozen(true).compare_against(
+            options.separate_losses() ? shared : std::vector<torch::Tensor>{}));
     make_value_estimator(ValueEstimators::TD0);
   }
 
@@ -211,16 +187,9 @@ class DDPGLossImpl : public LossModuleImpl {
   /// The online critic (the user's network).
   ValueT& value_network() noexcept { return value_; }
   /// The actor used for targets: a separate copy with `delay_actor`, else the online actor.
-  std::shared_ptr<ActorImpl> target_actor_network() const { return target_actor_ ? target_actor_ : actor_.ptr(); }
+  std::shared_ptr<ActorImpl> target_actor_network() const { return actor_net_.targets().front(); }
   /// The critic used for targets: a separate copy with `delay_value`, else the online critic.
-  std::shared_ptr<ValueImpl> target_value_network() const { return target_value_ ? target_value_ : value_.ptr(); }
-
-  std::vector<TargetPair> target_pairs() const override {
-    std::vector<TargetPair> pairs;
-    pairs.push_back(pair_of("actor_network", *actor_, target_actor_.get(), *actor_group_, target_actor_group_));
-    pairs.push_back(pair_of("value_network", *value_, target_value_.get(), *value_group_, target_value_group_));
-    return pairs;
-  }
+  std::shared_ptr<ValueImpl> target_value_network() const { return value_net_.targets().front(); }
 
   void pretty_print(std::ostream& stream) const override {
     stream << "rlobj::objectives::DDPGLoss(delay_actor=" << (options.delay_actor() ? "true" : "false")
@@ -235,29 +204,6 @@ class DDPGLossImpl : public LossModuleImpl {
   DDPGLossOptions options;
 
  private:
-  template <typename Impl, typename Source>
-  static std::shared_ptr<Impl> clone_of(const Source& source, const char* what) {
-    auto copy = std::dynamic_pointer_cast<Impl>(source.clone());
-    TORCH_CHECK(copy != nullptr, "DDPGLoss: ", what, "->clone() did not return a module of the same type; "
-                "implement clone() for it (see TensorDictModuleImpl::clone)");
-    return copy;
-  }
-
-  static TargetPair pair_of(const char* name, const torch::nn::Module& online, const torch::nn::Module* target,
-                            const ParameterGroup& online_group, const ParameterGroup* target_group) {
-    TargetPair p;
-    p.name = name;
-    p.source = online_group.flat();
-    p.delayed = target != nullptr;
-    p.target = p.delayed ? target_group->flat() : online_group.flat();
-    if (p.delayed) {
-      auto tb = target->buffers();
-      auto sb = online.buffers();
-      for (size_t i = 0; i < tb.size() && i < sb.size(); ++i) p.buffers.emplace_back(tb[i], sb[i]);
-    }
-    return p;
-  }
-
   // The key lists forward() checks, derived once per set_keys() rather than per update:
   // everything it may read (in_keys) and what it computes with (network inputs and reward).
   void keys_changed() {
@@ -291,17 +237,8 @@ class DDPGLossImpl : public LossModuleImpl {
   // The estimator's value network: target actor, then target critic, never with gradient.
   TensorDict target_actor_critic(TensorDict next) {
     torch::NoGradGuard no_grad;
-    if (target_actor_) {
-      next = target_actor_->forward(next);
-    } else {
-      next = actor_->forward(next);
-    }
-    if (target_value_) {
-      next = target_value_->forward(next);
-    } else {
-      next = value_->forward(next);
-    }
-    return next;
+    next = actor_net_.targets().front()->forward(next);
+    return value_net_.targets().front()->forward(next);
   }
 
   void check_inputs(const TensorDict& td) const {
@@ -317,13 +254,13 @@ class DDPGLossImpl : public LossModuleImpl {
     TORCH_CHECK(td.batch_dims() >= 1, "DDPGLoss: expected a batch of transitions (batch_dims >= 1), got "
                 "batch_size ", rlobj::detail::shape_str(td.batch_size()));
     // The reward is among them: a float64 reward would silently promote the targets.
-    detail::check_network_inputs("DDPGLoss", td, computed_keys_, actor_group_->flat().scalar_type());
+    detail::check_network_inputs("DDPGLoss", td, computed_keys_, actor_net_.group->flat().scalar_type());
   }
 
   torch::Tensor value_loss(const TensorDict& td, torch::Tensor* pred, torch::Tensor* target) {
     TensorDict td_v(td.batch_size());
     for (const auto& k : value_->in_keys()) td_v.set(k, td.get(k).detach());
-    td_v = value_for_loss_ ? value_for_loss_->forward(td_v) : value_->forward(td_v);
+    td_v = value_net_.trained().front()->forward(td_v);
     *pred = read_value(td_v, "value network").squeeze(-1);
     *target = estimator_->value_estimate(td).squeeze(-1);
     TORCH_CHECK(pred->sizes() == target->sizes(), "DDPGLoss: predicted values have shape ",
@@ -344,7 +281,7 @@ class DDPGLossImpl : public LossModuleImpl {
       if (!mine) td_a.set(k, td.get(k).detach());
     }
     td_a = actor_->forward(td_a);
-    td_a = frozen_value_->forward(td_a);
+    td_a = value_net_.frozen.front()->forward(td_a);
     return reduce(-read_value(td_a, "value network").squeeze(-1), options.reduction());
   }
 
@@ -360,14 +297,8 @@ class DDPGLossImpl : public LossModuleImpl {
   std::vector<NestedKey> computed_keys_;  // network inputs and the reward, dtype/shape-checked
   ActorT actor_;
   ValueT value_;
-  std::shared_ptr<ActorImpl> target_actor_;
-  std::shared_ptr<ValueImpl> target_value_;
-  std::shared_ptr<ValueImpl> frozen_value_;
-  std::shared_ptr<ValueImpl> value_for_loss_;
-  ParameterGroup* actor_group_ = nullptr;
-  ParameterGroup* value_group_ = nullptr;
-  ParameterGroup* target_actor_group_ = nullptr;
-  ParameterGroup* target_value_group_ = nullptr;
+  LossNetwork<ActorImpl> actor_net_;
+  LossNetwork<ValueImpl> value_net_;
   std::shared_ptr<value::ValueEstimatorBase> estimator_;
   ValueEstimators value_type_ = ValueEstimators::TD0;
 };

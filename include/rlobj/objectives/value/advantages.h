@@ -176,6 +176,7 @@ class ValueEstimatorBase {
   }
 
   torch::Tensor run_value_network(TensorDict td) const {
+    TORCH_CHECK(value_network_ != nullptr, name_, ": no value network; pass the values explicitly");
     c10::optional<torch::NoGradGuard> no_grad;
     if (!options_.differentiable()) no_grad.emplace();
     TensorDict out = value_network_(td);

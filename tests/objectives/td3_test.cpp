@@ -1,0 +1,325 @@
+#include <rlobj/objectives/td3.h>
+#include <rlobj/objectives/utils.h>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <deque>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "objectives/parity.h"
+#include "objectives/reference.h"
+
+using Catch::Matchers::Contains;
+using rlobj::TensorDict;
+using namespace rlobj::objectives;  // NOLINT(build/namespaces)
+using rlobj::modules::Actor;
+using rlobj::modules::MLP;
+using rlobj::modules::MLPOptions;
+using rlobj::modules::ValueOperator;
+namespace parity = rlobj_test::parity;
+
+namespace {
+
+const nlohmann::json& td3_reference() { return rlobj_test::reference_file("td3_torchrl.json"); }
+
+/// A TD3Loss whose smoothing noise is given (the reference's recorded normals, in the run's row
+/// order and dtype) instead of drawn, for the perturbed runs: their permuted rows and float64
+/// draws would not line up with TorchRL's.
+class InjectedTD3 : public TD3LossImpl<> {
+ public:
+  using TD3LossImpl<>::TD3LossImpl;
+  std::deque<torch::Tensor> normals;
+  bool use_generator = false;  ///< draw as TorchRL does instead
+
+ protected:
+  torch::Tensor standard_normal_like(const torch::Tensor& action) override {
+    if (use_generator) return TD3LossImpl<>::standard_normal_like(action);
+    REQUIRE_FALSE(normals.empty());
+    torch::Tensor n = normals.front();
+    normals.pop_front();
+    REQUIRE(n.sizes() == action.sizes());
+    return n.to(action.options());
+  }
+};
+
+torch::Tensor json_tensor(const nlohmann::json& rec) {
+  std::vector<double> v;
+  for (const auto& x : rec["values"]) v.push_back(x.is_boolean() ? (x.get<bool>() ? 1.0 : 0.0) : x.get<double>());
+  std::vector<int64_t> shape = rec["shape"].get<std::vector<int64_t>>();
+  return torch::tensor(v, torch::kFloat64).view(shape);
+}
+
+/// The reference batch (its recorded values), rows permuted and converted as `p` says.
+TensorDict td3_batch(const parity::Perturbation& p) {
+  const auto& b = td3_reference()["batch"];
+  TensorDict td({8});
+  for (const auto& item : b.items()) {
+    std::vector<std::string> parts;
+    std::string key = item.key();
+    for (size_t dot; (dot = key.find('.')) != std::string::npos; key = key.substr(dot + 1)) {
+      parts.push_back(key.substr(0, dot));
+    }
+    parts.push_back(key);
+    torch::Tensor t = json_tensor(item.value());
+    t = item.value()["dtype"] == "bool" ? t.to(torch::kBool) : t.to(torch::kFloat32).to(p.dtype);
+    td.set(rlobj::NestedKey(parts), t);
+  }
+  return td.index({p.perm("batch", 8)});
+}
+
+/// One run of a scenario: every quantity the reference records, in its layout.
+/// A deliberate semantic change, to prove the parity tests catch it.
+struct Mutation {
+  std::optional<double> gamma;        ///< another discount
+  std::optional<double> noise_clip;   ///< another clip of the smoothing noise
+  bool done_as_mask = false;          ///< bootstrap on `done` instead of `terminated`
+  bool sum_reduction = false;         ///< drop the 1/B of the mean
+};
+
+parity::Quantities run_td3(const std::string& scenario, const parity::Perturbation& pert, bool inject,
+                           const Mutation& mut = {}) {
+  const auto& ref = td3_reference();
+  const auto& sc = ref["scenarios"][scenario];
+  const auto& kw = sc["loss_kwargs"];
+  parity::MlpLayout actor_layout("actor", {32, 32}, pert);
+  std::vector<parity::MlpLayout> q_layouts = {{"qvalue0", {32, 32}, pert}, {"qvalue1", {32, 32}, pert}};
+  MLP actor_mlp(MLPOptions(3, 1).num_cells({32, 32}));
+  MLP q_mlp(MLPOptions(4, 1).num_cells({32, 32}));
+  rlobj_test::fill_canonical(actor_mlp, 0, actor_layout, pert.dtype);
+  rlobj_test::fill_canonical(q_mlp, 6, q_layouts[0], pert.dtype);
+  Actor actor(actor_mlp);
+  ValueOperator qvalue(q_mlp, {"observation", "action"});
+  rlobj::Bounded spec(-2.0, 2.0, {1}, pert.dtype);
+  const auto options = TD3LossOptions()
+                           .num_qvalue_nets(kw["num_qvalue_nets"].get<int64_t>())
+                           .policy_noise(kw["policy_noise"].get<double>())
+                           .noise_clip(kw["noise_clip"].get<double>());
+  auto mutated = options;
+  if (mut.noise_clip) mutated.noise_clip(*mut.noise_clip);
+  if (mut.sum_reduction) mutated.reduction(Reduction::Sum);
+  auto impl = std::make_shared<InjectedTD3>(actor, qvalue, spec, mutated);
+  TD3Loss<> loss(impl);
+  if (mut.gamma) loss->make_value_estimator(ValueEstimators::TD0, value::ValueEstimatorOptions().gamma(*mut.gamma));
+  if (mut.done_as_mask) loss->set_keys({{"terminated", "done"}});
+  // TorchRL redraws the critic copies; the reference overwrites them with the formula.
+  {
+    torch::NoGradGuard no_grad;
+    for (int64_t c = 0; c < 2; ++c) {
+      auto named = loss->qvalue_networks()[c]->named_parameters();
+      for (size_t l = 0; l < rlobj_test::mlp_param_names().size(); ++l) {
+        const auto& name = rlobj_test::mlp_param_names()[l];
+        auto& p = named["module." + name];
+        p.copy_(q_layouts[c].apply(name, rlobj_test::canonical_weight(static_cast<int>(6 + 6 * c + l), p.sizes())));
+      }
+    }
+  }
+  SoftUpdate updater(loss, SoftUpdateOptions().eps(sc["updater"]["eps"].get<double>()));
+
+  // canonical "actor.0.weight" / "qvalue1.2.bias" -> (network, layout, local name)
+  auto locate = [&](const std::string& canonical, bool target) {
+    const auto dot = canonical.find('.');
+    const std::string net = canonical.substr(0, dot), name = canonical.substr(dot + 1);
+    if (net == "actor") {
+      auto m = target ? loss->target_actor_network() : loss->actor_network().ptr();
+      return std::make_pair(m->named_parameters()["module." + name], &actor_layout);
+    }
+    const int64_t c = net.back() - '0';
+    auto m = target ? loss->target_qvalue_networks()[c] : loss->qvalue_networks()[c];
+    return std::make_pair(m->named_parameters()["module." + name], &q_layouts[c]);
+  };
+  std::vector<std::string> canonical_names;
+  for (const char* net : {"actor", "qvalue0", "qvalue1"}) {
+    for (const auto& name : rlobj_test::mlp_param_names()) canonical_names.push_back(std::string(net) + "." + name);
+  }
+  parity::Quantities q;
+  auto record_params = [&](const std::string& prefix, bool grads, bool target) {
+    for (const auto& canonical : canonical_names) {
+      auto [p, layout] = locate(canonical, target);
+      const std::string local = canonical.substr(canonical.find('.') + 1);
+      parity::record(q, prefix + (target ? "/target." : "/") + canonical,
+                     layout->apply(local, grads ? p.grad() : p, /*inverse=*/true));
+    }
+  };
+
+  torch::optim::Adam optim(loss->parameters(), torch::optim::AdamOptions(ref["meta"]["adam"]["lr"].get<double>()));
+  TensorDict batch = td3_batch(pert);
+  const auto perm = pert.perm("batch", 8);
+  const auto unpermute = torch::argsort(perm);
+  for (size_t i = 0; i < sc["iterations"].size(); ++i) {
+    const auto& it_ref = sc["iterations"][i];
+    const std::string it = "iterations/" + std::to_string(i);
+    const auto& noise = it_ref["diagnostics"]["noise"];
+    impl->use_generator = !inject;
+    if (inject) {
+      torch::Tensor raw = noise.contains("raw") ? json_tensor(noise["raw"]) : torch::zeros({8, 1}, torch::kFloat64);
+      impl->normals.push_back(raw.to(torch::kFloat32).index_select(0, perm));
+    } else if (noise.contains("seed") && !noise["seed"].is_null()) {
+      torch::manual_seed(noise["seed"].get<uint64_t>());
+    }
+    TensorDict out = loss(batch);
+    for (const auto& item : out.items()) {
+      torch::Tensor t = item.second.tensor();
+      if (t.dim() >= 1) t = t.index_select(t.dim() - 1, unpermute);
+      parity::record(q, it + "/loss_out/" + item.first.str(), t);
+    }
+    parity::record(q, it + "/batch_td_error", batch.get("td_error").index_select(0, unpermute));
+    torch::Tensor total = sum_losses(out);
+    parity::record(q, it + "/total_loss", total);
+    total.backward();
+    record_params(it + "/grads", /*grads=*/true, false);
+    optim.step();
+    record_params(it + "/params_after_adam", false, false);
+    updater.step();
+    record_params(it + "/params_after_update", false, false);
+    record_params(it + "/targets_after_update", false, /*target=*/true);
+    optim.zero_grad();
+  }
+  return q;
+}
+
+std::map<std::string, const nlohmann::json*> td3_records(const nlohmann::json& sc) {
+  std::map<std::string, const nlohmann::json*> records;
+  static std::deque<nlohmann::json> bare;
+  for (size_t i = 0; i < sc["iterations"].size(); ++i) {
+    const auto& it = sc["iterations"][i];
+    const std::string prefix = "iterations/" + std::to_string(i);
+    for (const char* part : {"loss_out", "grads", "params_after_adam", "params_after_update"}) {
+      parity::collect_records(it[part], prefix + "/" + part, records);
+    }
+    // "target.actor.0.weight" -> ".../targets_after_update/target.actor.0.weight"
+    for (const auto& item : it["targets_after_update"].items()) {
+      records[prefix + "/targets_after_update/" + item.key()] = &item.value();
+    }
+    records[prefix + "/batch_td_error"] = &it["batch_td_error"];
+    bare.push_back({{"values", {it["total_loss"]}}});
+    records[prefix + "/total_loss"] = &bare.back();
+  }
+  return records;
+}
+
+}  // namespace
+
+TEST_CASE("TD3Loss, Adam and SoftUpdate reproduce TorchRL 0.4.0", "[td3][parity]") {
+  for (const auto& scenario : td3_reference()["scenarios"].items()) {
+    DYNAMIC_SECTION("scenario " << scenario.key()) {
+      const auto records = td3_records(scenario.value());
+      std::vector<parity::Quantities> spread;
+      for (const auto& p : parity::tolerance_runs()) spread.push_back(run_td3(scenario.key(), p, /*inject=*/true));
+      // The compared run draws its noise from LibTorch's generator, seeded as TorchRL was.
+      const auto drawn = run_td3(scenario.key(), parity::Perturbation::none(), /*inject=*/false);
+      parity::require_match(parity::compare(records, drawn, drawn, spread), scenario.key());
+      // Injecting the recorded normals gives the same numbers.
+      const auto injected = run_td3(scenario.key(), parity::Perturbation::none(), /*inject=*/true);
+      parity::require_match(parity::compare(records, injected, injected, spread), scenario.key() + " (injected)");
+    }
+  }
+}
+
+TEST_CASE("TD3Loss: parity fails under semantic mutations", "[td3][parity][mutation]") {
+  struct Case {
+    const char* name;
+    Mutation mutation;
+    const char* scenario;  // where the mutation shows (the clip only matters with noise)
+  };
+  Mutation gamma, clip, mask, sum;
+  gamma.gamma = 0.98;
+  clip.noise_clip = 0.4;
+  mask.done_as_mask = true;  // row 1 is done but not terminated
+  sum.sum_reduction = true;
+  for (const auto& c : {Case{"gamma 0.98", gamma, "policy_noise_0"},
+                        Case{"noise clipped at 0.4", clip, "policy_noise_0.2_seeded"},
+                        Case{"done as the bootstrap mask", mask, "policy_noise_0"},
+                        Case{"a missing 1/B", sum, "policy_noise_0"}}) {
+    INFO(c.name);
+    const auto records = td3_records(td3_reference()["scenarios"][c.scenario]);
+    std::vector<parity::Quantities> spread;
+    for (const auto& p : parity::tolerance_runs()) spread.push_back(run_td3(c.scenario, p, /*inject=*/true));
+    const auto base = run_td3(c.scenario, parity::Perturbation::none(), /*inject=*/true);
+    const auto mutated = run_td3(c.scenario, parity::Perturbation::none(), /*inject=*/true, c.mutation);
+    const auto report = parity::compare(records, mutated, base, spread);
+    INFO(report.mismatches.size() << " mismatches, worst |diff|/tolerance " << report.worst_ratio);
+    CHECK(report.compared > 0);
+    CHECK(report.mismatches.size() > 0);
+  }
+}
+
+TEST_CASE("TD3Loss: twin critics, targets, parameters and errors", "[td3]") {
+  torch::manual_seed(0);
+  Actor actor(MLP(MLPOptions(3, 1).num_cells({8})));
+  ValueOperator qvalue(MLP(MLPOptions(4, 1).num_cells({8})), {"observation", "action"});
+  const auto before = qvalue->parameters();
+  std::vector<torch::Tensor> original;
+  for (const auto& p : before) original.push_back(p.detach().clone());
+  rlobj::Bounded spec(-2.0, 2.0, {1});
+  auto loss = TD3Loss<>(actor, qvalue, spec);
+
+  SECTION("copies are redrawn within the original's range, independently") {
+    REQUIRE(loss->qvalue_networks().size() == 2);
+    CHECK(loss->qvalue_networks()[0].get() == qvalue.get());
+    auto p0 = loss->qvalue_networks()[0]->parameters(), p1 = loss->qvalue_networks()[1]->parameters();
+    for (size_t j = 0; j < original.size(); ++j) {
+      CHECK(p0[j].min().item<float>() >= original[j].min().item<float>());
+      CHECK(p0[j].max().item<float>() <= original[j].max().item<float>());
+      if (original[j].numel() == 1) continue;  // min == max: every copy keeps the value, as in TorchRL
+      CHECK_FALSE(torch::equal(p0[j], p1[j]));
+      CHECK_FALSE(torch::equal(p0[j], original[j]));
+    }
+    // Targets start equal to their online copies.
+    for (int c = 0; c < 2; ++c) {
+      auto t = loss->target_qvalue_networks()[c]->parameters();
+      auto o = loss->qvalue_networks()[c]->parameters();
+      for (size_t j = 0; j < o.size(); ++j) CHECK(torch::equal(t[j], o[j]));
+    }
+  }
+  SECTION("parameters(): the actor's flat group, then both critics in one") {
+    auto params = loss->named_parameters();
+    REQUIRE(params.size() == 2);
+    CHECK(params.contains("actor_network_params"));
+    CHECK(params["qvalue_network_params"].numel() == 2 * (4 * 8 + 8 + 8 + 1));
+    CHECK(loss->parameters_of("qvalue_network")[0].is_same(params["qvalue_network_params"]));
+    REQUIRE_THROWS_WITH(loss->parameters_of("value_network"),
+                        Contains("no trained network or tensor named \"value_network\"; this loss has [actor_network, "
+                                 "qvalue_network]"));
+    CHECK(loss->named_buffers().contains("target_qvalue_network_params"));
+    CHECK(loss->target_pairs().size() == 2);
+  }
+  SECTION("each critic gets its own gradient; the actor loss trains the actor only") {
+    TensorDict batch = td3_batch(parity::Perturbation::none());
+    TensorDict out = loss(batch);
+    out.get("loss_actor").backward();
+    CHECK(loss->parameters_of("qvalue_network")[0].grad().abs().sum().item<double>() == 0);
+    CHECK(loss->parameters_of("actor_network")[0].grad().abs().sum().item<double>() > 0);
+    loss->zero_grad();
+    out = loss(batch);
+    out.get("loss_qvalue").backward();
+    CHECK(loss->parameters_of("actor_network")[0].grad().abs().sum().item<double>() == 0);
+    const auto g = loss->parameters_of("qvalue_network")[0].grad();
+    const int64_t half = g.numel() / 2;
+    CHECK(g.narrow(0, 0, half).abs().sum().item<double>() > 0);
+    CHECK(g.narrow(0, half, half).abs().sum().item<double>() > 0);
+    CHECK(batch.get("td_error").sizes() == torch::IntArrayRef({8}));
+  }
+  SECTION("the smoothed target action stays within the spec's bounds") {
+    TensorDict batch = td3_batch(parity::Perturbation::none());
+    auto loud = TD3Loss<>(actor, qvalue, rlobj::Bounded(-0.01, 0.01, {1}),
+                          TD3LossOptions().policy_noise(100).noise_clip(100));
+    CHECK(loud->max_action().item<float>() == 0.01f);
+    CHECK_NOTHROW(loud(batch));
+  }
+  SECTION("bad options and inputs") {
+    REQUIRE_THROWS_WITH(TD3Loss<>(actor, qvalue, spec, TD3LossOptions().num_qvalue_nets(0)),
+                        Contains("num_qvalue_nets must be >= 1, got 0"));
+    REQUIRE_THROWS_WITH(TD3Loss<>(actor, qvalue, spec, TD3LossOptions().policy_noise(-1)),
+                        Contains("policy_noise must be finite and >= 0, got -1"));
+    REQUIRE_THROWS_WITH(TD3Loss<>(actor, qvalue, rlobj::Unbounded({1})), Contains("the action spec must be Bounded"));
+    TensorDict batch = td3_batch(parity::Perturbation::none());
+    batch.erase("action");
+    REQUIRE_THROWS_WITH(loss(batch), Contains("TD3Loss: input key \"action\" not found"));
+    REQUIRE_THROWS_WITH(loss->make_value_estimator(ValueEstimators::GAE), Contains("GAE is not implemented"));
+  }
+}
