@@ -9,7 +9,9 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/torch_env.sh"
-"$root/scripts/install_deps.sh" clang
+# libclang-rt-14-dev holds the sanitizer and libFuzzer runtimes (only a Recommends of clang's,
+# which install_deps.sh does not install); llvm-14 the symbolizer for readable reports.
+"$root/scripts/install_deps.sh" clang libclang-rt-14-dev llvm-14
 build="${RLOBJ_BUILD_DIR:-$root/build/sanitize-$RLOBJ_TORCH_NAME}"
 jobs="${RLOBJ_JOBS:-$(nproc)}"
 seconds="${RLOBJ_FUZZ_SECONDS:-60}"
@@ -23,11 +25,14 @@ cmake --build "$build" -j "$jobs" --target rlobj_tests rlobj_fuzz_tensordict
 
 # Any report fails the run: halt on the first one, with a stack.
 export ASAN_OPTIONS="halt_on_error=1:abort_on_error=1:detect_leaks=1:strict_init_order=1:detect_stack_use_after_return=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
-export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:suppressions=$root/sanitizers/ubsan.supp${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
-export LSAN_OPTIONS="suppressions=$root/sanitizers/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:suppressions='$root/sanitizers/ubsan.supp'${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+export LSAN_OPTIONS="suppressions='$root/sanitizers/lsan.supp'${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+if [ -x /usr/lib/llvm-14/bin/llvm-symbolizer ]; then
+  export ASAN_SYMBOLIZER_PATH=/usr/lib/llvm-14/bin/llvm-symbolizer
+fi
 
 echo "== sanitize: test suite under ASan + UBSan"
-(cd "$build/tests" && ./rlobj_tests ${RLOBJ_SANITIZE_TESTS:-} --reporter compact)
+(cd "$build/tests" && ./rlobj_tests ${RLOBJ_SANITIZE_TESTS:+"$RLOBJ_SANITIZE_TESTS"} --reporter compact)
 
 for fuzzer in "$build"/fuzz/rlobj_fuzz_*; do
   name="$(basename "$fuzzer")"

@@ -686,6 +686,10 @@ TEST_CASE("DDPGLoss: shared parameters and separate_losses", "[ddpg]") {
       CHECK(trunk_grad > 0);
     }
     CHECK(critic->parameters().back().grad().abs().sum().item<double>() > 0);  // its own head trains
+    // A delayed critic over shared parameters: not supported yet, refused before any change.
+    REQUIRE_THROWS_WITH(SoftUpdate(loss, SoftUpdateOptions().eps(0.995)),
+                        Contains("shares parameters with another network") && Contains("not supported yet"));
+    CHECK_FALSE(loss->has_updater());
   }
 }
 

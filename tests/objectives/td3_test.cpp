@@ -318,6 +318,15 @@ TEST_CASE("TD3Loss: twin critics, targets, parameters and errors", "[td3]") {
                         Contains("policy_noise must be finite and >= 0, got -1"));
     REQUIRE_THROWS_WITH(TD3Loss<>(actor, qvalue, rlobj::Unbounded({1})), Contains("the action spec must be Bounded"));
     TensorDict batch = td3_batch(parity::Perturbation::none());
+    // Rejected before the smoothing noise is drawn: the default generator does not move.
+    const auto state = at::detail::getDefaultCPUGenerator().get_state();
+    TensorDict no_reward = batch.copy();
+    no_reward.erase({"next", "reward"});
+    REQUIRE_THROWS_WITH(loss(no_reward), Contains("TD3Loss: input key \"next.reward\" not found"));
+    TensorDict wide = batch.copy();
+    wide.set("action", torch::zeros({8, 2}));
+    REQUIRE_THROWS_WITH(loss(wide), Contains("\"action\" has shape [8, 2] but the action spec has 1 feature(s)"));
+    CHECK(torch::equal(at::detail::getDefaultCPUGenerator().get_state(), state));
     batch.erase("action");
     REQUIRE_THROWS_WITH(loss(batch), Contains("TD3Loss: input key \"action\" not found"));
     REQUIRE_THROWS_WITH(loss->make_value_estimator(ValueEstimators::GAE), Contains("GAE is not implemented"));

@@ -125,8 +125,10 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
     // Module, so its copy leaves the flag at its default; 2.x copies only the top one.
     // named_modules() lists parents before children, and train() recurses, so setting each
     // in that order leaves every module as it is here.
-    const auto mine = named_modules();
-    const auto theirs = copy->named_modules();
+    // (include_self=false: named_modules() on the module itself needs a shared_ptr owner.)
+    copy->train(is_training());
+    const auto mine = named_modules("", /*include_self=*/false);
+    const auto theirs = copy->named_modules("", /*include_self=*/false);
     for (const auto& item : mine) {
       if (const auto* other = theirs.find(item.key())) {
         (*other)->train(item.value()->is_training());

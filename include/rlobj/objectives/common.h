@@ -602,12 +602,17 @@ class LossModuleImpl : public torch::nn::Module {
     std::vector<torch::nn::Module*> online, target;
     for (const auto& m : net.online) online.push_back(m.get());
     for (const auto& m : net.target) target.push_back(m.get());
+    // The loss owns every copy (the raw pointers below and in networks_ point into these).
+    for (const auto& m : net.online) owned_.push_back(m);
+    for (const auto& m : net.target) owned_.push_back(m);
+    for (const auto& m : net.frozen) owned_.push_back(m);
     net.group = &adopt(name, online, /*trainable=*/true);
     if (!target.empty()) net.target_group = &adopt("target_" + name, target, /*trainable=*/false);
     for (size_t c = 0; c < net.frozen.size(); ++c) alias_network(*net.frozen[c], *net.online[c], /*frozen_all=*/true);
     if (!options.compare_against().empty()) {
       for (const auto& m : net.online) {
         net.for_loss.push_back(clone_of(*m, name));
+        owned_.push_back(net.for_loss.back());
         alias_network(*net.for_loss.back(), *m, /*frozen_all=*/false, options.compare_against());
       }
     }
@@ -786,6 +791,7 @@ class LossModuleImpl : public torch::nn::Module {
   std::vector<Alias> aliases_;
   std::vector<torch::nn::Module*> networks_;
   std::vector<Registered> registered_;
+  std::vector<std::shared_ptr<torch::nn::Module>> owned_;
   std::vector<std::pair<std::string, torch::Tensor>> learnables_;
   bool has_updater_ = false;
 };

@@ -324,12 +324,22 @@ class TD3LossImpl : public LossModuleImpl {
       TORCH_CHECK(td.contains(key), "TD3Loss: input key \"", key.str(), "\" not found; keys present: ",
                   rlobj::detail::keys_str(td.keys(true)));
     };
+    // Everything forward reads, before the smoothing noise is drawn: a rejected batch leaves
+    // the generator untouched.
     require(keys_.action);
-    for (const auto& k : qvalue_->in_keys()) require(k);
+    for (const auto& k : qvalue_->in_keys()) {
+      require(k);
+      if (k != keys_.action) require(NestedKey("next") / k);
+    }
     for (const auto& k : actor_->in_keys()) {
       require(k);
       require(NestedKey("next") / k);
     }
+    for (const auto& k : {keys_.reward, keys_.done, keys_.terminated}) require(NestedKey("next") / k);
+    const torch::Tensor& action = td.get(keys_.action);
+    TORCH_CHECK_VALUE(action.dim() >= 1 && action.size(-1) == min_action_.numel(), "TD3Loss: \"", keys_.action.str(),
+                      "\" has shape ", rlobj::detail::shape_str(action.sizes()), " but the action spec has ",
+                      min_action_.numel(), " feature(s)");
     TORCH_CHECK(td.batch_dims() >= 1, "TD3Loss: expected a batch of transitions (batch_dims >= 1), got "
                 "batch_size ", rlobj::detail::shape_str(td.batch_size()));
     detail::check_network_inputs("TD3Loss", td, computed_keys_, actor_net_.group->flat().scalar_type());

@@ -68,7 +68,15 @@ class TargetNetUpdater {
     TORCH_CHECK_VALUE(loss_ != nullptr, name, ": the loss is empty");
     for (auto& p : loss_->target_pairs()) {
       // Non-delayed "targets" share the online storage: nothing to update (TorchRL >= 0.2).
-      if (p.delayed) pairs_.push_back(std::move(p));
+      if (!p.delayed) continue;
+      // A network sharing parameters with an earlier one keeps them in that one's group, but
+      // its target copy holds its own: the layouts differ. (TorchRL updates such targets from
+      // the shared values; rlobj does not support it yet, and says so before changing anything.)
+      TORCH_CHECK_NOT_IMPLEMENTED(p.target.numel() == p.source.numel(), name, ": the target of \"", p.name,
+                                  "\" holds ", p.target.numel(), " values but the network trains ", p.source.numel(),
+                                  " (it shares parameters with another network); delayed targets over shared "
+                                  "parameters are not supported yet: build the loss without that delay");
+      pairs_.push_back(std::move(p));
     }
     TORCH_CHECK(!pairs_.empty(), name, ": the loss has no delayed target network to update; build it "
                 "with delay_value(true) or delay_actor(true)");
