@@ -318,6 +318,16 @@ TEST_CASE("TD3Loss: twin critics, targets, parameters and errors", "[td3]") {
                         Contains("policy_noise must be finite and >= 0, got -1"));
     REQUIRE_THROWS_WITH(TD3Loss<>(actor, qvalue, rlobj::Unbounded({1})), Contains("the action spec must be Bounded"));
     TensorDict batch = td3_batch(parity::Perturbation::none());
+    // Critics sharing layers with the actor: not supported as an ensemble yet, refused before
+    // the actor changes.
+    MLP shared_mlp(MLPOptions(3, 1).num_cells({8}));
+    Actor shared_actor(shared_mlp);
+    std::vector<torch::Tensor> shared_before;
+    for (const auto& p : shared_mlp->parameters()) shared_before.push_back(p.detach().clone());
+    REQUIRE_THROWS_WITH(TD3Loss<>(shared_actor, ValueOperator(shared_mlp, {"observation"}), spec),
+                        Contains("qvalue_network shares parameters with actor_network_params"));
+    auto shared_after = shared_mlp->parameters();
+    for (size_t j = 0; j < shared_before.size(); ++j) CHECK(torch::equal(shared_after[j], shared_before[j]));
     // Rejected before the smoothing noise is drawn: the default generator does not move.
     const auto state = at::detail::getDefaultCPUGenerator().get_state();
     TensorDict no_reward = batch.copy();

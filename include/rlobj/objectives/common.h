@@ -588,6 +588,18 @@ class LossModuleImpl : public torch::nn::Module {
     for (const auto& r : registered_) {
       TORCH_CHECK_VALUE(r.name != name, "LossModule: a network named \"", name, "\" is already registered");
     }
+    if (options.ensemble() > 1) {
+      // TorchRL gives every copy its own redrawn values (shared ones: a view the copies' loss
+      // does not train); rlobj's copies would write into, or drift from, the other network's
+      // tensors. Refused until supported, before anything changes.
+      for (const auto& p : network->parameters()) {
+        for (const auto& g : groups_) {
+          TORCH_CHECK_NOT_IMPLEMENTED(g->index_of(p) < 0, "LossModule: ", name, " shares parameters with ",
+                                      g->name(), "; an ensemble (", options.ensemble(), " copies) over shared "
+                                      "parameters is not supported yet: give the networks separate layers");
+        }
+      }
+    }
     LossNetwork<Impl> net;
     net.online.push_back(network);
     for (int64_t c = 1; c < options.ensemble(); ++c) net.online.push_back(clone_of(*network, name));
