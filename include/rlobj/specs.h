@@ -234,6 +234,26 @@ class Bounded : public TensorSpec {
   torch::Tensor high_;
 };
 
+namespace detail {
+
+/// The bounds of one action from a `Bounded` spec whose last dim holds the action features:
+/// `(low, high)`, each of shape `[features]`. Leading dims (an environment's batch dims) must
+/// repeat the same bounds. `who` names the caller in errors.
+inline std::pair<torch::Tensor, torch::Tensor> action_bounds(const TensorSpec& spec, const char* who) {
+  const auto* bounded = dynamic_cast<const Bounded*>(&spec);
+  TORCH_CHECK_VALUE(bounded != nullptr, who, ": the action spec must be Bounded, got ", spec.repr());
+  const int64_t features = spec.shape().empty() ? 1 : spec.shape().back();
+  TORCH_CHECK_VALUE(features > 0 && bounded->low().numel() > 0, who, ": the spec ", shape_str(spec.shape()),
+                    " holds no bounds");
+  const auto low = bounded->low().reshape({-1, features}), high = bounded->high().reshape({-1, features});
+  TORCH_CHECK_VALUE(torch::equal(low, low[0].expand_as(low)) && torch::equal(high, high[0].expand_as(high)), who,
+                    ": the spec's bounds differ between its leading rows (shape ", shape_str(spec.shape()),
+                    "); one set of bounds applies to every action: pass a spec of the action features only");
+  return {low[0], high[0]};
+}
+
+}  // namespace detail
+
 /// Integers in `[0, n)` (TorchRL's `Categorical`); with `dtype` `bool` and `n = 2` this is
 /// the spec of done flags.
 class Categorical : public TensorSpec {

@@ -59,18 +59,8 @@ class TanhModuleImpl : public TensorDictModuleBase {
   /// such as an environment's batch dims, are assumed to repeat the same bounds).
   TanhModuleImpl(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys, const TensorSpec& spec)
       : TanhModuleImpl(std::move(in_keys), std::move(out_keys)) {
-    const auto* bounded = dynamic_cast<const Bounded*>(&spec);
-    TORCH_CHECK_VALUE(bounded != nullptr, "TanhModule: the spec must be Bounded, got ", spec.repr());
-    const int64_t features = spec.shape().empty() ? 1 : spec.shape().back();
-    const auto low = bounded->low().reshape({-1, features}), high = bounded->high().reshape({-1, features});
-    TORCH_CHECK_VALUE(low.size(0) == 0 || (torch::equal(low, low[0].expand_as(low)) &&
-                                           torch::equal(high, high[0].expand_as(high))),
-                      "TanhModule: the spec's bounds differ between its leading rows (shape ",
-                      rlobj::detail::shape_str(spec.shape()), "); one module applies one set of bounds, "
-                      "pass a spec with the action features only");
-    TORCH_CHECK_VALUE(low.size(0) > 0, "TanhModule: the spec ", rlobj::detail::shape_str(spec.shape()),
-                      " holds no bounds");
-    set_bounds(low[0], high[0]);
+    const auto [low, high] = rlobj::detail::action_bounds(spec, "TanhModule");
+    set_bounds(low, high);
   }
   /// Scalar bounds.
   TanhModuleImpl(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys, double low, double high)

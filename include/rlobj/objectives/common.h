@@ -33,6 +33,7 @@
 #include <torch/types.h>
 
 #include "rlobj/detail/format.h"
+#include "rlobj/objectives/value/advantages.h"
 #include "rlobj/tensordict.h"
 
 namespace rlobj {
@@ -136,6 +137,58 @@ inline void check_network_inputs(const char* loss, const TensorDict& td, const s
                       rlobj::detail::shape_str(td.batch_size()), "; expected [", 
                       fmt::format("{}", fmt::join(td.batch_size(), ", ")), ", F]");
   }
+}
+
+/// Throws a clear error naming the first of `keys` missing from `td`.
+inline void require_keys(const char* loss, const TensorDict& td, const std::vector<NestedKey>& keys) {
+  for (const auto& key : keys) {
+    TORCH_CHECK(td.contains(key), loss, ": input key \"", key.str(), "\" not found; keys present: ",
+                rlobj::detail::keys_str(td.keys(true)));
+  }
+}
+
+/// `keys` sorted by their dotted names, each once (a loss's `in_keys()`).
+inline std::vector<NestedKey> sorted_unique(std::vector<NestedKey> keys) {
+  std::sort(keys.begin(), keys.end(), [](const NestedKey& a, const NestedKey& b) { return a.str() < b.str(); });
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  return keys;
+}
+
+/// What an actor loss feeds the actor: its in_keys, plus the keys only the critic reads
+/// (TorchRL's `value_exclusive_keys`), all detached from `td`.
+template <typename Actor>
+TensorDict actor_loss_input(const Actor& actor, const std::vector<NestedKey>& critic_in_keys, const TensorDict& td) {
+  TensorDict in(td.batch_size(), td.device());
+  const auto& actor_in = actor.in_keys();
+  const auto& actor_out = actor.out_keys();
+  for (const auto& k : actor_in) in.set(k, td.get(k).detach());
+  for (const auto& k : critic_in_keys) {
+    const bool mine = std::find(actor_in.begin(), actor_in.end(), k) != actor_in.end() ||
+                      std::find(actor_out.begin(), actor_out.end(), k) != actor_out.end();
+    if (!mine) in.set(k, td.get(k).detach());
+  }
+  return in;
+}
+
+/// The bootstrapping estimator of an off-policy loss (TD0, TD1 or TDLambda over `net`, the
+/// loss's target networks, or null when the loss passes next values itself); GAE is refused.
+inline std::shared_ptr<value::ValueEstimatorBase> make_bootstrap_estimator(
+    const char* loss, ValueEstimators type, value::ValueEstimatorBase::ValueNetwork net,
+    const value::ValueEstimatorOptions& hyperparams) {
+  switch (type) {
+    case ValueEstimators::TD0: return std::make_shared<value::TD0Estimator>(std::move(net), hyperparams);
+    case ValueEstimators::TD1: return std::make_shared<value::TD1Estimator>(std::move(net), hyperparams);
+    case ValueEstimators::TDLambda: return std::make_shared<value::TDLambdaEstimator>(std::move(net), hyperparams);
+    case ValueEstimators::GAE: break;
+  }
+  TORCH_CHECK_NOT_IMPLEMENTED(false, loss, ": value estimator GAE is not implemented (", loss,
+                              " supports TD0, TD1 and TDLambda)");
+}
+
+/// Points `estimator` at the loss's keys: the value under "next", reward, done, terminated.
+inline void set_estimator_keys(value::ValueEstimatorBase& estimator, const NestedKey& value, const NestedKey& reward,
+                               const NestedKey& done, const NestedKey& terminated) {
+  estimator.set_keys({{"value", value}, {"reward", reward}, {"done", done}, {"terminated", terminated}});
 }
 
 /// Checks that every parameter of `networks` (name, module) shares one dtype and device (a

@@ -136,21 +136,8 @@ class DDPGLossImpl : public LossModuleImpl {
   /// TorchRL). Its value network is the target actor followed by the target critic.
   void make_value_estimator(ValueEstimators type = ValueEstimators::TD0,
                             value::ValueEstimatorOptions hyperparams = {}) {
-    value::ValueEstimatorBase::ValueNetwork net = [this](TensorDict next) { return target_actor_critic(next); };
-    switch (type) {
-      case ValueEstimators::TD0:
-        estimator_ = std::make_shared<value::TD0Estimator>(net, hyperparams);
-        break;
-      case ValueEstimators::TD1:
-        estimator_ = std::make_shared<value::TD1Estimator>(net, hyperparams);
-        break;
-      case ValueEstimators::TDLambda:
-        estimator_ = std::make_shared<value::TDLambdaEstimator>(net, hyperparams);
-        break;
-      case ValueEstimators::GAE:
-        TORCH_CHECK_NOT_IMPLEMENTED(false, "DDPGLoss: value estimator GAE is not implemented "
-                                    "(DDPG supports TD0, TD1 and TDLambda)");
-    }
+    estimator_ = detail::make_bootstrap_estimator(
+        "DDPGLoss", type, [this](TensorDict next) { return target_actor_critic(next); }, hyperparams);
     value_type_ = type;
     keys_changed();
   }
@@ -207,31 +194,29 @@ class DDPGLossImpl : public LossModuleImpl {
   // The key lists forward() checks, derived once per set_keys() rather than per update:
   // everything it may read (in_keys) and what it computes with (network inputs and reward).
   void keys_changed() {
-    std::vector<NestedKey> keys = {NestedKey("next") / keys_.reward, NestedKey("next") / keys_.done,
-                                   NestedKey("next") / keys_.terminated};
+    const NestedKey next("next");
+    std::vector<NestedKey> required = value_->in_keys();
+    for (const auto& k : actor_->in_keys()) {
+      required.push_back(k);
+      required.push_back(next / k);
+    }
+    required_keys_ = std::move(required);
+    std::vector<NestedKey> keys = {next / keys_.reward, next / keys_.done, next / keys_.terminated};
     auto add = [&](const std::vector<NestedKey>& ks) {
       for (const auto& k : ks) {
         keys.push_back(k);
-        keys.push_back(NestedKey("next") / k);
+        keys.push_back(next / k);
       }
     };
     add(actor_->in_keys());
     add(value_->in_keys());
-    std::sort(keys.begin(), keys.end(), [](const NestedKey& a, const NestedKey& b) { return a.str() < b.str(); });
-    keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-    input_keys_ = std::move(keys);
+    input_keys_ = detail::sorted_unique(std::move(keys));
     computed_keys_ = value_->in_keys();
-    for (const auto& k : actor_->in_keys()) computed_keys_.push_back(NestedKey("next") / k);
-    computed_keys_.push_back(NestedKey("next") / keys_.reward);
-    forward_keys_to_estimator();
-  }
-
-  void forward_keys_to_estimator() {
-    if (!estimator_) return;
-    estimator_->set_keys({{"value", keys_.state_action_value},
-                          {"reward", keys_.reward},
-                          {"done", keys_.done},
-                          {"terminated", keys_.terminated}});
+    for (const auto& k : actor_->in_keys()) computed_keys_.push_back(next / k);
+    computed_keys_.push_back(next / keys_.reward);
+    if (estimator_) {
+      detail::set_estimator_keys(*estimator_, keys_.state_action_value, keys_.reward, keys_.done, keys_.terminated);
+    }
   }
 
   // The estimator's value network: target actor, then target critic, never with gradient.
@@ -242,15 +227,7 @@ class DDPGLossImpl : public LossModuleImpl {
   }
 
   void check_inputs(const TensorDict& td) const {
-    auto require = [&](const NestedKey& key) {
-      TORCH_CHECK(td.contains(key), "DDPGLoss: input key \"", key.str(), "\" not found; keys present: ",
-                  rlobj::detail::keys_str(td.keys(true)));
-    };
-    for (const auto& k : value_->in_keys()) require(k);
-    for (const auto& k : actor_->in_keys()) {
-      require(k);
-      require(NestedKey("next") / k);
-    }
+    detail::require_keys("DDPGLoss", td, required_keys_);
     TORCH_CHECK(td.batch_dims() >= 1, "DDPGLoss: expected a batch of transitions (batch_dims >= 1), got "
                 "batch_size ", rlobj::detail::shape_str(td.batch_size()));
     // The reward is among them: a float64 reward would silently promote the targets.
@@ -270,16 +247,7 @@ class DDPGLossImpl : public LossModuleImpl {
   }
 
   torch::Tensor actor_loss(const TensorDict& td) {
-    TensorDict td_a(td.batch_size());
-    for (const auto& k : actor_->in_keys()) td_a.set(k, td.get(k).detach());
-    // Keys only the critic reads (TorchRL's value_exclusive_keys).
-    const auto& actor_in = actor_->in_keys();
-    const auto& actor_out = actor_->out_keys();
-    for (const auto& k : value_->in_keys()) {
-      const bool mine = std::find(actor_in.begin(), actor_in.end(), k) != actor_in.end() ||
-                        std::find(actor_out.begin(), actor_out.end(), k) != actor_out.end();
-      if (!mine) td_a.set(k, td.get(k).detach());
-    }
+    TensorDict td_a = detail::actor_loss_input(*actor_, value_->in_keys(), td);
     td_a = actor_->forward(td_a);
     td_a = value_net_.frozen.front()->forward(td_a);
     return reduce(-read_value(td_a, "value network").squeeze(-1), options.reduction());
@@ -294,6 +262,7 @@ class DDPGLossImpl : public LossModuleImpl {
 
   DDPGLossKeys keys_;
   std::vector<NestedKey> input_keys_;     // in_keys()
+  std::vector<NestedKey> required_keys_;  // what forward cannot do without
   std::vector<NestedKey> computed_keys_;  // network inputs and the reward, dtype/shape-checked
   ActorT actor_;
   ValueT value_;

@@ -102,15 +102,8 @@ class TD3LossImpl : public LossModuleImpl {
       : options(checked(options)), actor_(std::move(actor_network)), qvalue_(std::move(qvalue_network)) {
     TORCH_CHECK_VALUE(!actor_.is_empty(), "TD3Loss: actor_network is empty");
     TORCH_CHECK_VALUE(!qvalue_.is_empty(), "TD3Loss: qvalue_network is empty");
-    const auto* bounded = dynamic_cast<const Bounded*>(&action_spec);
-    TORCH_CHECK_VALUE(bounded != nullptr, "TD3Loss: the action spec must be Bounded (the smoothed target "
-                      "action is clamped into it), got ", action_spec.repr());
-    const int64_t features = action_spec.shape().empty() ? 1 : action_spec.shape().back();
-    const auto low = bounded->low().reshape({-1, features}), high = bounded->high().reshape({-1, features});
-    TORCH_CHECK_VALUE(low.size(0) > 0 && torch::equal(low, low[0].expand_as(low)) &&
-                          torch::equal(high, high[0].expand_as(high)),
-                      "TD3Loss: the action spec's bounds differ between its leading rows (shape ",
-                      rlobj::detail::shape_str(action_spec.shape()), "); pass a spec of the action features");
+    // The smoothed target action is clamped into these.
+    const auto [low, high] = rlobj::detail::action_bounds(action_spec, "TD3Loss");
     detail::check_same_placement("TD3Loss", {{"actor_network", actor_.get()}, {"qvalue_network", qvalue_.get()}});
     std::vector<torch::Tensor> shared;
     if (this->options.separate_losses()) shared = actor_->parameters();
@@ -123,8 +116,8 @@ class TD3LossImpl : public LossModuleImpl {
                                        .compare_against(shared));
     const auto dtype = actor_net_.group->flat().scalar_type();
     const auto device = actor_net_.group->flat().device();
-    min_action_ = register_buffer("min_action", low[0].to(device, dtype).clone());
-    max_action_ = register_buffer("max_action", high[0].to(device, dtype).clone());
+    min_action_ = register_buffer("min_action", low.to(device, dtype).clone());
+    max_action_ = register_buffer("max_action", high.to(device, dtype).clone());
     make_value_estimator(ValueEstimators::TD0);
   }
 
@@ -187,20 +180,8 @@ class TD3LossImpl : public LossModuleImpl {
   /// Builds the value estimator (TD0, TD1 or TDLambda) that turns `min_i Q'_i` into targets.
   void make_value_estimator(ValueEstimators type = ValueEstimators::TD0,
                             value::ValueEstimatorOptions hyperparams = {}) {
-    switch (type) {
-      case ValueEstimators::TD0:
-        estimator_ = std::make_shared<value::TD0Estimator>(nullptr, hyperparams);
-        break;
-      case ValueEstimators::TD1:
-        estimator_ = std::make_shared<value::TD1Estimator>(nullptr, hyperparams);
-        break;
-      case ValueEstimators::TDLambda:
-        estimator_ = std::make_shared<value::TDLambdaEstimator>(nullptr, hyperparams);
-        break;
-      case ValueEstimators::GAE:
-        TORCH_CHECK_NOT_IMPLEMENTED(false, "TD3Loss: value estimator GAE is not implemented "
-                                    "(TD3 supports TD0, TD1 and TDLambda)");
-    }
+    // No value network: forward passes min_i Q'_i as the next value.
+    estimator_ = detail::make_bootstrap_estimator("TD3Loss", type, nullptr, hyperparams);
     value_type_ = type;
     keys_changed();
   }
@@ -269,16 +250,7 @@ class TD3LossImpl : public LossModuleImpl {
 
   // s with a = mu(s) (gradient to the actor), plus the critic's other inputs, detached.
   TensorDict with_action_of(ActorImpl& actor, const TensorDict& td) const {
-    TensorDict in(td.batch_size(), td.device());
-    for (const auto& k : actor.in_keys()) in.set(k, td.get(k).detach());
-    const auto& actor_in = actor.in_keys();
-    const auto& actor_out = actor.out_keys();
-    for (const auto& k : qvalue_->in_keys()) {
-      const bool mine = std::find(actor_in.begin(), actor_in.end(), k) != actor_in.end() ||
-                        std::find(actor_out.begin(), actor_out.end(), k) != actor_out.end();
-      if (!mine) in.set(k, td.get(k).detach());
-    }
-    return actor.forward(in);
+    return actor.forward(detail::actor_loss_input(actor, qvalue_->in_keys(), td));
   }
 
   // Every critic of `critics` on `in`, stacked: [N, *batch] (squeezed) or [N, *batch, 1].
@@ -297,45 +269,32 @@ class TD3LossImpl : public LossModuleImpl {
   }
 
   void keys_changed() {
-    std::vector<NestedKey> keys = {keys_.action, NestedKey("next") / keys_.reward, NestedKey("next") / keys_.done,
-                                   NestedKey("next") / keys_.terminated};
-    for (const auto& k : actor_->in_keys()) {
-      keys.push_back(k);
-      keys.push_back(NestedKey("next") / k);
+    const NestedKey next("next");
+    // Everything forward reads, checked before the smoothing noise is drawn: a rejected batch
+    // leaves the generator untouched.
+    std::vector<NestedKey> required = {keys_.action};
+    for (const auto& k : qvalue_->in_keys()) {
+      required.push_back(k);
+      if (k != keys_.action) required.push_back(next / k);
     }
-    for (const auto& k : qvalue_->in_keys()) keys.push_back(k);
-    std::sort(keys.begin(), keys.end(), [](const NestedKey& a, const NestedKey& b) { return a.str() < b.str(); });
-    keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-    input_keys_ = std::move(keys);
+    for (const auto& k : actor_->in_keys()) {
+      required.push_back(k);
+      required.push_back(next / k);
+    }
+    for (const auto& k : {keys_.reward, keys_.done, keys_.terminated}) required.push_back(next / k);
+    input_keys_ = detail::sorted_unique(required);
+    required_keys_ = std::move(required);
     computed_keys_ = qvalue_->in_keys();
     computed_keys_.push_back(keys_.action);
-    for (const auto& k : actor_->in_keys()) computed_keys_.push_back(NestedKey("next") / k);
-    computed_keys_.push_back(NestedKey("next") / keys_.reward);
+    for (const auto& k : actor_->in_keys()) computed_keys_.push_back(next / k);
+    computed_keys_.push_back(next / keys_.reward);
     if (estimator_) {
-      estimator_->set_keys({{"value", keys_.state_action_value},
-                            {"reward", keys_.reward},
-                            {"done", keys_.done},
-                            {"terminated", keys_.terminated}});
+      detail::set_estimator_keys(*estimator_, keys_.state_action_value, keys_.reward, keys_.done, keys_.terminated);
     }
   }
 
   void check_inputs(const TensorDict& td) const {
-    auto require = [&](const NestedKey& key) {
-      TORCH_CHECK(td.contains(key), "TD3Loss: input key \"", key.str(), "\" not found; keys present: ",
-                  rlobj::detail::keys_str(td.keys(true)));
-    };
-    // Everything forward reads, before the smoothing noise is drawn: a rejected batch leaves
-    // the generator untouched.
-    require(keys_.action);
-    for (const auto& k : qvalue_->in_keys()) {
-      require(k);
-      if (k != keys_.action) require(NestedKey("next") / k);
-    }
-    for (const auto& k : actor_->in_keys()) {
-      require(k);
-      require(NestedKey("next") / k);
-    }
-    for (const auto& k : {keys_.reward, keys_.done, keys_.terminated}) require(NestedKey("next") / k);
+    detail::require_keys("TD3Loss", td, required_keys_);
     const torch::Tensor& action = td.get(keys_.action);
     TORCH_CHECK_VALUE(action.dim() >= 1 && action.size(-1) == min_action_.numel(), "TD3Loss: \"", keys_.action.str(),
                       "\" has shape ", rlobj::detail::shape_str(action.sizes()), " but the action spec has ",
@@ -346,8 +305,9 @@ class TD3LossImpl : public LossModuleImpl {
   }
 
   TD3LossKeys keys_;
-  std::vector<NestedKey> input_keys_;
-  std::vector<NestedKey> computed_keys_;
+  std::vector<NestedKey> input_keys_;     // in_keys()
+  std::vector<NestedKey> required_keys_;  // what forward cannot do without
+  std::vector<NestedKey> computed_keys_;  // network inputs and the reward, dtype/shape-checked
   ActorT actor_;
   QValueT qvalue_;
   LossNetwork<ActorImpl> actor_net_;
