@@ -273,6 +273,24 @@ TEST_CASE("TensorDict.unbind: a dim too long to unbind (over empty data) is refu
   CHECK(td.unbind(0).size() == 1);
 }
 
+TEST_CASE("TensorDict: indexing a huge batch of empty data allocates nothing", "[reliability][tensordict]") {
+  // Found by the fuzzer: the result shape used to be computed on a CPU dummy of the batch
+  // shape, which advanced indexing materialised (2 TB here).
+  const int64_t huge = int64_t{1} << 40;
+  TensorDict td({4, huge, 3});
+  CHECK(td.index({torch::tensor({0, 2})}).batch_size() == TensorDict::BatchSize{2, huge, 3});
+  CHECK(td.index({torch::tensor({true, false, true, true})}).batch_size() == TensorDict::BatchSize{3, huge, 3});
+  TensorDict dst = td.index({torch::tensor({1, 3})});
+  CHECK_NOTHROW(td.index_put_({torch::tensor({1, 3})}, dst));
+  // Integer index tensors are range-checked as LibTorch would.
+  REQUIRE_THROWS_AS(td.index({torch::tensor({0, 9})}), c10::IndexError);
+  REQUIRE_THROWS_WITH(td.index({torch::tensor({0, 9})}),
+                      Contains("TensorDict.index: index 9 is out of bounds for dimension 0 with size 4"));
+  CHECK(td.index({1, torch::tensor({-2})}).batch_size() == TensorDict::BatchSize{1, 3});  // -2 is in range
+  REQUIRE_THROWS_WITH(td.index({1, 0, torch::tensor({-4})}),
+                      Contains("index -4 is out of bounds for dimension 2 with size 3"));
+}
+
 TEST_CASE("LossModule.load: a mismatched checkpoint names the entry", "[reliability][serialize]") {
   auto small = DDPGLoss(Actor(MLP(MLPOptions(3, 1).num_cells({4}))),
                         ValueOperator(MLP(MLPOptions(4, 1).num_cells({4})), {"observation", "action"}));

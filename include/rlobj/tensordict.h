@@ -837,18 +837,29 @@ inline TensorDict::BatchSize indexed_batch(const TensorDict::BatchSize& batch,
   TORCH_CHECK_INDEX(consumed <= static_cast<int64_t>(batch.size()), where, ": the index addresses ",
                     consumed, " dims but the batch_size ", shape_str(batch), " has only ",
                     batch.size());
-  // Apply the index to a zero-stride dummy of the batch shape: exactly torch's semantics for
-  // the resulting batch dims, at the cost of a few bytes.
+  // Apply the index to a meta tensor of the batch shape: torch's own rules for the resulting
+  // batch dims, with no memory at all (a CPU dummy would materialise advanced indexing over
+  // the batch, terabytes for the huge batch dims an empty TensorDict may have). Meta tensors
+  // skip one check, the range of integer index tensors, which is made here first.
   std::vector<at::indexing::TensorIndex> cpu_indices;
   cpu_indices.reserve(indices.size());
+  int64_t dim = 0;
   for (const auto& idx : indices) {
-    if (idx.is_tensor() && !idx.tensor().device().is_cpu()) {
-      cpu_indices.emplace_back(idx.tensor().to(torch::kCPU));
+    if (idx.is_tensor()) {
+      const auto t = idx.tensor().device().is_cpu() ? idx.tensor() : idx.tensor().to(torch::kCPU);
+      if (t.scalar_type() != at::kBool && t.numel() > 0) {
+        const int64_t n = batch[static_cast<size_t>(dim)];
+        const int64_t lo = t.min().item<int64_t>(), hi = t.max().item<int64_t>();
+        TORCH_CHECK_INDEX(lo >= -n && hi < n, where, ": index ", lo < -n ? lo : hi, " is out of bounds for dimension ",
+                          dim, " with size ", n, " (batch_size ", shape_str(batch), ")");
+      }
+      cpu_indices.emplace_back(t);
     } else {
       cpu_indices.push_back(idx);
     }
+    dim += consumed_dims(idx, where);
   }
-  auto dummy = at::zeros({1}, at::TensorOptions().dtype(at::kByte)).expand(batch);
+  auto dummy = at::empty(batch, at::TensorOptions().dtype(at::kByte).device(at::kMeta));
   try {
     auto r = dummy.index(cpu_indices);
     return r.sizes().vec();
