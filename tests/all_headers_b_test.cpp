@@ -8,12 +8,16 @@
 #include <rlobj/envs/common.h>
 #include <rlobj/envs/pendulum.h>
 #include <rlobj/modules/actor.h>
+#include <rlobj/modules/distributions.h>
 #include <rlobj/modules/exploration.h>
+#include <rlobj/modules/exploration_type.h>
+#include <rlobj/modules/probabilistic.h>
 #include <rlobj/modules/mlp.h>
 #include <rlobj/modules/tensordict_module.h>
 #include <rlobj/modules/value_operator.h>
 #include <rlobj/objectives/common.h>
 #include <rlobj/objectives/ddpg.h>
+#include <rlobj/objectives/sac.h>
 #include <rlobj/objectives/utils.h>
 #include <rlobj/objectives/value/advantages.h>
 #include <rlobj/objectives/value/functional.h>

@@ -18,7 +18,10 @@
 #include "rlobj/modules/tensordict_module.h"
 #include "rlobj/modules/actor.h"
 #include "rlobj/modules/value_operator.h"
+#include "rlobj/modules/exploration_type.h"
 #include "rlobj/modules/exploration.h"
+#include "rlobj/modules/distributions.h"
+#include "rlobj/modules/probabilistic.h"
 
 // Environments (rlobj::envs)
 #include "rlobj/envs/common.h"
@@ -35,4 +38,5 @@
 #include "rlobj/objectives/value/advantages.h"
 #include "rlobj/objectives/ddpg.h"
 #include "rlobj/objectives/td3.h"
+#include "rlobj/objectives/sac.h"
 #include "rlobj/objectives/utils.h"

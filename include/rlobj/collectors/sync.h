@@ -20,6 +20,7 @@
 #include <torch/utils.h>
 
 #include "rlobj/envs/common.h"
+#include "rlobj/modules/exploration_type.h"
 #include "rlobj/serialize.h"
 #include "rlobj/tensordict.h"
 
@@ -81,6 +82,7 @@ class SyncDataCollector {
         env_->rand_action(td);
       } else {
         torch::NoGradGuard no_grad;
+        modules::SetExplorationType exploration(exploration_type_);
         policy_(td);
       }
       auto stepped = env_->step_and_maybe_reset(td);
@@ -93,6 +95,11 @@ class SyncDataCollector {
     frames_ += frames_per_batch_;
     return TensorDict::stack(steps, -1);
   }
+
+  /// The exploration type the policy acts under (TorchRL's collector argument
+  /// `exploration_type`; default `Random`: a `ProbabilisticActor` samples, noise modules add noise).
+  void set_exploration_type(modules::ExplorationType type) noexcept { exploration_type_ = type; }
+  modules::ExplorationType exploration_type() const noexcept { return exploration_type_; }
 
   /// Frames collected so far.
   int64_t frames() const noexcept { return frames_; }
@@ -186,6 +193,7 @@ class SyncDataCollector {
 
   envs::EnvBase* env_;
   Policy policy_;
+  modules::ExplorationType exploration_type_ = modules::ExplorationType::Random;
   int64_t frames_per_batch_;
   int64_t total_frames_;
   int64_t init_random_frames_;

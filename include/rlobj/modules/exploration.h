@@ -2,11 +2,11 @@
 
 /// \file
 /// Exploration noise for deterministic policies, as TorchRL's `AdditiveGaussianModule` and
-/// `OrnsteinUhlenbeckProcessModule`, and TorchRL's exploration-type switch
-/// (`set_exploration_type`).
+/// `OrnsteinUhlenbeckProcessModule`. The exploration-type switch they read is in
+/// `exploration_type.h` (included here).
 ///
 /// Put a noise module after the actor: `TensorDictSequential(actor, noise)`. Noise is added
-/// only while the exploration type is `Random` (the default); evaluate with
+/// only while the exploration type is `Random` or unset (the default); evaluate with
 /// `SetExplorationType guard(ExplorationType::Deterministic);`.
 
 #include <algorithm>
@@ -28,40 +28,13 @@
 #include <torch/types.h>
 
 #include "rlobj/detail/format.h"
+#include "rlobj/modules/exploration_type.h"
 #include "rlobj/modules/tensordict_module.h"
 #include "rlobj/specs.h"
 #include "rlobj/tensordict.h"
 
 namespace rlobj {
 namespace modules {
-
-/// TorchRL's `ExplorationType`: how stochastic modules act.
-enum class ExplorationType { Random, Deterministic, Mode, Mean };
-
-namespace detail {
-inline ExplorationType& exploration_type_slot() {
-  static thread_local ExplorationType type = ExplorationType::Random;
-  return type;
-}
-}  // namespace detail
-
-/// The exploration type of the calling thread (`Random` unless a guard says otherwise).
-inline ExplorationType exploration_type() { return detail::exploration_type_slot(); }
-
-/// Sets the exploration type of the calling thread for the guard's lifetime (TorchRL's
-/// `with set_exploration_type(...)`).
-class SetExplorationType {
- public:
-  explicit SetExplorationType(ExplorationType type) : previous_(detail::exploration_type_slot()) {
-    detail::exploration_type_slot() = type;
-  }
-  ~SetExplorationType() { detail::exploration_type_slot() = previous_; }
-  SetExplorationType(const SetExplorationType&) = delete;
-  SetExplorationType& operator=(const SetExplorationType&) = delete;
-
- private:
-  ExplorationType previous_;
-};
 
 namespace detail {
 

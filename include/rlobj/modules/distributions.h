@@ -1,0 +1,528 @@
+#pragma once
+
+/// \file
+/// Distributions of stochastic policies, as TorchRL 0.4 builds them on `torch.distributions`
+/// (PyTorch 1.13's arithmetic, op for op, so that seeded runs reproduce TorchRL's numbers):
+///
+/// * `Delta` (a deterministic "distribution": TorchRL's `Delta`);
+/// * `Normal` and `IndependentNormal` (diagonal Gaussian, log-probabilities summed over the
+///   event dims);
+/// * `TanhNormal` (a Gaussian squashed by `tanh` into `[low, high]`, TorchRL's);
+/// * `Categorical` (integer outcomes) and `OneHotCategorical` (one-hot outcomes, TorchRL's,
+///   with its pass-through reparameterised sample);
+/// * `NormalParamExtractor`, the module that splits a network's output into `loc` and a
+///   positive `scale` (tensordict's, with its biased softplus).
+///
+/// Every sample comes from LibTorch's default generator, with TorchRL's calls: a reparameterised
+/// Gaussian sample is one `torch::empty(shape).normal_()` then `loc + eps * scale`, so that
+/// `torch::manual_seed(s)` followed by the same calls gives TorchRL's draws. `rsample_with(eps)`
+/// applies the same arithmetic to standard normals the caller supplies.
+///
+/// Shapes follow `torch.distributions`: a sample has shape `sample_shape + batch_shape +
+/// event_shape`; `log_prob(x)` takes such a tensor (the trailing dims must equal
+/// `batch_shape + event_shape` exactly: nothing is broadcast) and returns
+/// `sample_shape + batch_shape`. What a distribution does not define (`TanhNormal::mean`,
+/// `Delta::entropy`, ...) throws `c10::NotImplementedError`.
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include <c10/util/Exception.h>
+#include <torch/arg.h>
+#include <torch/nn/cloneable.h>
+#include <torch/nn/functional/activation.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+#include <torch/utils.h>
+
+#include "rlobj/detail/format.h"
+#include "rlobj/specs.h"
+
+namespace rlobj {
+namespace modules {
+
+/// Base of rlobj's distributions (`torch.distributions.Distribution`'s interface).
+class Distribution {
+ public:
+  virtual ~Distribution() = default;
+
+  /// The class name, for messages (`"TanhNormal"`).
+  virtual const char* name() const = 0;
+  /// Whether `rsample` exists (reparameterised, differentiable samples).
+  virtual bool has_rsample() const { return false; }
+  /// A sample of shape `sample_shape + batch_shape + event_shape`, without gradient.
+  virtual torch::Tensor sample(c10::IntArrayRef sample_shape = {}) const {
+    torch::NoGradGuard no_grad;
+    return rsample(sample_shape);
+  }
+  /// A reparameterised sample (gradients flow to the parameters).
+  virtual torch::Tensor rsample(c10::IntArrayRef /*sample_shape*/ = {}) const { not_defined("rsample"); }
+  /// Log-density (or log-mass) of `value`, shape `sample_shape + batch_shape`.
+  virtual torch::Tensor log_prob(const torch::Tensor& value) const = 0;
+  /// The mode.
+  virtual torch::Tensor mode() const { not_defined("mode"); }
+  /// The mean.
+  virtual torch::Tensor mean() const { not_defined("mean"); }
+  /// The entropy, shape `batch_shape`.
+  virtual torch::Tensor entropy() const { not_defined("entropy"); }
+  /// What `ExplorationType::Deterministic` takes: the mode unless a distribution says otherwise.
+  virtual torch::Tensor deterministic_sample() const { return mode(); }
+
+  const std::vector<int64_t>& batch_shape() const noexcept { return batch_shape_; }
+  const std::vector<int64_t>& event_shape() const noexcept { return event_shape_; }
+
+ protected:
+  [[noreturn]] void not_defined(const char* what) const {
+    C10_THROW_ERROR(NotImplementedError, c10::str(name(), " does not define ", what));
+  }
+
+  /// `sample_shape + batch_shape + event_shape`.
+  std::vector<int64_t> extended_shape(c10::IntArrayRef sample_shape) const {
+    std::vector<int64_t> shape(sample_shape.begin(), sample_shape.end());
+    shape.insert(shape.end(), batch_shape_.begin(), batch_shape_.end());
+    shape.insert(shape.end(), event_shape_.begin(), event_shape_.end());
+    return shape;
+  }
+
+  /// Checks that `value`'s trailing dims are `batch_shape + event_shape` (no broadcasting).
+  void check_value(const torch::Tensor& value, const char* what = "log_prob") const {
+    std::vector<int64_t> tail = batch_shape_;
+    tail.insert(tail.end(), event_shape_.begin(), event_shape_.end());
+    const auto n = static_cast<int64_t>(tail.size());
+    TORCH_CHECK_VALUE(value.defined() && value.dim() >= n &&
+                          value.sizes().slice(static_cast<size_t>(value.dim() - n)) == c10::IntArrayRef(tail),
+                      name(), ".", what, ": expected a value whose last dims are batch_shape + event_shape ",
+                      rlobj::detail::shape_str(tail), ", got ",
+                      value.defined() ? rlobj::detail::shape_str(value.sizes()) : std::string("an undefined tensor"));
+  }
+
+  /// Sets the shapes from a parameter: its last `event_dims` dims are the event.
+  void set_shapes(const torch::Tensor& param, int64_t event_dims) {
+    TORCH_CHECK_VALUE(event_dims >= 0 && event_dims <= param.dim(), name(), ": event_dims must be in [0, ",
+                      param.dim(), "] for a parameter of shape ", rlobj::detail::shape_str(param.sizes()), ", got ",
+                      event_dims);
+    const auto split = static_cast<size_t>(param.dim() - event_dims);
+    const auto sizes = param.sizes();
+    batch_shape_.assign(sizes.begin(), sizes.begin() + static_cast<std::ptrdiff_t>(split));
+    event_shape_.assign(sizes.begin() + static_cast<std::ptrdiff_t>(split), sizes.end());
+  }
+
+  std::vector<int64_t> batch_shape_;
+  std::vector<int64_t> event_shape_;
+};
+
+/// Builds a distribution from its parameters (the tensors a `ProbabilisticActor` reads from its
+/// `in_keys`, in order).
+using DistributionFactory = std::function<std::shared_ptr<Distribution>(const std::vector<torch::Tensor>&)>;
+
+namespace detail {
+
+/// `_sum_rightmost(x, n)`: sums the last `n` dims.
+inline torch::Tensor sum_rightmost(const torch::Tensor& x, int64_t n) {
+  if (n <= 0) return x;
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end() - n);
+  shape.push_back(-1);
+  return x.reshape(shape).sum(-1);
+}
+
+/// `torch.distributions.Normal.log_prob` (PyTorch 1.13): element-wise, in its op order.
+inline torch::Tensor normal_log_prob(const torch::Tensor& value, const torch::Tensor& loc, const torch::Tensor& scale) {
+  const torch::Tensor var = scale.pow(2);
+  // -((value - loc) ** 2) / (2 * var) - log(scale) - log(sqrt(2 pi))
+  return (-(value - loc).pow(2)) / (var * 2) - scale.log() - std::log(std::sqrt(2 * M_PI));
+}
+
+inline void check_loc_scale(const char* name, const torch::Tensor& loc, const torch::Tensor& scale) {
+  TORCH_CHECK_VALUE(loc.defined() && scale.defined(), name, ": loc and scale must be defined");
+  TORCH_CHECK_VALUE(loc.is_floating_point() && scale.is_floating_point(), name,
+                    ": loc and scale must be floating point, got ", loc.scalar_type(), " and ", scale.scalar_type());
+  TORCH_CHECK_VALUE(loc.sizes() == scale.sizes(), name, ": loc has shape ", rlobj::detail::shape_str(loc.sizes()),
+                    " but scale has shape ", rlobj::detail::shape_str(scale.sizes()), " (nothing is broadcast)");
+  TORCH_CHECK_VALUE(loc.scalar_type() == scale.scalar_type() && loc.device() == scale.device(), name,
+                    ": loc and scale must share dtype and device");
+}
+
+}  // namespace detail
+
+/// TorchRL's `Delta`: all the mass on `param`. `log_prob(x)` is `+inf` where `x` equals `param`
+/// within `atol + rtol * |param|` over the whole event, else `-inf`. The last dim of `param` is
+/// the event.
+class Delta : public Distribution {
+ public:
+  explicit Delta(torch::Tensor param, double atol = 1e-6, double rtol = 1e-6)
+      : param_(std::move(param)), atol_(atol), rtol_(rtol) {
+    TORCH_CHECK_VALUE(param_.defined() && param_.dim() >= 1, "Delta: param must have at least one dim (the event)");
+    set_shapes(param_, 1);
+  }
+  const char* name() const override { return "Delta"; }
+  bool has_rsample() const override { return true; }
+  torch::Tensor sample(c10::IntArrayRef sample_shape = {}) const override {
+    return rsample(sample_shape).detach();
+  }
+  torch::Tensor rsample(c10::IntArrayRef sample_shape = {}) const override {
+    return param_.expand(extended_shape(sample_shape));
+  }
+  torch::Tensor log_prob(const torch::Tensor& value) const override {
+    check_value(value);
+    const torch::Tensor param = param_.expand_as(value);
+    const torch::Tensor equal = ((value - param).abs() < param.abs() * rtol_ + atol_).all(-1);
+    return torch::where(equal, torch::full({}, std::numeric_limits<double>::infinity(), value.options()),
+                        torch::full({}, -std::numeric_limits<double>::infinity(), value.options()));
+  }
+  torch::Tensor mode() const override { return param_; }
+  torch::Tensor mean() const override { return param_; }
+  const torch::Tensor& param() const noexcept { return param_; }
+
+  /// For `ProbabilisticActor`: one parameter, `param`.
+  static DistributionFactory factory(double atol = 1e-6, double rtol = 1e-6) {
+    return [atol, rtol](const std::vector<torch::Tensor>& p) -> std::shared_ptr<Distribution> {
+      TORCH_CHECK_VALUE(p.size() == 1, "Delta: expects 1 parameter (param), got ", p.size());
+      return std::make_shared<Delta>(p[0], atol, rtol);
+    };
+  }
+
+ private:
+  torch::Tensor param_;
+  double atol_, rtol_;
+};
+
+/// A diagonal Gaussian whose last `event_dims` dims are one event (`torch.distributions.
+/// Independent(Normal(loc, scale), event_dims)`, TorchRL's `IndependentNormal` with
+/// `event_dims = 1`). `loc` and `scale` must have the same shape; `scale` is not checked for
+/// positivity (that would read it back to the host on every call).
+class IndependentNormal : public Distribution {
+ public:
+  IndependentNormal(torch::Tensor loc, torch::Tensor scale, int64_t event_dims = 1)
+      : loc_(std::move(loc)), scale_(std::move(scale)), event_dims_(event_dims) {
+    detail::check_loc_scale(name(), loc_, scale_);
+    set_shapes(loc_, event_dims_);
+  }
+  const char* name() const override { return event_dims_ == 0 ? "Normal" : "IndependentNormal"; }
+  bool has_rsample() const override { return true; }
+  /// `loc + eps * scale`, `eps = torch::empty(shape).normal_()` (one draw from the default
+  /// generator, as PyTorch's `Normal.rsample`).
+  torch::Tensor rsample(c10::IntArrayRef sample_shape = {}) const override {
+    return rsample_with(torch::empty(extended_shape(sample_shape), loc_.options()).normal_());
+  }
+  /// `loc + eps * scale` for given standard normals `eps` (shape `sample_shape + batch_shape +
+  /// event_shape`).
+  torch::Tensor rsample_with(const torch::Tensor& eps) const {
+    check_value(eps, "rsample_with");
+    return loc_ + eps * scale_;
+  }
+  torch::Tensor log_prob(const torch::Tensor& value) const override {
+    check_value(value);
+    return detail::sum_rightmost(detail::normal_log_prob(value, loc_, scale_), event_dims_);
+  }
+  torch::Tensor mode() const override { return loc_; }
+  torch::Tensor mean() const override { return loc_; }
+  /// `sum(0.5 + 0.5 log(2 pi) + log(scale))` over the event.
+  torch::Tensor entropy() const override {
+    return detail::sum_rightmost(scale_.log() + (0.5 + 0.5 * std::log(2 * M_PI)), event_dims_);
+  }
+  const torch::Tensor& loc() const noexcept { return loc_; }
+  const torch::Tensor& scale() const noexcept { return scale_; }
+
+  /// For `ProbabilisticActor`: two parameters, `loc` and `scale`.
+  static DistributionFactory factory(int64_t event_dims = 1) {
+    return [event_dims](const std::vector<torch::Tensor>& p) -> std::shared_ptr<Distribution> {
+      TORCH_CHECK_VALUE(p.size() == 2, "IndependentNormal: expects 2 parameters (loc, scale), got ", p.size());
+      return std::make_shared<IndependentNormal>(p[0], p[1], event_dims);
+    };
+  }
+
+ private:
+  torch::Tensor loc_, scale_;
+  int64_t event_dims_;
+};
+
+/// A univariate Gaussian per element (`torch.distributions.Normal`): `IndependentNormal` with
+/// no event dims.
+class Normal : public IndependentNormal {
+ public:
+  Normal(torch::Tensor loc, torch::Tensor scale) : IndependentNormal(std::move(loc), std::move(scale), 0) {}
+  static DistributionFactory factory() { return IndependentNormal::factory(0); }
+};
+
+/// Options of `TanhNormal`, with TorchRL's names and defaults.
+struct TanhNormalOptions {
+  /// Lower bound (a tensor broadcastable to the event; undefined: -1).
+  TORCH_ARG(torch::Tensor, low);
+  /// Upper bound (undefined: 1).
+  TORCH_ARG(torch::Tensor, high);
+  /// With `tanh_loc`, `loc` becomes `tanh(loc / upscale) * upscale`.
+  TORCH_ARG(double, upscale) = 5.0;
+  TORCH_ARG(bool, tanh_loc) = false;
+  /// How many trailing dims form one event.
+  TORCH_ARG(int64_t, event_dims) = 1;
+
+ public:
+  /// The bounds of a `Bounded` action spec.
+  static TanhNormalOptions from_spec(const TensorSpec& spec) {
+    const auto [low, high] = rlobj::detail::action_bounds(spec, "TanhNormal");
+    return TanhNormalOptions().low(low).high(high);
+  }
+};
+
+/// TorchRL 0.4's `TanhNormal`: `a = m + s * safe_tanh(x)`, `x ~ N(loc', scale)` per event,
+/// with `m = (high + low) / 2`, `s = (high - low) / 2`, and the Gaussian's location
+/// `loc' = (loc + s) + low` — which is `loc` up to float rounding, and is what TorchRL computes
+/// (the reference numbers depend on that rounding). With the default bounds (-1, 1) there is no
+/// affine map and `loc' = loc`. `safe_tanh` clamps to `±(1 - resolution)` of the dtype
+/// (`1e-6` for float32, `1e-15` for float64), so the sample is invertible.
+///
+/// `log_prob(a)` inverts the sample again (`x = atanh(clamp((a - m) / s))`, not a cached `x`)
+/// and subtracts the log-Jacobian `2 (log 2 - x - softplus(-2 x)) + log s`, as PyTorch's
+/// `TransformedDistribution`. `mode()` is the squashed location; there is no `mean()` and no
+/// `entropy()` (TorchRL's SAC estimates the entropy from `-log_prob`).
+class TanhNormal : public Distribution {
+ public:
+  TanhNormal(torch::Tensor loc, torch::Tensor scale, TanhNormalOptions options = {})
+      : scale_(std::move(scale)), options_(std::move(options)) {
+    detail::check_loc_scale(name(), loc, scale_);
+    TORCH_CHECK_VALUE(options_.upscale() > 0, "TanhNormal: upscale must be > 0, got ", options_.upscale());
+    torch::Tensor low = options_.low(), high = options_.high();
+    if (low.defined() || high.defined()) {
+      if (!low.defined()) low = torch::full({}, -1.0, loc.options());
+      if (!high.defined()) high = torch::full({}, 1.0, loc.options());
+      low = low.to(loc.device(), loc.scalar_type());
+      high = high.to(loc.device(), loc.scalar_type());
+      TORCH_CHECK_VALUE((high > low).all().item<bool>(), "TanhNormal: high must be > low everywhere");
+      if ((low != -1.0).any().item<bool>() || (high != 1.0).any().item<bool>()) {
+        affine_loc_ = (high + low) / 2;
+        affine_scale_ = (high - low) / 2;
+        low_ = low;
+      }
+    }
+    if (options_.tanh_loc()) loc = (loc / options_.upscale()).tanh() * options_.upscale();
+    // TorchRL: loc = loc + (max - min) / 2 + min, evaluated left to right.
+    base_loc_ = affine_scale_.defined() ? (loc + affine_scale_) + low_ : loc;
+    set_shapes(base_loc_, options_.event_dims());
+    lim_ = 1.0 - (base_loc_.scalar_type() == torch::kFloat64 ? 1e-15 : 1e-6);  // finfo(dtype).resolution
+  }
+  const char* name() const override { return "TanhNormal"; }
+  bool has_rsample() const override { return true; }
+  torch::Tensor rsample(c10::IntArrayRef sample_shape = {}) const override {
+    return rsample_with(torch::empty(extended_shape(sample_shape), base_loc_.options()).normal_());
+  }
+  /// The sample for given standard normals `eps`: `squash(loc' + eps * scale)`.
+  torch::Tensor rsample_with(const torch::Tensor& eps) const {
+    check_value(eps, "rsample_with");
+    return squash(base_loc_ + eps * scale_);
+  }
+  torch::Tensor log_prob(const torch::Tensor& value) const override {
+    check_value(value);
+    // Inverse of the transform: affine, then safe atanh.
+    torch::Tensor x = affine_scale_.defined() ? (value - affine_loc_) / affine_scale_ : value;
+    x = x.clamp(-lim_, lim_).atanh();
+    // log|det J| of tanh (PyTorch's TanhTransform), plus that of the affine map.
+    torch::Tensor ladj = ((std::log(2.0) - x) - torch::nn::functional::softplus(x * -2.0)) * 2.0;
+    if (affine_scale_.defined()) ladj = ladj + affine_scale_.abs().log().expand(x.sizes());
+    const int64_t n = options_.event_dims();
+    torch::Tensor lp = -detail::sum_rightmost(ladj, n);  // 0.0 - sum: exact negation
+    return lp + detail::sum_rightmost(detail::normal_log_prob(x, base_loc_, scale_), n);
+  }
+  /// `squash(loc')`.
+  torch::Tensor mode() const override { return squash(base_loc_); }
+  /// The Gaussian's location after TorchRL's shift (`loc'`).
+  const torch::Tensor& base_loc() const noexcept { return base_loc_; }
+  const torch::Tensor& scale() const noexcept { return scale_; }
+
+  /// For `ProbabilisticActor`: two parameters, `loc` and `scale`.
+  static DistributionFactory factory(TanhNormalOptions options = {}) {
+    return [options](const std::vector<torch::Tensor>& p) -> std::shared_ptr<Distribution> {
+      TORCH_CHECK_VALUE(p.size() == 2, "TanhNormal: expects 2 parameters (loc, scale), got ", p.size());
+      return std::make_shared<TanhNormal>(p[0], p[1], options);
+    };
+  }
+
+ private:
+  torch::Tensor squash(const torch::Tensor& x) const {
+    torch::Tensor t = x.tanh().clamp(-lim_, lim_);
+    return affine_scale_.defined() ? affine_loc_ + affine_scale_ * t : t;
+  }
+
+  torch::Tensor base_loc_, scale_;
+  torch::Tensor affine_loc_, affine_scale_, low_;  // undefined without bounds other than (-1, 1)
+  TanhNormalOptions options_;
+  double lim_ = 1.0 - 1e-6;
+};
+
+/// A categorical distribution over the last dim of `logits` (`torch.distributions.Categorical`):
+/// outcomes are integer indices (`int64`), `batch_shape` is `logits.shape[:-1]`, there is no event
+/// dim. `logits` are normalised (`logits - logsumexp(logits)`); from probabilities, `probs` are
+/// normalised to sum to 1 and `logits = log(clamp(probs, eps, 1 - eps))`.
+class Categorical : public Distribution {
+ public:
+  /// From unnormalised log-probabilities.
+  explicit Categorical(const torch::Tensor& logits) { init_logits(logits); }
+  /// From (unnormalised) probabilities.
+  static Categorical from_probs(const torch::Tensor& probs) {
+    check_param("Categorical", probs, "probs");
+    Categorical c;
+    c.probs_ = probs / probs.sum(-1, /*keepdim=*/true);
+    const double eps = probs.scalar_type() == torch::kFloat64 ? std::numeric_limits<double>::epsilon()
+                                                              : std::numeric_limits<float>::epsilon();
+    c.logits_ = c.probs_.clamp(eps, 1 - eps).log();
+    c.finish();
+    return c;
+  }
+  const char* name() const override { return "Categorical"; }
+  /// Indices drawn with `torch::multinomial` (with replacement), shape `sample_shape + batch_shape`.
+  torch::Tensor sample(c10::IntArrayRef sample_shape = {}) const override {
+    torch::NoGradGuard no_grad;
+    int64_t n = 1;
+    for (auto s : sample_shape) n *= s;
+    const torch::Tensor probs_2d = probs_.reshape({-1, num_events()});
+    const torch::Tensor samples_2d = torch::multinomial(probs_2d, n, /*replacement=*/true).t();
+    return samples_2d.reshape(extended_shape(sample_shape));
+  }
+  /// `log p(value)` for integer indices `value` (shape `sample_shape + batch_shape`). On the
+  /// CPU, indices outside `[0, n)` are refused with a clear error (on accelerators that check
+  /// would stall on a host sync; the gather checks them there).
+  torch::Tensor log_prob(const torch::Tensor& value) const override {
+    check_value(value);
+    return index_log_prob(value);
+  }
+  /// The most likely index.
+  torch::Tensor mode() const override { return probs_.argmax(-1); }
+  /// `-sum(p log p)`, with `-inf` logits clamped to the dtype's lowest value (PyTorch's).
+  torch::Tensor entropy() const override {
+    const double lowest = logits_.scalar_type() == torch::kFloat64
+                              ? std::numeric_limits<double>::lowest()
+                              : static_cast<double>(std::numeric_limits<float>::lowest());
+    return -(logits_.clamp_min(lowest) * probs_).sum(-1);
+  }
+  /// Normalised log-probabilities, shape `batch_shape + [n]`.
+  const torch::Tensor& logits() const noexcept { return logits_; }
+  /// Probabilities, shape `batch_shape + [n]`.
+  const torch::Tensor& probs() const noexcept { return probs_; }
+  int64_t num_events() const noexcept { return logits_.size(-1); }
+
+  /// For `ProbabilisticActor`: one parameter, `logits`.
+  static DistributionFactory factory() {
+    return [](const std::vector<torch::Tensor>& p) -> std::shared_ptr<Distribution> {
+      TORCH_CHECK_VALUE(p.size() == 1, "Categorical: expects 1 parameter (logits), got ", p.size());
+      return std::make_shared<Categorical>(p[0]);
+    };
+  }
+
+ protected:
+  Categorical() = default;
+  static void check_param(const char* name, const torch::Tensor& t, const char* what) {
+    TORCH_CHECK_VALUE(t.defined() && t.dim() >= 1 && t.size(-1) >= 1, name, ": ", what,
+                      " must have at least one dim holding the categories, got ",
+                      t.defined() ? rlobj::detail::shape_str(t.sizes()) : std::string("an undefined tensor"));
+    TORCH_CHECK_VALUE(t.is_floating_point(), name, ": ", what, " must be floating point, got ", t.scalar_type());
+  }
+  void init_logits(const torch::Tensor& logits) {
+    check_param(name(), logits, "logits");
+    logits_ = logits - logits.logsumexp(-1, /*keepdim=*/true);
+    probs_ = torch::softmax(logits_, -1);
+    finish();
+  }
+  void finish() {
+    const auto sizes = logits_.sizes();
+    batch_shape_.assign(sizes.begin(), sizes.end() - 1);
+    event_shape_.clear();
+  }
+  /// `log p(idx)` for indices of shape `sample_shape + batch_shape`.
+  torch::Tensor index_log_prob(const torch::Tensor& value) const {
+    TORCH_CHECK_VALUE(!value.is_floating_point() && !value.is_complex() && value.scalar_type() != torch::kBool, name(),
+                      ".log_prob: expected integer category indices, got ", value.scalar_type());
+    const torch::Tensor idx = value.to(torch::kLong);
+    check_range(idx);
+    const torch::Tensor expanded = idx.unsqueeze(-1);
+    std::vector<int64_t> shape(expanded.sizes().begin(), expanded.sizes().end());
+    shape.back() = num_events();
+    return logits_.expand(shape).gather(-1, expanded).squeeze(-1);
+  }
+  void check_range(const torch::Tensor& idx) const {
+    if (idx.numel() == 0 || !idx.device().is_cpu()) return;
+    TORCH_CHECK_VALUE(idx.min().item<int64_t>() >= 0 && idx.max().item<int64_t>() < num_events(), name(),
+                      ": outcomes must be in [0, ", num_events(), "), got values in [", idx.min().item<int64_t>(),
+                      ", ", idx.max().item<int64_t>(), "]");
+  }
+
+  torch::Tensor logits_, probs_;
+};
+
+/// TorchRL's `OneHotCategorical`: a `Categorical` whose outcomes are one-hot vectors (`int64`,
+/// last dim `n`, the event). `rsample` is the pass-through estimator
+/// `one_hot(sample) + probs - probs.detach()` (TorchRL's default `grad_method`); `mode` marks
+/// every maximal logit.
+class OneHotCategorical : public Categorical {
+ public:
+  /// From unnormalised log-probabilities (a trailing dim of size 1 is dropped, as TorchRL does).
+  explicit OneHotCategorical(const torch::Tensor& logits) : Categorical(treat(logits)) {
+    event_shape_ = {num_events()};
+  }
+  const char* name() const override { return "OneHotCategorical"; }
+  bool has_rsample() const override { return true; }
+  torch::Tensor sample(c10::IntArrayRef sample_shape = {}) const override {
+    return torch::one_hot(index_sample(sample_shape), num_events());
+  }
+  torch::Tensor rsample(c10::IntArrayRef sample_shape = {}) const override {
+    return torch::one_hot(index_sample(sample_shape), num_events()) + probs_ - probs_.detach();
+  }
+  /// `log p(argmax(value))`.
+  torch::Tensor log_prob(const torch::Tensor& value) const override {
+    check_value(value);
+    return index_log_prob(value.argmax(-1));
+  }
+  torch::Tensor mode() const override {
+    return (logits_ == std::get<0>(logits_.max(-1, /*keepdim=*/true))).to(torch::kLong);
+  }
+
+  static DistributionFactory factory() {
+    return [](const std::vector<torch::Tensor>& p) -> std::shared_ptr<Distribution> {
+      TORCH_CHECK_VALUE(p.size() == 1, "OneHotCategorical: expects 1 parameter (logits), got ", p.size());
+      return std::make_shared<OneHotCategorical>(p[0]);
+    };
+  }
+
+ private:
+  static torch::Tensor treat(const torch::Tensor& logits) {
+    return logits.defined() && logits.dim() >= 1 && logits.size(-1) == 1 ? logits.squeeze(-1) : logits;
+  }
+  torch::Tensor index_sample(c10::IntArrayRef sample_shape) const {
+    torch::NoGradGuard no_grad;
+    int64_t n = 1;
+    for (auto s : sample_shape) n *= s;
+    std::vector<int64_t> shape(sample_shape.begin(), sample_shape.end());
+    shape.insert(shape.end(), batch_shape_.begin(), batch_shape_.end());
+    return torch::multinomial(probs_.reshape({-1, num_events()}), n, true).t().reshape(shape);
+  }
+};
+
+/// tensordict's `NormalParamExtractor`: splits the last dim of its input in two halves, `loc`
+/// and `scale = max(softplus(s + b) + 0.01, 1e-4)` with `b = log(expm1(0.99))` (the biased
+/// softplus: `scale = 1` where `s = 0`). Returns `(loc, scale)`; wrap it in a
+/// `TensorDictModule` with out_keys `{"loc", "scale"}`.
+class NormalParamExtractorImpl : public torch::nn::Cloneable<NormalParamExtractorImpl> {
+ public:
+  NormalParamExtractorImpl() = default;
+  void reset() override {}
+  std::tuple<torch::Tensor, torch::Tensor> forward(const torch::Tensor& x) {
+    TORCH_CHECK_VALUE(x.dim() >= 1 && x.size(-1) % 2 == 0, "NormalParamExtractor: the last dim must be even "
+                      "(loc and scale halves), got shape ", rlobj::detail::shape_str(x.sizes()));
+    auto halves = x.chunk(2, -1);
+    torch::Tensor scale = (torch::nn::functional::softplus(halves[1] + bias()) + 0.01).clamp_min(1e-4);
+    return {halves[0], scale};
+  }
+  /// `log(expm1(0.99))` rounded to float32, as tensordict computes it (0.5254586935043335).
+  static double bias() { return 0.5254586935043335; }
+  void pretty_print(std::ostream& stream) const override { stream << "rlobj::modules::NormalParamExtractor()"; }
+};
+TORCH_MODULE(NormalParamExtractor);
+
+}  // namespace modules
+}  // namespace rlobj
