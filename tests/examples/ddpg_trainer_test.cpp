@@ -1,4 +1,4 @@
-// The ddpg_pendulum example's training loop: checkpoints resume exactly.
+// The off-policy examples' training loop (DDPG, TD3, SAC): checkpoints resume exactly.
 #include <cstdio>
 #include <filesystem>
 #include <thread>
@@ -26,8 +26,12 @@ Config small_config() {
 }
 }  // namespace
 
-TEST_CASE("ddpg_pendulum: a resumed run continues exactly as if never stopped", "[example][checkpoint]") {
-  const std::string path = (std::filesystem::temp_directory_path() / "rlobj_trainer_test.pt").string();
+TEMPLATE_TEST_CASE("off-policy trainer: a resumed run continues exactly as if never stopped", "[example][checkpoint]",
+                   offpolicy::DDPG, offpolicy::TD3, offpolicy::SAC) {
+  using Trainer = offpolicy::Trainer<TestType>;
+  const std::string path =
+      (std::filesystem::temp_directory_path() / (std::string("rlobj_trainer_test_") + TestType::kProgram + ".pt"))
+          .string();
   Trainer straight(small_config());
   while (straight.step()) {
   }
@@ -48,8 +52,9 @@ TEST_CASE("ddpg_pendulum: a resumed run continues exactly as if never stopped", 
   auto p1 = straight.loss()->parameters();
   auto p2 = resumed.loss()->parameters();
   for (size_t i = 0; i < p1.size(); ++i) CHECK(torch::equal(p1[i], p2[i]));
-  auto t1 = straight.loss()->named_buffers()["target_value_network_params"];
-  auto t2 = resumed.loss()->named_buffers()["target_value_network_params"];
+  const std::string target = std::string("target_") + TestType::kCritic + "_params";
+  auto t1 = straight.loss()->named_buffers()[target];
+  auto t2 = resumed.loss()->named_buffers()[target];
   CHECK(torch::equal(t1, t2));
   CHECK(straight.recent_return() == resumed.recent_return());
   CHECK(straight.last_loss_value() == resumed.last_loss_value());

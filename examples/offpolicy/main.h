@@ -1,0 +1,414 @@
+#pragma once
+
+// The command line shared by ddpg_pendulum, td3_pendulum and sac_pendulum: trains the algorithm
+// on gym's Pendulum-v1 with rlobj, evaluates it, logs it. Each example's main.cpp is
+// `return offpolicy::main<offpolicy::TD3>(argc, argv);`.
+//
+//   td3_pendulum --seed 0 --total-frames 20000 --log-csv returns.csv
+//   td3_pendulum --help
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join (there since fmt 11)
+
+#include "offpolicy/trainer.h"
+
+namespace offpolicy {
+namespace detail {
+
+using Clock = std::chrono::steady_clock;
+
+inline double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+inline std::string fmt_num(double v) { return std::isnan(v) ? std::string("-") : fmt::format("{:.1f}", v); }
+
+/// The first line of an error message (LibTorch's messages can carry context lines and backtraces).
+inline std::string first_line(const std::string& s) {
+  const auto eol = s.find('\n');
+  return eol == std::string::npos ? s : s.substr(0, eol);
+}
+
+inline std::string errno_reason(int err) { return err != 0 ? std::strerror(err) : std::string("write failed"); }
+
+// ---- Validators of single flags. Their descriptions are empty, so --help keeps showing "FLOAT=0.001";
+// ---- each flag's text states its allowed range instead.
+
+constexpr int64_t kMaxInt64 = std::numeric_limits<int64_t>::max();
+
+/// An integer >= lo: CLI11's Range, which also rejects what does not parse as an integer, after a check
+/// that the value fits in 64 bits (CLI11's conversion would silently saturate it).
+inline CLI::Validator int_at_least(int64_t lo) {
+  const CLI::Validator range = CLI::Range(lo, kMaxInt64);
+  return CLI::Validator(
+      [range](std::string& input) -> std::string {
+        errno = 0;
+        std::strtoll(input.c_str(), nullptr, 0);
+        if (errno == ERANGE) return fmt::format("{} does not fit in a 64-bit integer", input);
+        return range(input);
+      },
+      "");
+}
+
+/// A finite real number accepted by `ok`. (CLI::Range and CLI::PositiveNumber let "nan" through, and
+/// their messages print the limits of double.)
+inline CLI::Validator real(std::function<bool(double)> ok, std::string what) {
+  return CLI::Validator(
+      [ok = std::move(ok), what = std::move(what)](std::string& input) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(input, v) || !std::isfinite(v) || !ok(v)) {
+          return fmt::format("must be {}, got \"{}\"", what, input);
+        }
+        return {};
+      },
+      "");
+}
+
+/// One of the names `rlobj::modules::activation_from_string` knows (the library holds the list).
+inline CLI::Validator activation_name() {
+  return CLI::Validator(
+      [](std::string& input) -> std::string {
+        try {
+          rlobj::modules::activation_from_string(input);
+          return {};
+        } catch (const c10::Error& e) {
+          return first_line(e.what_without_backtrace());
+        }
+      },
+      "");
+}
+
+/// A device this machine has: "cpu", or a CUDA device that exists (LibTorch's own errors for a bad device
+/// come late and as multi-kilobyte dispatcher dumps).
+inline CLI::Validator usable_device() {
+  return CLI::Validator(
+      [](std::string& input) -> std::string {
+        std::optional<torch::Device> device;
+        try {
+          device.emplace(input);
+        } catch (const c10::Error& e) {
+          return fmt::format("invalid device \"{}\": {}", input, first_line(e.what_without_backtrace()));
+        }
+        if (device->is_cpu()) {
+          if (device->has_index()) return fmt::format("invalid device \"{}\": use cpu (without an index)", input);
+          return {};
+        }
+        if (!device->is_cuda()) return fmt::format("unsupported device \"{}\": use cpu or cuda[:N]", input);
+        if (!torch::cuda::is_available()) {
+          return fmt::format("CUDA is not available on this machine (asked for \"{}\"); use --device cpu", input);
+        }
+        const auto count = static_cast<int64_t>(torch::cuda::device_count());
+        if (device->has_index() && device->index() >= count) {
+          return fmt::format("CUDA device {} does not exist: this machine has {} CUDA device(s) (cuda:0 to cuda:{})",
+                             static_cast<int>(device->index()), count, count - 1);
+        }
+        return {};
+      },
+      "");
+}
+
+/// A path a file can be (atomically) written to: not a directory, in a writable directory. Checked up front
+/// so that a long run does not fail at its first checkpoint.
+inline CLI::Validator writable_file_path() {
+  return CLI::Validator(
+      [](std::string& path) -> std::string {
+        if (path.empty()) return "the path is empty";
+        struct stat st {};
+        if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return fmt::format("{} is a directory", path);
+        const auto slash = path.find_last_of('/');
+        const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+        if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+          return fmt::format("directory {} of {} does not exist", dir, path);
+        }
+        if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+          return fmt::format("cannot write into directory {}: {}", dir, std::strerror(errno));
+        }
+        return {};
+      },
+      "");
+}
+
+/// Rules between flags, checked after parsing: a run that can never do a gradient update is an error.
+inline void check_consistency(const Config& c) {
+  if (c.num_cells.empty()) throw CLI::ValidationError("--num-cells", "give at least one hidden layer size");
+  if (c.buffer_size < c.batch_size) {
+    throw CLI::ValidationError(
+        "--buffer-size", fmt::format("{} is smaller than --batch-size {}: the replay buffer could never hold a batch, "
+                                     "so no gradient update would happen",
+                                     c.buffer_size, c.batch_size));
+  }
+  // Frames come num_envs at a time until total_frames are reached (the last step may overshoot); the
+  // updates start at the first step with init_random_frames frames collected and batch_size transitions
+  // in the buffer.
+  const int64_t first_update = std::max(c.init_random_frames, c.batch_size);
+  const auto steps = [&](int64_t frames) { return frames / c.num_envs + (frames % c.num_envs != 0 ? 1 : 0); };
+  if (steps(c.total_frames) < steps(first_update)) {
+    throw CLI::ValidationError(
+        "--total-frames",
+        fmt::format("{} frames are too few: no gradient update would happen, as updates start at frame {} (the larger "
+                    "of --init-random-frames {} and --batch-size {})",
+                    c.total_frames, first_update, c.init_random_frames, c.batch_size));
+  }
+}
+
+// The CSV log: one row per evaluation. Every write is flushed and checked: a lost row is an error.
+class CsvLog {
+ public:
+  explicit CsvLog(const std::string& path, bool append) : path_(path) {
+    if (path.empty()) return;
+    struct stat st {};
+    const bool has_content = ::stat(path.c_str(), &st) == 0 && st.st_size > 0;
+    errno = 0;
+    out_ = std::make_unique<std::ofstream>(path, append ? std::ios::app : std::ios::trunc);
+    if (!*out_) {
+      throw std::runtime_error(fmt::format("cannot open --log-csv file {} for {}: {}", path,
+                                           append ? "appending" : "writing", errno_reason(errno)));
+    }
+    if (!append || !has_content) {
+      write("frames,updates,episodes,wall_s,eval_return,recent_return,loss_actor,loss_value\n");
+    }
+  }
+  template <typename T>
+  void row(const T& t, double wall, double eval_return) {
+    if (!out_) return;
+    write(fmt::format("{},{},{},{:.3f},{:.4f},{:.4f},{:.6f},{:.6f}\n", t.frames(), t.updates(), t.episodes(), wall,
+                      eval_return, t.recent_return(), t.last_loss_actor(), t.last_loss_value()));
+  }
+
+ private:
+  void write(const std::string& text) {
+    errno = 0;
+    *out_ << text;
+    out_->flush();
+    if (!*out_) throw std::runtime_error(fmt::format("cannot write to --log-csv file {}: {}", path_, errno_reason(errno)));
+  }
+
+  std::string path_;
+  std::unique_ptr<std::ofstream> out_;
+};
+
+/// The value of `--preset` in `argv`, if given (read before the flags are declared, so that the
+/// preset's values become the flags' defaults, and explicit flags still override them).
+inline std::string preset_in(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--preset" && i + 1 < argc) return argv[i + 1];
+    if (arg.rfind("--preset=", 0) == 0) return arg.substr(9);
+  }
+  return {};
+}
+
+template <typename Algo>
+int run(int argc, char** argv) {
+  Config cfg = Algo::defaults();
+  std::string preset;
+  if constexpr (std::is_same<Algo, TD3>::value) {
+    if (preset_in(argc, argv) == "rltools") cfg = TD3::rltools_preset();
+  }
+  int64_t seed = 0;  // parsed signed, so that "-1" is rejected instead of wrapping to 2^64-1
+  std::string checkpoint, resume, log_csv;
+  bool quiet = false;
+
+  CLI::App app{fmt::format("Train {} on gym's Pendulum-v1 with rlobj (TorchRL's objectives for LibTorch).",
+                            Algo::kName)};
+  // Every error is one line on stderr: the flag, what is wrong, the value.
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return fmt::format("{}: error: {} (see --help)\n", Algo::kProgram, first_line(e.what()));
+  });
+  app.add_option("--seed", seed, "Random seed (networks, environments, noise, replay buffer), >= 0")
+      ->capture_default_str()
+      ->check(int_at_least(0));
+  app.add_option("--total-frames", cfg.total_frames, "Environment steps to collect, >= 1")
+      ->capture_default_str()
+      ->check(int_at_least(1));
+  app.add_option("--num-envs", cfg.num_envs, "Pendulums stepped together (one update per frame), >= 1")
+      ->capture_default_str()
+      ->check(int_at_least(1));
+  app.add_option("--batch-size", cfg.batch_size, "Transitions per gradient step, >= 1")
+      ->capture_default_str()
+      ->check(int_at_least(1));
+  app.add_option("--lr-actor", cfg.lr_actor, "Adam learning rate of the actor, > 0")
+      ->capture_default_str()
+      ->check(real([](double v) { return v > 0; }, "a positive number"));
+  app.add_option("--lr-critic", cfg.lr_critic, "Adam learning rate of the critic, > 0")
+      ->capture_default_str()
+      ->check(real([](double v) { return v > 0; }, "a positive number"));
+  app.add_option("--gamma", cfg.gamma, "Discount factor, in (0, 1]")
+      ->capture_default_str()
+      ->check(real([](double v) { return v > 0 && v <= 1; }, "in (0, 1]"));
+  app.add_option("--tau", cfg.tau, "Soft target update weight (SoftUpdate tau = 1 - eps), in (0, 1]")
+      ->capture_default_str()
+      ->check(real([](double v) { return v > 0 && v <= 1; }, "in (0, 1]"));
+  app.add_option("--num-cells", cfg.num_cells, "Hidden layer sizes of actor and critic, each >= 1")
+      ->capture_default_str()
+      ->delimiter(',')
+      ->check(int_at_least(1));
+  app.add_option("--activation", cfg.activation,
+                 "Hidden activation: tanh, relu, elu, leaky_relu, gelu, sigmoid, silu or identity")
+      ->capture_default_str()
+      ->check(activation_name());
+  app.add_option("--init-random-frames", cfg.init_random_frames, "Random-action frames before learning starts, >= 0")
+      ->capture_default_str()
+      ->check(int_at_least(0));
+  app.add_option("--buffer-size", cfg.buffer_size, "Replay buffer capacity, >= --batch-size")
+      ->capture_default_str()
+      ->check(int_at_least(1));
+  if constexpr (!Algo::kStochastic) {
+    app.add_option("--noise-std", cfg.noise_std, "Std of the Gaussian exploration noise, >= 0")
+        ->capture_default_str()
+        ->check(real([](double v) { return v >= 0; }, "a non-negative number"));
+  }
+  if constexpr (std::is_same<Algo, TD3>::value) {
+    app.add_option("--policy-delay", cfg.policy_delay, "Update the actor and the targets every N-th update, >= 1")
+        ->capture_default_str()
+        ->check(int_at_least(1));
+    app.add_option("--policy-noise", cfg.policy_noise, "Std of the target policy smoothing noise, >= 0")
+        ->capture_default_str()
+        ->check(real([](double v) { return v >= 0; }, "a non-negative number"));
+    app.add_option("--noise-clip", cfg.noise_clip, "The smoothing noise is clipped to +-this, >= 0")
+        ->capture_default_str()
+        ->check(real([](double v) { return v >= 0; }, "a non-negative number"));
+    app.add_option("--preset", preset,
+                   "rltools: RLtools' TD3 Pendulum configuration (64-64 ReLU, batch 100, lr 1e-3, 100 warm-up frames, "
+                   "buffer 10k, 10k frames); other flags still override it")
+        ->check(CLI::IsMember({"rltools"}));
+  }
+  if constexpr (std::is_same<Algo, SAC>::value) {
+    app.add_option("--alpha-init", cfg.alpha_init, "Initial temperature alpha, > 0")
+        ->capture_default_str()
+        ->check(real([](double v) { return v > 0; }, "a positive number"));
+    app.add_option("--lr-alpha", cfg.lr_alpha, "Adam learning rate of log(alpha), > 0")
+        ->capture_default_str()
+        ->check(real([](double v) { return v > 0; }, "a positive number"));
+  }
+  app.add_option("--eval-every", cfg.eval_every, "Evaluate (10 deterministic episodes) every N frames, >= 1")
+      ->capture_default_str()
+      ->check(int_at_least(1));
+  app.add_option("--device", cfg.device, "Torch device (cpu, cuda, cuda:1, ...)")
+      ->capture_default_str()
+      ->check(usable_device());
+  app.add_option("--checkpoint", checkpoint, "Save a checkpoint here at each evaluation and at the end (atomic)")
+      ->check(writable_file_path());
+  app.add_option("--resume", resume, "Resume from this checkpoint")->check(CLI::ExistingFile);
+  app.add_option("--log-csv", log_csv, "Append evaluation returns and losses to this CSV file");
+  app.add_flag("--quiet", quiet, "Only print the final summary");
+  try {
+    app.parse(argc, argv);
+    check_consistency(cfg);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  cfg.seed = static_cast<uint64_t>(seed);
+
+  {
+    const auto t0 = Clock::now();
+    // Opened before the (slower) trainer, so that an unwritable CSV fails at once.
+    CsvLog csv(log_csv, /*append=*/!resume.empty());
+    Trainer<Algo> trainer(cfg);
+    if (!resume.empty()) {
+      trainer.load(resume);
+      if (!quiet) fmt::print("resumed from {} at frame {}\n", resume, trainer.frames());
+    }
+    const bool tty = ::isatty(STDOUT_FILENO) != 0;
+    if (!quiet) {
+      fmt::print("{} on Pendulum-v1: seed {}, {} frames, {} env(s), batch {}, cells [{}], {}, device {}{}\n", Algo::kName,
+                 cfg.seed, cfg.total_frames, cfg.num_envs, cfg.batch_size, fmt::join(cfg.num_cells, ", "),
+                 cfg.activation, cfg.device, preset.empty() ? std::string() : ", preset " + preset);
+    }
+
+    const int64_t start_frames = trainer.frames();
+    double last_eval = std::nan("");
+    auto last_print = Clock::now();
+    auto progress = [&](bool force) {
+      if (quiet) return;
+      // Decide before formatting: the line reads losses and counters back from the device.
+      const bool print = force || (tty && seconds_since(last_print) > 0.2);
+      if (!print) return;
+      const double wall = seconds_since(t0);
+      const double fps = (trainer.frames() - start_frames) / std::max(wall, 1e-9);
+      const double eta = fps > 0 ? (cfg.total_frames - trainer.frames()) / fps : 0;
+      const std::string line = fmt::format(
+          "frames {:>6}/{} | episodes {:>4} | recent return {:>7} | eval {:>7} | loss actor {:>7.3f} value {:>7.4f} | "
+          "{:>5.0f} frames/s | ETA {:>4.0f}s",
+          trainer.frames(), cfg.total_frames, trainer.episodes(), fmt_num(trainer.recent_return()), fmt_num(last_eval),
+          trainer.last_loss_actor(), trainer.last_loss_value(), fps, eta);
+      if (tty) {
+        // A live line redrawn in place, at most 5 times a second.
+        fmt::print("\r{}", line);
+        std::fflush(stdout);
+        last_print = Clock::now();
+      } else {
+        fmt::print("{}\n", line);  // logs get one line per evaluation, not a flood,
+        std::fflush(stdout);         // and get it now (tail -f, a supervisor watching progress)
+      }
+    };
+
+    // Periodic evaluations; the one at the last frame is the final evaluation below.
+    int64_t next_eval = (trainer.frames() / cfg.eval_every + 1) * cfg.eval_every;
+    while (trainer.step()) {
+      if (cfg.eval_every > 0 && trainer.frames() >= next_eval && trainer.frames() < cfg.total_frames) {
+        last_eval = trainer.evaluate();
+        csv.row(trainer, seconds_since(t0), last_eval);
+        if (!checkpoint.empty()) trainer.save(checkpoint);
+        next_eval += cfg.eval_every;
+        progress(/*force=*/true);
+        if (tty && !quiet) fmt::print("\n");
+      } else {
+        progress(/*force=*/false);
+      }
+    }
+    const double final_return = trainer.evaluate();
+    const double wall = seconds_since(t0);
+    csv.row(trainer, wall, final_return);
+    if (!checkpoint.empty()) trainer.save(checkpoint);
+    if (tty && !quiet) fmt::print("\n");
+    fmt::print("summary: seed {} | wall time {:.1f} s | env steps {} | updates {} | episodes {} | final eval return "
+               "{:.1f} (mean of {} deterministic episodes of 200 steps)\n",
+               cfg.seed, wall, trainer.frames(), trainer.updates(), trainer.episodes(), final_return,
+               cfg.eval_episodes);
+  }
+  // The summary is the job's result: a failed write to stdout (a full disk, say) is an error too.
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+    throw std::runtime_error(fmt::format("cannot write to standard output: {}", errno_reason(errno)));
+  }
+  return 0;
+}
+
+}  // namespace detail
+
+/// The whole program: parses the flags, trains, evaluates, prints the summary. Whatever escapes
+/// the run (a bad or mismatched checkpoint, a failed write, ...) is one line on stderr.
+template <typename Algo>
+int main(int argc, char** argv) {
+  try {
+    return detail::run<Algo>(argc, argv);
+  } catch (const c10::Error& e) {
+    fmt::print(stderr, "{}: error: {}\n", Algo::kProgram, detail::first_line(e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "{}: error: {}\n", Algo::kProgram, detail::first_line(e.what()));
+  } catch (...) {
+    fmt::print(stderr, "{}: error: unknown exception\n", Algo::kProgram);
+  }
+  return 1;
+}
+
+}  // namespace offpolicy
