@@ -14,6 +14,7 @@
 #include <rlobj/rlobj.h>
 
 #include "handwritten_ddpg.h"
+#include "handwritten_td3_sac.h"
 
 namespace rl = rlobj;
 using rlobj_bench::HandwrittenDDPG;
@@ -82,6 +83,74 @@ void DDPGUpdate_handwritten(benchmark::State& state) {
   auto obs = b.get("observation"), act = b.get("action"), next_obs = b.get({"next", "observation"});
   auto rew = b.get({"next", "reward"}), term = b.get({"next", "terminated"});
   for (auto _ : state) ddpg.update(obs, act, rew, term, next_obs);
+  state.SetItemsProcessed(state.iterations());
+}
+
+// TD3 and SAC: one update of every network (TD3's actor every step here, to compare the same
+// work per call; the examples update it every 2nd step). Args: cells, threads, activation.
+template <typename Loss>
+struct RlobjOffPolicy {
+  Loss loss{nullptr};
+  std::unique_ptr<torch::optim::Adam> optim;
+  std::unique_ptr<rl::objectives::SoftUpdate> updater;
+  template <typename Actor>
+  RlobjOffPolicy(Actor actor, rl::modules::ValueOperator value) {
+    loss = Loss(actor, value, rl::Bounded(-2.0, 2.0, {1}));
+    optim = std::make_unique<torch::optim::Adam>(loss->parameters(), torch::optim::AdamOptions(1e-3));
+    updater = std::make_unique<rl::objectives::SoftUpdate>(loss, rl::objectives::SoftUpdateOptions().tau(0.005));
+  }
+  void update(const rl::TensorDict& batch) {
+    auto out = loss(batch);
+    rl::objectives::sum_losses(out).backward();
+    optim->step();
+    optim->zero_grad();
+    updater->step();
+  }
+};
+
+rl::modules::ValueOperator bench_critic(int64_t cells, rl::modules::Activation act) {
+  return rl::modules::ValueOperator(
+      rl::modules::MLP(rl::modules::MLPOptions(4, 1).num_cells({cells, cells}).activation(act)), {"observation", "action"});
+}
+
+void TD3Update_rlobj(benchmark::State& state) {
+  torch::set_num_threads(static_cast<int>(state.range(1)));
+  torch::manual_seed(0);
+  const auto act = activation_of(state.range(2));
+  const int64_t cells = state.range(0);
+  RlobjOffPolicy<rl::objectives::TD3Loss<>> td3(
+      rl::modules::Actor(rl::modules::MLP(rl::modules::MLPOptions(3, 1).num_cells({cells, cells}).activation(act))),
+      bench_critic(cells, act));
+  auto batch = random_batch(kBatch);
+  for (auto _ : state) td3.update(batch);
+  state.SetItemsProcessed(state.iterations());
+}
+
+void SACUpdate_rlobj(benchmark::State& state) {
+  torch::set_num_threads(static_cast<int>(state.range(1)));
+  torch::manual_seed(0);
+  const auto act = activation_of(state.range(2));
+  const int64_t cells = state.range(0);
+  namespace m = rl::modules;
+  auto params = m::TensorDictSequential(
+      m::TensorDictModule(m::MLP(m::MLPOptions(3, 2).num_cells({cells, cells}).activation(act)), {"observation"}, {"param"}),
+      m::TensorDictModule(m::NormalParamExtractor(), {"param"}, {"loc", "scale"}));
+  m::ProbabilisticActor actor(params, m::TanhNormal::factory(m::TanhNormalOptions::from_spec(rl::Bounded(-2.0, 2.0, {1}))));
+  RlobjOffPolicy<rl::objectives::SACLoss<>> sac(actor, bench_critic(cells, act));
+  auto batch = random_batch(kBatch);
+  for (auto _ : state) sac.update(batch);
+  state.SetItemsProcessed(state.iterations());
+}
+
+template <typename Handwritten>
+void OffPolicyUpdate_handwritten(benchmark::State& state) {
+  torch::set_num_threads(static_cast<int>(state.range(1)));
+  torch::manual_seed(0);
+  Handwritten algo(3, 1, {state.range(0), state.range(0)}, state.range(2) == 1);
+  auto b = random_batch(kBatch);
+  auto obs = b.get("observation"), act = b.get("action"), next_obs = b.get({"next", "observation"});
+  auto rew = b.get({"next", "reward"}), term = b.get({"next", "terminated"});
+  for (auto _ : state) algo.update(obs, act, rew, term, next_obs);
   state.SetItemsProcessed(state.iterations());
 }
 
@@ -275,6 +344,18 @@ int main(int argc, char** argv) {
     RegisterBenchmark(name, fn)
         ->ArgNames({"cells", "threads", "relu"})
         ->ArgsProduct({{32, 256}, {1, 2}, {0, 1}})
+        ->Unit(us)
+        ->UseRealTime();
+  }
+  const std::vector<std::pair<const char*, void (*)(benchmark::State&)>> off_policy = {
+      {"TD3Update/rlobj", &TD3Update_rlobj},
+      {"TD3Update/handwritten", &OffPolicyUpdate_handwritten<rlobj_bench::HandwrittenTD3>},
+      {"SACUpdate/rlobj", &SACUpdate_rlobj},
+      {"SACUpdate/handwritten", &OffPolicyUpdate_handwritten<rlobj_bench::HandwrittenSAC>}};
+  for (const auto& [name, fn] : off_policy) {
+    RegisterBenchmark(name, fn)
+        ->ArgNames({"cells", "threads", "relu"})
+        ->ArgsProduct({{32, 256}, {1}, {1}})
         ->Unit(us)
         ->UseRealTime();
   }

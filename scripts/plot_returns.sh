@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Turns ddpg_pendulum --log-csv files into a PNG learning curve (evaluation return against
-# environment steps), one line per CSV. Installs gnuplot if it is missing.
+# environment steps), one line per CSV. Installs gnuplot if it is missing. RLOBJ_PLOT_TITLE names
+# the run (default "rlobj DDPG on Pendulum-v1").
 #   scripts/plot_returns.sh returns.png seed0.csv seed1.csv seed2.csv
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,7 +27,7 @@ set output '$out'
 set datafile separator ','
 set key bottom right
 set grid
-set title 'rlobj DDPG on Pendulum-v1: mean return of 10 deterministic evaluation episodes'
+set title '${RLOBJ_PLOT_TITLE:-rlobj DDPG on Pendulum-v1}: mean return of 10 deterministic evaluation episodes'
 set xlabel 'environment steps'
 set ylabel 'evaluation return'
 set yrange [-1700:0]

@@ -84,6 +84,7 @@ struct TD3 {
   static Config defaults() {
     Config c;
     c.lr_actor = 1e-3;
+    c.num_cells = {64, 64};  // RLtools' size; 32-32 solves too, with less margin (-193 on seed 1)
     c.policy_delay = 2;
     return c;
   }
@@ -175,7 +176,10 @@ class Trainer {
           rl::modules::TensorDictSequential(
               rl::modules::TensorDictModule(actor_mlp, {"observation"}, {"param"}),
               rl::modules::TensorDictModule(rl::modules::NormalParamExtractor(), {"param"}, {"loc", "scale"})),
-          rl::modules::TanhNormal::factory(rl::modules::TanhNormalOptions::from_spec(env_.action_spec())));
+          // tanh_loc keeps the Gaussian's location within +-5 (TorchRL's option). Without it a
+          // location far beyond atanh's float32 range gives saturated samples whose re-inverted
+          // log-probability is hugely negative, and the soft targets explode (seen on seed 2).
+          rl::modules::TanhNormal::factory(rl::modules::TanhNormalOptions::from_spec(env_.action_spec()).tanh_loc(true)));
     } else {
       // Actor: MLP -> "param", squashed into the action bounds by a TanhModule.
       auto actor_mlp = rl::modules::MLP(
