@@ -300,6 +300,9 @@ int run(int argc, char** argv) {
         ->capture_default_str()
         ->check(real([](double v) { return v > 0; }, "a positive number"));
   }
+  app.add_option("--loss-function", cfg.loss_function, "Critic loss: l2, l1 or smooth_l1")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"l2", "l1", "smooth_l1"}));
   app.add_option("--eval-every", cfg.eval_every, "Evaluate (10 deterministic episodes) every N frames, >= 1")
       ->capture_default_str()
       ->check(int_at_least(1));

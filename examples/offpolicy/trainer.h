@@ -43,6 +43,7 @@ struct Config {
   int64_t policy_delay = 1;     ///< actor and targets updated every N-th update (TD3: 2)
   double policy_noise = 0.2;    ///< TD3's target policy smoothing noise
   double noise_clip = 0.5;      ///< ... clipped to +-noise_clip
+  std::string loss_function = "l2";  ///< critic distance: l2, l1 or smooth_l1 (TD3, SAC: smooth_l1)
   double alpha_init = 1.0;      ///< SAC's initial temperature
   double lr_alpha = 3e-4;       ///< SAC's temperature learning rate
   int64_t eval_every = 2000;
@@ -66,8 +67,9 @@ struct DDPG {
   using Actor = rl::modules::TensorDictSequential;
   using Loss = rl::objectives::DDPGLoss<Actor, rl::modules::ValueOperator>;
   static Config defaults() { return {}; }
-  static Loss make_loss(Actor actor, rl::modules::ValueOperator critic, const rl::TensorSpec&, const Config&) {
-    return Loss(std::move(actor), std::move(critic));
+  static Loss make_loss(Actor actor, rl::modules::ValueOperator critic, const rl::TensorSpec&, const Config& c) {
+    return Loss(std::move(actor), std::move(critic),
+                rl::objectives::DDPGLossOptions().loss_function(rl::objectives::loss_function_from_string(c.loss_function)));
   }
 };
 
@@ -86,6 +88,7 @@ struct TD3 {
     c.lr_actor = 1e-3;
     c.num_cells = {64, 64};  // RLtools' size; 32-32 solves too, with less margin (-193 on seed 1)
     c.policy_delay = 2;
+    c.loss_function = "smooth_l1";  // TorchRL's TD3 default
     return c;
   }
   /// RLtools' TD3 on Pendulum (its `rl_environments_pendulum_td3` configuration), so that wall
@@ -105,11 +108,15 @@ struct TD3 {
     c.noise_std = 0.1;
     c.gamma = 0.99;
     c.tau = 0.005;
+    c.loss_function = "l2";  // RLtools' critics minimise the squared error
     return c;
   }
   static Loss make_loss(Actor actor, rl::modules::ValueOperator critic, const rl::TensorSpec& spec, const Config& c) {
     return Loss(std::move(actor), std::move(critic), spec,
-                rl::objectives::TD3LossOptions().policy_noise(c.policy_noise).noise_clip(c.noise_clip));
+                rl::objectives::TD3LossOptions()
+                    .policy_noise(c.policy_noise)
+                    .noise_clip(c.noise_clip)
+                    .loss_function(rl::objectives::loss_function_from_string(c.loss_function)));
   }
 };
 
@@ -128,10 +135,13 @@ struct SAC {
     c.lr_actor = 1e-3;
     c.lr_alpha = 1e-3;
     c.num_cells = {64, 64};
+    c.loss_function = "smooth_l1";  // TorchRL's SAC default
     return c;
   }
   static Loss make_loss(Actor actor, rl::modules::ValueOperator critic, const rl::TensorSpec& spec, const Config& c) {
-    return Loss(std::move(actor), std::move(critic), spec, rl::objectives::SACLossOptions().alpha_init(c.alpha_init));
+    return Loss(std::move(actor), std::move(critic), spec,
+                rl::objectives::SACLossOptions().alpha_init(c.alpha_init).loss_function(
+                    rl::objectives::loss_function_from_string(c.loss_function)));
   }
 };
 
