@@ -16,6 +16,7 @@
 #include <vector>
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>  // fmt::join (there since fmt 11)
 #include <rlobj/rlobj.h>
@@ -43,7 +44,7 @@ struct Config {
   int64_t policy_delay = 1;     ///< actor and targets updated every N-th update (TD3: 2)
   double policy_noise = 0.2;    ///< TD3's target policy smoothing noise
   double noise_clip = 0.5;      ///< ... clipped to +-noise_clip
-  std::string loss_function = "l2";  ///< critic distance: l2, l1 or smooth_l1 (TD3, SAC: smooth_l1)
+  std::string loss_function = "l2";  ///< critic distance: l2, l1 or smooth_l1 (l2: TorchRL's examples)
   double alpha_init = 1.0;      ///< SAC's initial temperature
   double lr_alpha = 3e-4;       ///< SAC's temperature learning rate
   int64_t eval_every = 2000;
@@ -51,9 +52,15 @@ struct Config {
   std::string device = "cpu";
 
   /// What a checkpoint must agree on to be resumed.
+  /// What a checkpoint must agree on to be resumed: the shapes, and every setting a resumed run
+  /// would otherwise silently change (the optimizers' state restores their learning rates; the
+  /// seed picks the evaluation states). `total_frames`, `eval_every` and the batch size may change.
   std::string fingerprint() const {
-    return fmt::format("num_envs={} num_cells={} activation={} buffer_size={} device={}", num_envs,
-                       fmt::join(num_cells, ","), activation, buffer_size, device);
+    return fmt::format(
+        "seed={} num_envs={} num_cells={} activation={} buffer_size={} device={} lr_actor={} lr_critic={} gamma={} "
+        "tau={} loss_function={} noise_std={} policy_delay={} policy_noise={} noise_clip={} alpha_init={} lr_alpha={}",
+        seed, num_envs, fmt::join(num_cells, ","), activation, buffer_size, device, lr_actor, lr_critic, gamma, tau,
+        loss_function, noise_std, policy_delay, policy_noise, noise_clip, alpha_init, lr_alpha);
   }
 };
 
@@ -88,7 +95,7 @@ struct TD3 {
     c.lr_actor = 1e-3;
     c.num_cells = {64, 64};  // RLtools' size; 32-32 solves too, with less margin (-193 on seed 1)
     c.policy_delay = 2;
-    c.loss_function = "smooth_l1";  // TorchRL's TD3 default
+    c.loss_function = "l2";  // TorchRL's TD3 example (the loss class defaults to smooth_l1)
     return c;
   }
   /// RLtools' TD3 on Pendulum (its `rl_environments_pendulum_td3` configuration), so that wall
@@ -135,7 +142,7 @@ struct SAC {
     c.lr_actor = 1e-3;
     c.lr_alpha = 1e-3;
     c.num_cells = {64, 64};
-    c.loss_function = "smooth_l1";  // TorchRL's SAC default
+    c.loss_function = "l2";  // TorchRL's SAC example (the loss class defaults to smooth_l1)
     return c;
   }
   static Loss make_loss(Actor actor, rl::modules::ValueOperator critic, const rl::TensorSpec& spec, const Config& c) {
@@ -182,14 +189,16 @@ class Trainer {
       // Actor: MLP -> (loc, scale) -> TanhNormal within the action bounds; it explores by sampling.
       auto actor_mlp = rl::modules::MLP(
           rl::modules::MLPOptions(n_obs, 2 * n_act).num_cells(cfg_.num_cells).activation(act).generator(init));
+      // TorchRL's SAC example: the scale floored at 0.1 (a collapsing scale with saturated
+      // samples gives hugely negative re-inverted log-probabilities and exploding soft targets),
+      // tanh_loc off.
       actor_ = ActorNet(
           rl::modules::TensorDictSequential(
               rl::modules::TensorDictModule(actor_mlp, {"observation"}, {"param"}),
-              rl::modules::TensorDictModule(rl::modules::NormalParamExtractor(), {"param"}, {"loc", "scale"})),
-          // tanh_loc keeps the Gaussian's location within +-5 (TorchRL's option). Without it a
-          // location far beyond atanh's float32 range gives saturated samples whose re-inverted
-          // log-probability is hugely negative, and the soft targets explode (seen on seed 2).
-          rl::modules::TanhNormal::factory(rl::modules::TanhNormalOptions::from_spec(env_.action_spec()).tanh_loc(true)));
+              rl::modules::TensorDictModule(
+                  rl::modules::NormalParamExtractor(rl::modules::NormalParamExtractorOptions().scale_lb(0.1)),
+                  {"param"}, {"loc", "scale"})),
+          rl::modules::TanhNormal::factory(rl::modules::TanhNormalOptions::from_spec(env_.action_spec())));
     } else {
       // Actor: MLP -> "param", squashed into the action bounds by a TanhModule.
       auto actor_mlp = rl::modules::MLP(
@@ -248,27 +257,45 @@ class Trainer {
 
   /// One gradient step of the critic; every `policy_delay`-th update also one of the actor (and
   /// SAC's temperature) and a soft target update (TD3's delayed policy update; DDPG and SAC
-  /// have `policy_delay` 1).
+  /// have `policy_delay` 1). TD3 follows TorchRL's TD3 example: the critic loss, the critic's
+  /// step, then, on the actor's turn, the actor loss against the updated critic. DDPG and SAC
+  /// follow theirs: one forward, the summed losses, one backward, every optimizer.
   void update() {
     rl::TensorDict sample = rb_.sample(cfg_.batch_size);
     if (!device_.is_cpu()) sample = sample.to(device_);
-    rl::TensorDict out = loss_(sample);
-    const bool actor_turn = updates_ % cfg_.policy_delay == 0;
-    torch::Tensor total = actor_turn ? rl::objectives::sum_losses(out) : out.get(Algo::kCriticLoss);
-    optim_actor_->zero_grad();
-    optim_critic_->zero_grad();
-    if (optim_alpha_) optim_alpha_->zero_grad();
-    total.backward();
-    optim_critic_->step();
-    if (actor_turn) {
-      optim_actor_->step();
-      if (optim_alpha_) optim_alpha_->step();
-      updater_->step();
+    const bool actor_turn = (updates_ + 1) % cfg_.policy_delay == 0;  // TorchRL counts from 1
+    if constexpr (std::is_same<Algo, TD3>::value) {
+      rl::TensorDict value_out = loss_->value_loss(sample);
+      optim_critic_->zero_grad();
+      value_out.get(Algo::kCriticLoss).backward();
+      optim_critic_->step();
+      // Kept on the device; read only when printed or saved (no host sync per update).
+      last_loss_value_ = value_out.get(Algo::kCriticLoss).detach();
+      if (actor_turn) {
+        rl::TensorDict actor_out = loss_->actor_loss(sample);
+        optim_actor_->zero_grad();
+        actor_out.get("loss_actor").backward();
+        optim_actor_->step();
+        updater_->step();
+        last_loss_actor_ = actor_out.get("loss_actor").detach();
+      }
+    } else {
+      rl::TensorDict out = loss_(sample);
+      torch::Tensor total = actor_turn ? rl::objectives::sum_losses(out) : out.get(Algo::kCriticLoss);
+      optim_actor_->zero_grad();
+      optim_critic_->zero_grad();
+      if (optim_alpha_) optim_alpha_->zero_grad();
+      total.backward();
+      optim_critic_->step();
+      if (actor_turn) {
+        optim_actor_->step();
+        if (optim_alpha_) optim_alpha_->step();
+        updater_->step();
+      }
+      last_loss_actor_ = out.get("loss_actor").detach();
+      last_loss_value_ = out.get(Algo::kCriticLoss).detach();
     }
     ++updates_;
-    // Kept on the device; read only when printed or saved (no host sync per update).
-    last_loss_actor_ = out.get("loss_actor").detach();
-    last_loss_value_ = out.get(Algo::kCriticLoss).detach();
   }
 
   /// Mean return of `eval_episodes` fresh 200-step episodes, without exploration noise. Every
@@ -303,6 +330,8 @@ class Trainer {
       archive.write("noise", noise);
     }
     archive.write("torch_generator", at::detail::getDefaultCPUGenerator().get_state());
+    // On an accelerator, TD3's noise and SAC's samples come from the device's default generator.
+    if (!device_.is_cpu()) archive.write("device_generator", at::globalContext().defaultGenerator(device_).get_state());
     rb_.save(rb);
     archive.write("replay_buffer", rb);
     collector_->save(collector);
@@ -344,6 +373,10 @@ class Trainer {
     // Older ddpg_pendulum checkpoints have no generator state (DDPG does not draw from it).
     if (archive.try_read("torch_generator", generator_state)) {
       at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle on the default one
+      generator.set_state(generator_state);
+    }
+    if (!device_.is_cpu() && archive.try_read("device_generator", generator_state)) {
+      at::Generator generator = at::globalContext().defaultGenerator(device_);
       generator.set_state(generator_state);
     }
     archive.read("replay_buffer", rb);

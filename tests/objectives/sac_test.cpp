@@ -310,12 +310,35 @@ TEST_CASE("SACLoss: alpha, gradients, options and errors", "[sac]") {
     CHECK(batch.get("td_error").sizes() == torch::IntArrayRef({8}));
     CHECK((batch.get("td_error") >= 0).all().item<bool>());
   }
-  SECTION("alpha bounds clamp log_alpha") {
-    auto bounded = SACLoss<>(actor, qvalue, spec, SACLossOptions().alpha_init(5.0).max_alpha(2.0));
+  SECTION("alpha bounds clamp log_alpha, as TorchRL 0.4 does") {
+    auto bounded = SACLoss<>(actor, qvalue, spec, SACLossOptions().alpha_init(5.0).min_alpha(0.5).max_alpha(2.0));
     CHECK(bounded->alpha().item<float>() == Approx(2.0));
     CHECK(bounded->log_alpha().item<float>() == Approx(std::log(2.0)));
     auto low = SACLoss<>(actor, qvalue, spec, SACLossOptions().alpha_init(0.01).min_alpha(0.1));
     CHECK(low->alpha().item<float>() == Approx(0.1));
+    // TorchRL 0.4: max_alpha alone sets min_alpha to 0, which disables the clamp.
+    auto max_only = SACLoss<>(actor, qvalue, spec, SACLossOptions().alpha_init(5.0).max_alpha(2.0));
+    CHECK(max_only->alpha().item<float>() == Approx(5.0));
+  }
+  SECTION("the next action comes from the online actor, also with delay_actor") {
+    // Each loss redraws its critic's copies from the critic's values: give each the same fresh critic.
+    auto fresh_critic = [] {
+      torch::manual_seed(21);
+      return ValueOperator(MLP(MLPOptions(4, 1).num_cells({8})), {"observation", "action"});
+    };
+    auto plain = SACLoss<>(actor, fresh_critic(), spec);
+    auto delayed = SACLoss<>(actor, fresh_critic(), spec, SACLossOptions().delay_actor(true));
+    REQUIRE(torch::equal(plain->parameters_of("qvalue_network")[0], delayed->parameters_of("qvalue_network")[0]));
+    {
+      torch::NoGradGuard no_grad;
+      // Move the online actor away from its (delayed) target copy.
+      for (auto& p : actor_mlp->parameters()) p.mul_(1.5);
+    }
+    torch::manual_seed(3);
+    auto a = plain(batch.copy());
+    torch::manual_seed(3);
+    auto b = delayed(batch.copy());
+    CHECK(torch::equal(a.get("loss_qvalue"), b.get("loss_qvalue")));
   }
   SECTION("seeded runs repeat; the loss moves and saves log_alpha") {
     torch::manual_seed(5);

@@ -30,6 +30,7 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -277,7 +278,8 @@ struct TanhNormalOptions {
 /// `loc' = (loc + s) + low` — which is `loc` up to float rounding, and is what TorchRL computes
 /// (the reference numbers depend on that rounding). With the default bounds (-1, 1) there is no
 /// affine map and `loc' = loc`. `safe_tanh` clamps to `±(1 - resolution)` of the dtype
-/// (`1e-6` for float32, `1e-15` for float64), so the sample is invertible.
+/// (`torch.finfo(dtype).resolution`: `1e-6` for float32, `1e-15` for float64, `1e-3` for
+/// float16, `1e-2` for bfloat16), so the sample is invertible.
 ///
 /// `log_prob(a)` inverts the sample again (`x = atanh(clamp((a - m) / s))`, not a cached `x`)
 /// and subtracts the log-Jacobian `2 (log 2 - x - softplus(-2 x)) + log s`, as PyTorch's
@@ -286,28 +288,7 @@ struct TanhNormalOptions {
 class TanhNormal : public Distribution {
  public:
   TanhNormal(torch::Tensor loc, torch::Tensor scale, TanhNormalOptions options = {})
-      : scale_(std::move(scale)), options_(std::move(options)) {
-    detail::check_loc_scale(name(), loc, scale_);
-    TORCH_CHECK_VALUE(options_.upscale() > 0, "TanhNormal: upscale must be > 0, got ", options_.upscale());
-    torch::Tensor low = options_.low(), high = options_.high();
-    if (low.defined() || high.defined()) {
-      if (!low.defined()) low = torch::full({}, -1.0, loc.options());
-      if (!high.defined()) high = torch::full({}, 1.0, loc.options());
-      low = low.to(loc.device(), loc.scalar_type());
-      high = high.to(loc.device(), loc.scalar_type());
-      TORCH_CHECK_VALUE((high > low).all().item<bool>(), "TanhNormal: high must be > low everywhere");
-      if ((low != -1.0).any().item<bool>() || (high != 1.0).any().item<bool>()) {
-        affine_loc_ = (high + low) / 2;
-        affine_scale_ = (high - low) / 2;
-        low_ = low;
-      }
-    }
-    if (options_.tanh_loc()) loc = (loc / options_.upscale()).tanh() * options_.upscale();
-    // TorchRL: loc = loc + (max - min) / 2 + min, evaluated left to right.
-    base_loc_ = affine_scale_.defined() ? (loc + affine_scale_) + low_ : loc;
-    set_shapes(base_loc_, options_.event_dims());
-    lim_ = 1.0 - (base_loc_.scalar_type() == torch::kFloat64 ? 1e-15 : 1e-6);  // finfo(dtype).resolution
-  }
+      : TanhNormal(std::move(loc), std::move(scale), prepare(options)) {}
   const char* name() const override { return "TanhNormal"; }
   bool has_rsample() const override { return true; }
   torch::Tensor rsample(c10::IntArrayRef sample_shape = {}) const override {
@@ -336,15 +317,65 @@ class TanhNormal : public Distribution {
   const torch::Tensor& base_loc() const noexcept { return base_loc_; }
   const torch::Tensor& scale() const noexcept { return scale_; }
 
-  /// For `ProbabilisticActor`: two parameters, `loc` and `scale`.
+  /// For `ProbabilisticActor`: two parameters, `loc` and `scale`. The bounds are checked once,
+  /// here, not at every call (which would read them back to the host each time).
   static DistributionFactory factory(TanhNormalOptions options = {}) {
-    return [options](const std::vector<torch::Tensor>& p) -> std::shared_ptr<Distribution> {
+    return [prepared = prepare(options)](const std::vector<torch::Tensor>& p) -> std::shared_ptr<Distribution> {
       TORCH_CHECK_VALUE(p.size() == 2, "TanhNormal: expects 2 parameters (loc, scale), got ", p.size());
-      return std::make_shared<TanhNormal>(p[0], p[1], options);
+      return std::shared_ptr<TanhNormal>(new TanhNormal(p[0], p[1], prepared));
     };
   }
 
+  /// `torch.finfo(dtype).resolution`.
+  static double resolution(torch::ScalarType dtype) {
+    switch (dtype) {
+      case torch::kFloat64: return 1e-15;
+      case torch::kFloat16: return 1e-3;
+      case torch::kBFloat16: return 1e-2;
+      default: return 1e-6;
+    }
+  }
+
  private:
+  // The options, checked, with the affine map's tensors when the bounds are not (-1, 1).
+  struct Prepared {
+    TanhNormalOptions options;
+    torch::Tensor affine_loc, affine_scale, low;  // undefined without an affine map
+  };
+
+  static Prepared prepare(const TanhNormalOptions& options) {
+    TORCH_CHECK_VALUE(options.upscale() > 0, "TanhNormal: upscale must be > 0, got ", options.upscale());
+    TORCH_CHECK_VALUE(options.event_dims() >= 0, "TanhNormal: event_dims must be >= 0, got ", options.event_dims());
+    Prepared p{options, {}, {}, {}};
+    torch::Tensor low = options.low(), high = options.high();
+    if (!low.defined() && !high.defined()) return p;
+    if (!low.defined()) low = torch::full({}, -1.0, high.options());
+    if (!high.defined()) high = torch::full({}, 1.0, low.options());
+    TORCH_CHECK_VALUE((high > low).all().item<bool>(), "TanhNormal: high must be > low everywhere");
+    if ((low != -1.0).any().item<bool>() || (high != 1.0).any().item<bool>()) {
+      p.affine_loc = (high + low) / 2;
+      p.affine_scale = (high - low) / 2;
+      p.low = low;
+    }
+    return p;
+  }
+
+  TanhNormal(torch::Tensor loc, torch::Tensor scale, const Prepared& prepared)
+      : scale_(std::move(scale)), options_(prepared.options) {
+    detail::check_loc_scale(name(), loc, scale_);
+    if (prepared.affine_scale.defined()) {
+      // A no-op when the bounds already have the location's dtype and device.
+      affine_loc_ = prepared.affine_loc.to(loc.device(), loc.scalar_type());
+      affine_scale_ = prepared.affine_scale.to(loc.device(), loc.scalar_type());
+      low_ = prepared.low.to(loc.device(), loc.scalar_type());
+    }
+    if (options_.tanh_loc()) loc = (loc / options_.upscale()).tanh() * options_.upscale();
+    // TorchRL: loc = loc + (max - min) / 2 + min, evaluated left to right.
+    base_loc_ = affine_scale_.defined() ? (loc + affine_scale_) + low_ : loc;
+    set_shapes(base_loc_, options_.event_dims());
+    lim_ = 1.0 - resolution(base_loc_.scalar_type());
+  }
+
   torch::Tensor squash(const torch::Tensor& x) const {
     torch::Tensor t = x.tanh().clamp(-lim_, lim_);
     return affine_scale_.defined() ? affine_loc_ + affine_scale_ * t : t;
@@ -503,24 +534,37 @@ class OneHotCategorical : public Categorical {
   }
 };
 
+/// Options of `NormalParamExtractor` (tensordict's `scale_lb`; the scale mapping is its default,
+/// `biased_softplus_1.0`).
+struct NormalParamExtractorOptions {
+  /// The scale's lower bound.
+  TORCH_ARG(double, scale_lb) = 1e-4;
+};
+
 /// tensordict's `NormalParamExtractor`: splits the last dim of its input in two halves, `loc`
-/// and `scale = max(softplus(s + b) + 0.01, 1e-4)` with `b = log(expm1(0.99))` (the biased
+/// and `scale = max(softplus(s + b) + 0.01, scale_lb)` with `b = log(expm1(0.99))` (the biased
 /// softplus: `scale = 1` where `s = 0`). Returns `(loc, scale)`; wrap it in a
 /// `TensorDictModule` with out_keys `{"loc", "scale"}`.
 class NormalParamExtractorImpl : public torch::nn::Cloneable<NormalParamExtractorImpl> {
  public:
-  NormalParamExtractorImpl() = default;
+  explicit NormalParamExtractorImpl(NormalParamExtractorOptions options = {}) : options(options) {
+    TORCH_CHECK_VALUE(std::isfinite(options.scale_lb()) && options.scale_lb() >= 0,
+                      "NormalParamExtractor: scale_lb must be finite and >= 0, got ", options.scale_lb());
+  }
   void reset() override {}
   std::tuple<torch::Tensor, torch::Tensor> forward(const torch::Tensor& x) {
     TORCH_CHECK_VALUE(x.dim() >= 1 && x.size(-1) % 2 == 0, "NormalParamExtractor: the last dim must be even "
                       "(loc and scale halves), got shape ", rlobj::detail::shape_str(x.sizes()));
     auto halves = x.chunk(2, -1);
-    torch::Tensor scale = (torch::nn::functional::softplus(halves[1] + bias()) + 0.01).clamp_min(1e-4);
+    torch::Tensor scale = (torch::nn::functional::softplus(halves[1] + bias()) + 0.01).clamp_min(options.scale_lb());
     return {halves[0], scale};
   }
   /// `log(expm1(0.99))` rounded to float32, as tensordict computes it (0.5254586935043335).
   static double bias() { return 0.5254586935043335; }
-  void pretty_print(std::ostream& stream) const override { stream << "rlobj::modules::NormalParamExtractor()"; }
+  void pretty_print(std::ostream& stream) const override {
+    stream << "rlobj::modules::NormalParamExtractor(scale_lb=" << options.scale_lb() << ")";
+  }
+  NormalParamExtractorOptions options;
 };
 TORCH_MODULE(NormalParamExtractor);
 

@@ -23,6 +23,7 @@
 /// `Deterministic` takes `deterministic_sample()`, and `Mean` takes `mean()`, or the mean of
 /// 1000 reparameterised samples where the distribution has no mean (tensordict's fallback).
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <ostream>
@@ -124,7 +125,7 @@ class ProbabilisticActorImpl : public TensorDictModuleBase {
         try {
           return dist.mean();
         } catch (const c10::NotImplementedError&) {
-          return dist.rsample({1000}).mean(0);
+          return (dist.has_rsample() ? dist.rsample({1000}) : dist.sample({1000})).mean(0);
         }
       case ExplorationType::Random: return dist.has_rsample() ? dist.rsample() : dist.sample();
     }

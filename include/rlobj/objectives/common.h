@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <c10/util/Exception.h>
 #include <c10/util/intrusive_ptr.h>
 #include <torch/arg.h>
@@ -730,7 +731,19 @@ class LossModuleImpl : public torch::nn::Module {
   /// A deep copy of `source` of the same type.
   template <typename Impl>
   static std::shared_ptr<Impl> clone_of(const Impl& source, const std::string& name) {
-    auto copy = std::dynamic_pointer_cast<Impl>(source.clone());
+    // LibTorch's Cloneable::clone() re-runs reset(), whose initialisers draw from the default
+    // generator; TorchRL's copies draw nothing. Restore the generator so that a seeded loss
+    // consumes the same draws as TorchRL's (the ensemble redraw that follows depends on it).
+    at::Generator generator = at::detail::getDefaultCPUGenerator();
+    const torch::Tensor state = generator.get_state();
+    std::shared_ptr<Impl> copy;
+    try {
+      copy = std::dynamic_pointer_cast<Impl>(source.clone());
+    } catch (...) {
+      generator.set_state(state);
+      throw;
+    }
+    generator.set_state(state);
     TORCH_CHECK(copy != nullptr, "LossModule: ", name, "->clone() did not return a module of the same type; "
                 "implement clone() for it (see TensorDictModuleImpl::clone)");
     return copy;

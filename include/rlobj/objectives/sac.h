@@ -23,11 +23,13 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
 #include <ostream>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -59,13 +61,15 @@ struct SACLossOptions {
   TORCH_ARG(LossFunction, loss_function) = LossFunction::SmoothL1;
   /// Initial temperature (`log_alpha = log(alpha_init)`).
   TORCH_ARG(double, alpha_init) = 1.0;
-  /// Bounds of alpha (`log_alpha` is clamped into `[log min, log max]` whenever alpha is read);
-  /// one alone gives the other TorchRL's default (0 or 1e9).
+  /// Bounds of alpha: with a non-zero `min_alpha`, `log_alpha` is clamped into
+  /// `[log min_alpha, log max_alpha]` (max 1e9 when unset) whenever alpha is read. As in
+  /// TorchRL 0.4, a `max_alpha` without `min_alpha` clamps nothing.
   TORCH_ARG(std::optional<double>, min_alpha) = std::nullopt;
   TORCH_ARG(std::optional<double>, max_alpha) = std::nullopt;
   /// Keep alpha at `alpha_init` (`log_alpha` is then a buffer, not trained).
   TORCH_ARG(bool, fixed_alpha) = false;
-  /// The entropy alpha is tuned towards; unset: TorchRL's "auto", `-(number of action features)`.
+  /// The entropy alpha is tuned towards; unset: TorchRL's "auto", `-(number of action features)`
+  /// (the action spec's last dim: TorchRL's `-prod(shape)` for a one-dim action).
   TORCH_ARG(std::optional<double>, target_entropy) = std::nullopt;
   /// Keep a delayed copy of the actor (TorchRL's default: no; SAC v2 does not use it).
   TORCH_ARG(bool, delay_actor) = false;
@@ -127,12 +131,12 @@ class SACLossImpl : public LossModuleImpl {
     // TorchRL: torch.tensor(math.log(alpha_init)), the log taken in double.
     log_alpha_ = register_learnable("log_alpha", torch::full({}, std::log(this->options.alpha_init()), tensor_options),
                                     !this->options.fixed_alpha());
-    std::optional<double> min_alpha = this->options.min_alpha(), max_alpha = this->options.max_alpha();
-    if (min_alpha.value_or(0) != 0 || max_alpha.value_or(0) != 0) {  // TorchRL: bool(min) ^ bool(max) fills in
-      if (!min_alpha || *min_alpha == 0) min_alpha = 0.0;
-      if (!max_alpha || *max_alpha == 0) max_alpha = 1e9;
-      min_log_alpha_ = register_buffer("min_log_alpha", torch::full({}, *min_alpha, tensor_options).log());
-      max_log_alpha_ = register_buffer("max_log_alpha", torch::full({}, *max_alpha, tensor_options).log());
+    // TorchRL 0.4: one bound alone gets the other's default (min 0, max 1e9), and alpha is
+    // clamped only when min_alpha is non-zero (a max_alpha alone clamps nothing).
+    if (this->options.min_alpha().value_or(0) != 0) {
+      const double max_alpha = this->options.max_alpha().value_or(0) != 0 ? *this->options.max_alpha() : 1e9;
+      min_log_alpha_ = register_buffer("min_log_alpha", torch::full({}, *this->options.min_alpha(), tensor_options).log());
+      max_log_alpha_ = register_buffer("max_log_alpha", torch::full({}, max_alpha, tensor_options).log());
     }
     const double target_entropy =
         this->options.target_entropy().value_or(-static_cast<double>(action_features_));  // "auto"
@@ -154,7 +158,8 @@ class SACLossImpl : public LossModuleImpl {
       TensorDict next = rlobj::envs::step_mdp(td, rlobj::envs::StepMdpOptions().keep_other(false));
       TensorDict next_actor(next.batch_size(), next.device());
       for (const auto& k : actor_->in_keys()) next_actor.set(k, next.get(k));
-      auto dist = actor_net_.targets().front()->get_dist(next_actor);
+      // The online actor, even with delay_actor (SAC v2 does not use a target actor).
+      auto dist = actor_net_.online.front()->get_dist(next_actor);
       torch::Tensor next_action = draw_action(*dist);
       torch::Tensor next_log_prob = dist->log_prob(next_action);
       torch::Tensor next_q = evaluate(qvalue_net_.targets(), critic_input(next, next_action), /*squeeze=*/false);
@@ -201,10 +206,11 @@ class SACLossImpl : public LossModuleImpl {
     return out;
   }
 
-  /// `exp(log_alpha)`, without gradient; `log_alpha` is first clamped into its bounds, if any.
+  /// `exp(log_alpha)`, without gradient; `log_alpha` is first clamped into its bounds, if any
+  /// (its `.data`, as TorchRL).
   torch::Tensor alpha() {
     torch::NoGradGuard no_grad;
-    if (min_log_alpha_.defined()) log_alpha_.clamp_(min_log_alpha_, max_log_alpha_);
+    if (min_log_alpha_.defined()) log_alpha_.data().clamp_(min_log_alpha_, max_log_alpha_);
     return log_alpha_.exp();
   }
   /// The temperature's log (a parameter unless `fixed_alpha`).

@@ -122,59 +122,34 @@ class TD3LossImpl : public LossModuleImpl {
   }
 
   /// Both losses and their logging entries (`batch_size` `[]`). Writes `td_error` into `td`.
+  /// The actor loss is computed first, then the critic loss (TorchRL's order: the smoothing
+  /// noise is the forward's only draw).
   TensorDict forward(TensorDict td) {
     check_inputs(td);
     detail::check_finite_inputs("TD3Loss", td, input_keys_, options.check_finite());
     ensure_linked();
-    // Actor loss: critic 0 of the frozen critics on (s, mu(s)); all N evaluated for logging.
-    torch::Tensor q_actor = evaluate(qvalue_net_.frozen, with_action_of(*actor_, td));  // [N, B]
-    torch::Tensor loss_actor = reduce(-q_actor[0], options.reduction());
-
-    // The smoothing noise: the forward's only draw, before the target is computed (TorchRL).
-    const torch::Tensor& action = td.get(keys_.action);
-    torch::Tensor noise = (standard_normal_like(action) * options.policy_noise())
-                              .clamp(-options.noise_clip(), options.noise_clip());
-
-    // Critic loss.
-    torch::Tensor next_q, target;
-    {
-      torch::NoGradGuard no_grad;
-      TensorDict next = rlobj::envs::step_mdp(td, rlobj::envs::StepMdpOptions().keep_other(false));
-      TensorDict next_actor(next.batch_size(), next.device());
-      for (const auto& k : actor_->in_keys()) next_actor.set(k, next.get(k));
-      next_actor = actor_net_.targets().front()->forward(next_actor);
-      const torch::Tensor* next_action = next_actor.find(keys_.action);
-      TORCH_CHECK(next_action != nullptr, "TD3Loss: the actor did not write \"", keys_.action.str(), "\"");
-      torch::Tensor smoothed = (*next_action + noise).clamp(min_action_, max_action_);
-      TensorDict next_q_in(next.batch_size(), next.device());
-      for (const auto& k : qvalue_->in_keys()) {
-        if (k != keys_.action) next_q_in.set(k, next.get(k));
-      }
-      next_q_in.set(keys_.action, smoothed);
-      next_q = evaluate(qvalue_net_.targets(), next_q_in, /*squeeze=*/false);  // [N, B, 1]
-      if (next_q.size(-1) != 1) next_q = next_q.unsqueeze(-1);
-      next_q = std::get<0>(next_q.min(0));  // [B, 1]
-      target = estimator_->value_estimate(td, next_q).squeeze(-1);  // [B]
-    }
-    TensorDict q_in(td.batch_size(), td.device());
-    for (const auto& k : qvalue_->in_keys()) q_in.set(k, td.get(k).detach());
-    torch::Tensor pred = evaluate(qvalue_net_.trained(), q_in);  // [N, B]
-    TORCH_CHECK(pred.sizes().slice(1) == target.sizes(), "TD3Loss: predicted values have shape ",
-                rlobj::detail::shape_str(pred.sizes()), " but targets have shape ",
-                rlobj::detail::shape_str(target.sizes()));
-    torch::Tensor td_error = (pred - target).pow(2).detach();
-    torch::Tensor loss_qvalue =
-        reduce(distance_loss(pred, target.expand_as(pred), options.loss_function()).sum(0), options.reduction());
-
-    td.set(keys_.priority, std::get<0>(td_error.max(0)));
-    TensorDict out(TensorDict::BatchSize{});
-    out.set("loss_actor", loss_actor);
-    out.set("loss_qvalue", loss_qvalue);
-    out.set("state_action_value_actor", q_actor.detach());
-    out.set("next_state_value", next_q.squeeze(-1).detach());
-    out.set("pred_value", pred.detach());
-    out.set("target_value", target.detach());
+    TensorDict out = actor_loss_unchecked(td);
+    out.update(value_loss_unchecked(td));
     return out;
+  }
+
+  /// The actor loss alone (TorchRL's `actor_loss`): `loss_actor` and
+  /// `state_action_value_actor`. Lets a training loop step the critic first and compute the
+  /// actor loss with the updated critic, as TorchRL's TD3 example does.
+  TensorDict actor_loss(TensorDict td) {
+    check_inputs(td);
+    detail::check_finite_inputs("TD3Loss", td, input_keys_, options.check_finite());
+    ensure_linked();
+    return actor_loss_unchecked(td);
+  }
+
+  /// The critic loss alone (TorchRL's `value_loss`): `loss_qvalue`, `pred_value`,
+  /// `next_state_value`, `target_value`; writes `td_error` into `td`. Draws the smoothing noise.
+  TensorDict value_loss(TensorDict td) {
+    check_inputs(td);
+    detail::check_finite_inputs("TD3Loss", td, input_keys_, options.check_finite());
+    ensure_linked();
+    return value_loss_unchecked(td);
   }
 
   /// Builds the value estimator (TD0, TD1 or TDLambda) that turns `min_i Q'_i` into targets.
@@ -246,6 +221,59 @@ class TD3LossImpl : public LossModuleImpl {
     TORCH_CHECK_VALUE(std::isfinite(o.noise_clip()) && o.noise_clip() >= 0,
                       "TD3LossOptions: noise_clip must be finite and >= 0, got ", o.noise_clip());
     return o;
+  }
+
+  TensorDict actor_loss_unchecked(const TensorDict& td) {
+    // Critic 0 of the frozen critics on (s, mu(s)); all N evaluated for logging (TorchRL's
+    // state_action_value_actor).
+    torch::Tensor q_actor = evaluate(qvalue_net_.frozen, with_action_of(*actor_, td));  // [N, B]
+    TensorDict out(TensorDict::BatchSize{});
+    out.set("loss_actor", reduce(-q_actor[0], options.reduction()));
+    out.set("state_action_value_actor", q_actor.detach());
+    return out;
+  }
+
+  TensorDict value_loss_unchecked(TensorDict& td) {
+    // The smoothing noise: drawn before the target is computed (TorchRL).
+    const torch::Tensor& action = td.get(keys_.action);
+    torch::Tensor noise = (standard_normal_like(action) * options.policy_noise())
+                              .clamp(-options.noise_clip(), options.noise_clip());
+    torch::Tensor next_q, target;
+    {
+      torch::NoGradGuard no_grad;
+      TensorDict next = rlobj::envs::step_mdp(td, rlobj::envs::StepMdpOptions().keep_other(false));
+      TensorDict next_actor(next.batch_size(), next.device());
+      for (const auto& k : actor_->in_keys()) next_actor.set(k, next.get(k));
+      next_actor = actor_net_.targets().front()->forward(next_actor);
+      const torch::Tensor* next_action = next_actor.find(keys_.action);
+      TORCH_CHECK(next_action != nullptr, "TD3Loss: the actor did not write \"", keys_.action.str(), "\"");
+      torch::Tensor smoothed = (*next_action + noise).clamp(min_action_, max_action_);
+      TensorDict next_q_in(next.batch_size(), next.device());
+      for (const auto& k : qvalue_->in_keys()) {
+        if (k != keys_.action) next_q_in.set(k, next.get(k));
+      }
+      next_q_in.set(keys_.action, smoothed);
+      next_q = evaluate(qvalue_net_.targets(), next_q_in, /*squeeze=*/false);  // [N, B, 1]
+      if (next_q.size(-1) != 1) next_q = next_q.unsqueeze(-1);
+      next_q = std::get<0>(next_q.min(0));  // [B, 1]
+      target = estimator_->value_estimate(td, next_q).squeeze(-1);  // [B]
+    }
+    TensorDict q_in(td.batch_size(), td.device());
+    for (const auto& k : qvalue_->in_keys()) q_in.set(k, td.get(k).detach());
+    torch::Tensor pred = evaluate(qvalue_net_.trained(), q_in);  // [N, B]
+    TORCH_CHECK(pred.sizes().slice(1) == target.sizes(), "TD3Loss: predicted values have shape ",
+                rlobj::detail::shape_str(pred.sizes()), " but targets have shape ",
+                rlobj::detail::shape_str(target.sizes()));
+    torch::Tensor td_error = (pred - target).pow(2).detach();
+    torch::Tensor loss_qvalue =
+        reduce(distance_loss(pred, target.expand_as(pred), options.loss_function()).sum(0), options.reduction());
+    td.set(keys_.priority, std::get<0>(td_error.max(0)));
+    TensorDict out(TensorDict::BatchSize{});
+    out.set("loss_qvalue", loss_qvalue);
+    out.set("pred_value", pred.detach());
+    out.set("next_state_value", next_q.squeeze(-1).detach());
+    out.set("target_value", target.detach());
+    return out;
   }
 
   // s with a = mu(s) (gradient to the actor), plus the critic's other inputs, detached.
