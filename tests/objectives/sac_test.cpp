@@ -32,6 +32,12 @@ namespace {
 
 const nlohmann::json& sac_reference() { return rlobj_test::reference_file("sac_torchrl.json"); }
 
+/// Perturbed runs behind SAC's tolerances: more than DDPG's and TD3's 6. The actor's gradients
+/// pass through atanh of re-inverted samples, so their rounding spread has a heavier tail; with
+/// 6 permutations one gradient element under OpenBLAS's Prescott kernels and ATen's AVX2 ones
+/// landed 1.34 tolerances away (the parity matrix caught it). 16 sample that tail better.
+constexpr int kToleranceRuns = 16;
+
 torch::Tensor json_tensor(const nlohmann::json& rec) {
   std::vector<double> v;
   for (const auto& x : rec["values"]) v.push_back(x.is_boolean() ? (x.get<bool>() ? 1.0 : 0.0) : x.get<double>());
@@ -224,7 +230,7 @@ TEST_CASE("SACLoss, Adam and SoftUpdate reproduce TorchRL 0.4.0", "[sac][parity]
     DYNAMIC_SECTION("scenario " << scenario.key()) {
       const auto records = sac_records(scenario.value());
       std::vector<parity::Quantities> spread;
-      for (const auto& p : parity::tolerance_runs()) spread.push_back(run_sac(scenario.key(), p, /*inject=*/true));
+      for (const auto& p : parity::tolerance_runs(kToleranceRuns)) spread.push_back(run_sac(scenario.key(), p, /*inject=*/true));
       // The compared run draws from LibTorch's generator, seeded as TorchRL was.
       const auto drawn = run_sac(scenario.key(), parity::Perturbation::none(), /*inject=*/false);
       parity::require_match(parity::compare(records, drawn, drawn, spread), scenario.key());
@@ -252,7 +258,7 @@ TEST_CASE("SACLoss: parity fails under semantic mutations", "[sac][parity][mutat
     INFO(c.name);
     const auto records = sac_records(sac_reference()["scenarios"][c.scenario]);
     std::vector<parity::Quantities> spread;
-    for (const auto& p : parity::tolerance_runs()) spread.push_back(run_sac(c.scenario, p, /*inject=*/true));
+    for (const auto& p : parity::tolerance_runs(kToleranceRuns)) spread.push_back(run_sac(c.scenario, p, /*inject=*/true));
     const auto base = run_sac(c.scenario, parity::Perturbation::none(), /*inject=*/true);
     const auto mutated = run_sac(c.scenario, parity::Perturbation::none(), /*inject=*/true, c.mutation);
     const auto report = parity::compare(records, mutated, base, spread);
