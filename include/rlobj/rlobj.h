@@ -22,6 +22,7 @@
 #include "rlobj/modules/exploration.h"
 #include "rlobj/modules/distributions.h"
 #include "rlobj/modules/probabilistic.h"
+#include "rlobj/modules/qvalue.h"
 
 // Environments (rlobj::envs)
 #include "rlobj/envs/common.h"
@@ -39,4 +40,9 @@
 #include "rlobj/objectives/ddpg.h"
 #include "rlobj/objectives/td3.h"
 #include "rlobj/objectives/sac.h"
+#include "rlobj/objectives/dqn.h"
+#include "rlobj/objectives/actor_critic.h"
+#include "rlobj/objectives/ppo.h"
+#include "rlobj/objectives/a2c.h"
+#include "rlobj/objectives/reinforce.h"
 #include "rlobj/objectives/utils.h"

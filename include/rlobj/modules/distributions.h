@@ -568,5 +568,34 @@ class NormalParamExtractorImpl : public torch::nn::Cloneable<NormalParamExtracto
 };
 TORCH_MODULE(NormalParamExtractor);
 
+
+/// `KL(p || q)` in closed form, as `torch.distributions.kl_divergence`, for two
+/// `Normal`/`IndependentNormal` of the same event dims (summed over the event) or two
+/// `Categorical`/`OneHotCategorical`; shape `batch_shape`. Other pairs throw
+/// `c10::NotImplementedError` (estimate the KL by sampling instead, as `KLPENPPOLoss` does).
+inline torch::Tensor kl_divergence(const Distribution& p, const Distribution& q) {
+  const auto* pn = dynamic_cast<const IndependentNormal*>(&p);
+  const auto* qn = dynamic_cast<const IndependentNormal*>(&q);
+  if (pn != nullptr && qn != nullptr && std::string(p.name()) == q.name()) {
+    TORCH_CHECK_VALUE(pn->loc().sizes() == qn->loc().sizes(), "kl_divergence: the distributions have shapes ",
+                      rlobj::detail::shape_str(pn->loc().sizes()), " and ", rlobj::detail::shape_str(qn->loc().sizes()));
+    torch::Tensor var_ratio = (pn->scale() / qn->scale()).pow(2);
+    torch::Tensor t1 = ((pn->loc() - qn->loc()) / qn->scale()).pow(2);
+    torch::Tensor kl = 0.5 * (var_ratio + t1 - 1 - var_ratio.log());
+    return detail::sum_rightmost(kl, pn->loc().dim() - static_cast<int64_t>(p.batch_shape().size()));
+  }
+  const auto* pc = dynamic_cast<const Categorical*>(&p);
+  const auto* qc = dynamic_cast<const Categorical*>(&q);
+  if (pc != nullptr && qc != nullptr) {
+    TORCH_CHECK_VALUE(pc->probs().sizes() == qc->probs().sizes(), "kl_divergence: the distributions have shapes ",
+                      rlobj::detail::shape_str(pc->probs().sizes()), " and ", rlobj::detail::shape_str(qc->probs().sizes()));
+    torch::Tensor t = pc->probs() * (pc->logits() - qc->logits());
+    t = t.masked_fill(qc->probs() == 0, std::numeric_limits<double>::infinity());
+    t = t.masked_fill(pc->probs() == 0, 0);
+    return t.sum(-1);
+  }
+  TORCH_CHECK_NOT_IMPLEMENTED(false, "kl_divergence: no closed form for ", p.name(), " || ", q.name());
+}
+
 }  // namespace modules
 }  // namespace rlobj

@@ -2,7 +2,8 @@
 
 /// \file
 /// Exploration noise for deterministic policies, as TorchRL's `AdditiveGaussianModule` and
-/// `OrnsteinUhlenbeckProcessModule`. The exploration-type switch they read is in
+/// `OrnsteinUhlenbeckProcessModule`, and epsilon-greedy exploration for discrete actions
+/// (`EGreedyModule`). The exploration-type switch they read is in
 /// `exploration_type.h` (included here).
 ///
 /// Put a noise module after the actor: `TensorDictSequential(actor, noise)`. Noise is added
@@ -294,6 +295,115 @@ class OrnsteinUhlenbeckProcessModuleImpl : public detail::NoiseModuleBase {
 
 /// Holder of `OrnsteinUhlenbeckProcessModuleImpl`.
 TORCH_MODULE(OrnsteinUhlenbeckProcessModule);
+
+/// Options of `EGreedyModule` (TorchRL's names and defaults).
+struct EGreedyModuleOptions {
+  /// Initial probability of a random action.
+  TORCH_ARG(double, eps_init) = 1.0;
+  /// Final probability of a random action.
+  TORCH_ARG(double, eps_end) = 0.1;
+  /// Number of `step()` frames to go from `eps_init` to `eps_end`.
+  TORCH_ARG(int64_t, annealing_num_steps) = 1000;
+  /// Where the action is read and written.
+  TORCH_ARG(NestedKey, action_key) = "action";
+  /// Optional bool mask `[*batch, n]` of the allowed actions: random actions are drawn among
+  /// them only.
+  TORCH_ARG(std::optional<NestedKey>, action_mask_key) = std::nullopt;
+  /// Seed of the module's generator (default: drawn from the global generator).
+  TORCH_ARG(std::optional<uint64_t>, seed) = std::nullopt;
+};
+
+/// Epsilon-greedy exploration for discrete actions (TorchRL's `EGreedyModule`): with
+/// probability `eps`, independently per batch element, the action is replaced by a uniform
+/// draw from the action spec (`OneHot` or `Categorical`). Only while the exploration type is
+/// `Random` or unset; `step(frames)` anneals `eps` linearly (float32, as TorchRL's buffer) from
+/// `eps_init` to `eps_end`. Put it after a `QValueActor`: `TensorDictSequential(qnet, egreedy)`.
+class EGreedyModuleImpl : public detail::NoiseModuleBase {
+ public:
+  EGreedyModuleImpl(const TensorSpec& spec, EGreedyModuleOptions options = {})
+      // checked() runs first: a rejected option leaves even the global generator untouched.
+      : NoiseModuleBase(spec, checked(options).action_key(), options.seed()), options(std::move(options)) {
+    eps_ = register_buffer("eps", torch::tensor(static_cast<float>(this->options.eps_init())));
+    if (this->options.action_mask_key()) in_keys_.push_back(*this->options.action_mask_key());
+  }
+
+  /// The options' checks; returns `o`.
+  static const EGreedyModuleOptions& checked(const EGreedyModuleOptions& o) {
+    constexpr const char* where = "EGreedyModuleOptions";
+    TORCH_CHECK_VALUE(std::isfinite(o.eps_init()) && o.eps_init() >= 0 && o.eps_init() <= 1, where,
+                      ": eps_init must be in [0, 1], got ", o.eps_init());
+    TORCH_CHECK_VALUE(std::isfinite(o.eps_end()) && o.eps_end() >= 0 && o.eps_end() <= 1, where,
+                      ": eps_end must be in [0, 1], got ", o.eps_end());
+    TORCH_CHECK_VALUE(o.eps_end() <= o.eps_init(), where, ": eps should decrease over time or be constant "
+                      "(eps_init ", o.eps_init(), " < eps_end ", o.eps_end(), ")");
+    TORCH_CHECK_VALUE(o.annealing_num_steps() > 0, where, ": annealing_num_steps must be positive, got ",
+                      o.annealing_num_steps());
+    return o;
+  }
+
+  TensorDict forward(TensorDict td) override {
+    if (exploration_type() != ExplorationType::Random) return td;
+    const NestedKey& key = in_keys_.front();
+    const torch::Tensor* found = td.find(key);
+    TORCH_CHECK(found != nullptr, "EGreedyModule: no \"", key.str(), "\" in the TensorDict; put the module after "
+                "the Q-value actor");
+    const torch::Tensor action = *found;
+    const auto spec_shape = spec_->shape();
+    const int64_t event_dims = static_cast<int64_t>(spec_shape.size());
+    TORCH_CHECK_VALUE(action.dim() >= event_dims &&
+                          action.sizes().slice(static_cast<size_t>(action.dim() - event_dims)) == c10::IntArrayRef(spec_shape),
+                      "EGreedyModule: \"", key.str(), "\" has shape ", rlobj::detail::shape_str(action.sizes()),
+                      " but the action spec's shape is ", rlobj::detail::shape_str(spec_shape));
+    const auto batch = action.sizes().slice(0, static_cast<size_t>(action.dim() - event_dims));
+    TORCH_CHECK_VALUE(batch.size() >= td.batch_size().size() &&
+                          batch.slice(0, td.batch_size().size()) == c10::IntArrayRef(td.batch_size()),
+                      "EGreedyModule: \"", key.str(), "\" has shape ", rlobj::detail::shape_str(action.sizes()),
+                      ", which does not start with the batch_size ", rlobj::detail::shape_str(td.batch_size()));
+    // One coin per batch element (TorchRL: torch.rand(td.shape) < eps), spread over the action.
+    torch::Tensor cond = torch::rand(td.batch_size(), generator_, torch::TensorOptions()) < eps_.item<float>();
+    std::vector<int64_t> view = cond.sizes().vec();
+    view.resize(static_cast<size_t>(action.dim()), 1);
+    cond = cond.view(view).to(action.device());
+    torch::Tensor random = random_actions(td, batch).to(action.device());
+    td.set(key, torch::where(cond, random, action));
+    return td;
+  }
+
+  /// Anneals eps by `frames` steps.
+  void step(int64_t frames = 1) {
+    TORCH_CHECK_VALUE(frames >= 0, "EGreedyModule.step: frames must be >= 0");
+    eps_.fill_(anneal(eps_.item<float>(), static_cast<float>(options.eps_init()),
+                      static_cast<float>(options.eps_end()), options.annealing_num_steps(), frames));
+  }
+  /// The current probability of a random action.
+  double eps() const { return eps_.item<double>(); }
+
+  EGreedyModuleOptions options;
+
+ private:
+  torch::Tensor random_actions(const TensorDict& td, c10::IntArrayRef batch) {
+    if (!options.action_mask_key()) return spec_->rand(batch, generator_);
+    const torch::Tensor* mask = td.find(*options.action_mask_key());
+    TORCH_CHECK(mask != nullptr, "EGreedyModule: action mask key \"", options.action_mask_key()->str(), "\" not found");
+    TORCH_CHECK_TYPE(mask->scalar_type() == torch::kBool, "EGreedyModule: the action mask must be bool, got ",
+                     rlobj::detail::dtype_str(mask->scalar_type()));
+    TORCH_CHECK_VALUE(mask->dim() == static_cast<int64_t>(batch.size()) + 1 &&
+                          mask->sizes().slice(0, batch.size()) == batch,
+                      "EGreedyModule: the action mask has shape ", rlobj::detail::shape_str(mask->sizes()),
+                      "; expected the action's batch dims ", rlobj::detail::shape_str(batch), " then one flag per action");
+    TORCH_CHECK_VALUE(mask->any(-1).all().item<bool>(), "EGreedyModule: the action mask allows no action in some row");
+    const int64_t n = mask->size(-1);
+    torch::Tensor index = torch::multinomial(mask->reshape({-1, n}).to(torch::kCPU, torch::kFloat), 1, false, generator_)
+                              .view(mask->sizes().slice(0, mask->dim() - 1));
+    if (spec_->shape().empty()) return index.to(spec_->dtype());  // categorical
+    return torch::one_hot(index, n).to(spec_->dtype());
+  }
+
+  torch::Tensor eps_;
+};
+
+/// Holder of `EGreedyModuleImpl`.
+TORCH_MODULE(EGreedyModule);
 
 }  // namespace modules
 }  // namespace rlobj

@@ -11,6 +11,7 @@
 #include <string>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include <c10/util/Exception.h>
 #include <torch/arg.h>
@@ -50,8 +51,12 @@ struct ValueEstimatorOptions {
   /// Let gradients flow through the value network's evaluations (else they run under
   /// `torch::NoGradGuard`).
   TORCH_ARG(bool, differentiable) = false;
-  /// GAE: standardise the advantage.
+  /// GAE: standardise the advantage (scale clamped at 1e-4, as TorchRL 0.4).
   TORCH_ARG(bool, average_gae) = false;
+  /// TorchRL's switch between its vectorised and recursive forms of the same recursion;
+  /// accepted for compatibility. rlobj runs the reverse recursion in both cases (they agree
+  /// to float32 rounding: 6e-8 on TorchRL's own reference batch).
+  TORCH_ARG(bool, vectorized) = true;
 };
 
 /// Base of the estimators. The value network is any callable TensorDict -> TensorDict that
@@ -73,7 +78,7 @@ class ValueEstimatorBase {
     return restoring_reward(td, [&] {
       auto [value, next_value] = values(td);
       torch::Tensor target = value_estimate(td, next_value);
-      write_targets(td, target - value, target);
+      write_targets(td, target - value, target, value, next_value);
     });
   }
 
@@ -92,18 +97,30 @@ class ValueEstimatorBase {
   const ValueEstimatorOptions& options() const noexcept { return options_; }
   /// The discount as TorchRL stores it: a 0-dim float32 tensor.
   const torch::Tensor& gamma() const noexcept { return gamma_; }
-  /// Replaces the value network (DDPG points it at its target actor-critic).
-  void set_value_network(ValueNetwork network) { value_network_ = std::move(network); }
+  /// Replaces the value network (DDPG points it at its target actor-critic). `in_keys`: the
+  /// entries it reads, which `forward` stacks from the current and the next states to
+  /// evaluate both in one call (empty: every entry present in both with the same shape).
+  void set_value_network(ValueNetwork network, std::vector<NestedKey> in_keys = {}) {
+    value_network_ = std::move(network);
+    value_in_keys_ = std::move(in_keys);
+  }
+  /// A second network for the next states (a loss's delayed target critic; TorchRL's
+  /// `target_params`): `forward` then evaluates the current and next states in two calls.
+  void set_next_value_network(ValueNetwork network) { next_value_network_ = std::move(network); }
+  /// The entries `forward` feeds the value network (empty: see `set_value_network`).
+  const std::vector<NestedKey>& value_network_in_keys() const noexcept { return value_in_keys_; }
   const char* name() const noexcept { return name_; }
 
  protected:
-  ValueEstimatorBase(const char* name, ValueNetwork network, ValueEstimatorOptions options)
-      : name_(name), value_network_(std::move(network)), options_(options) {
+  ValueEstimatorBase(const char* name, ValueNetwork network, ValueEstimatorOptions options,
+                     std::vector<NestedKey> in_keys = {})
+      : name_(name), value_network_(std::move(network)), value_in_keys_(std::move(in_keys)), options_(options) {
     TORCH_CHECK_VALUE(options_.gamma() >= 0 && options_.gamma() <= 1, name_,
                       ": gamma must be in [0, 1], got ", options_.gamma());
     TORCH_CHECK_VALUE(options_.lmbda() >= 0 && options_.lmbda() <= 1, name_,
                       ": lmbda must be in [0, 1], got ", options_.lmbda());
     gamma_ = torch::tensor(options_.gamma(), torch::kFloat32);
+    lmbda_ = static_cast<double>(static_cast<float>(options_.lmbda()));  // a float32 buffer in TorchRL
   }
 
   /// The reward, done and terminated flags under "next", validated; rewards standardised
@@ -117,10 +134,13 @@ class ValueEstimatorBase {
     if (t.standardized) td.set(NestedKey("next") / keys_.reward, t.reward);
     return estimate;
   }
-  /// Writes `advantage` and `value_target` together (all or nothing).
-  void write_targets(TensorDict& td, torch::Tensor advantage, torch::Tensor target) const {
+  /// Writes `advantage`, `value_target` and the values they came from (`value` and
+  /// `("next", value)`, as TorchRL) together (all or nothing).
+  void write_targets(TensorDict& td, torch::Tensor advantage, torch::Tensor target, torch::Tensor value,
+                     torch::Tensor next_value) const {
     TensorDict staged(td.batch_size(), td.device());
     staged.set(keys_.advantage, std::move(advantage)).set(keys_.value_target, std::move(target));
+    staged.set(keys_.value, std::move(value)).set(NestedKey("next") / keys_.value, std::move(next_value));
     td.update(staged);
   }
   /// Runs `body` on `td`; if it throws, the reward it may have standardised is put back.
@@ -172,24 +192,65 @@ class ValueEstimatorBase {
   torch::Tensor next_value(const TensorDict& td) const {
     TORCH_CHECK(value_network_ != nullptr, name_, ": no value network; pass next_value explicitly");
     TensorDict next = rlobj::envs::step_mdp(td, rlobj::envs::StepMdpOptions().keep_other(false));
-    return run_value_network(next);
+    return run_value_network(next, next_value_network_);
   }
 
-  torch::Tensor run_value_network(TensorDict td) const {
-    TORCH_CHECK(value_network_ != nullptr, name_, ": no value network; pass the values explicitly");
+  torch::Tensor run_value_network(TensorDict td, const ValueNetwork& network = nullptr) const {
+    const ValueNetwork& net = network ? network : value_network_;
+    TORCH_CHECK(net != nullptr, name_, ": no value network; pass the values explicitly");
     c10::optional<torch::NoGradGuard> no_grad;
     if (!options_.differentiable()) no_grad.emplace();
-    TensorDict out = value_network_(td);
+    TensorDict out = net(td);
     const torch::Tensor* v = out.find(keys_.value);
     TORCH_CHECK(v != nullptr, name_, ": the value network did not write \"", keys_.value.str(),
                 "\"; keys present: ", rlobj::detail::keys_str(out.keys(true)));
     return *v;
   }
 
-  /// (value, next value) for `forward`.
+  /// (value, next value) for `forward`, from one call of the value network on the current
+  /// and next states stacked on a new leading dim (TorchRL's `_call_value_nets`, which vmaps
+  /// one call over the pair). The next value is detached.
   std::pair<torch::Tensor, torch::Tensor> values(const TensorDict& td) const {
     TORCH_CHECK(td.batch_dims() >= 1, name_, ": forward needs a TensorDict with at least one batch dim");
-    return {run_value_network(td.copy()), next_value(td)};
+    TORCH_CHECK(td.contains("next") && td.find("next") == nullptr, name_, ": the TensorDict has no \"next\" "
+                "sub-TensorDict; keys present: ", rlobj::detail::keys_str(td.keys(true)));
+    const TensorDict next = td.get_sub("next");
+    std::vector<NestedKey> keys = value_in_keys_;
+    if (keys.empty()) {
+      for (const auto& item : next.items(/*include_nested=*/true, /*leaves_only=*/true)) {
+        const torch::Tensor* now = td.find(item.first);
+        const torch::Tensor& later = item.second.tensor();
+        if (now != nullptr && now->sizes() == later.sizes() && now->scalar_type() == later.scalar_type()) {
+          keys.push_back(item.first);
+        }
+      }
+    }
+    std::vector<int64_t> batch = {2};
+    for (auto d : td.batch_size()) batch.push_back(d);
+    TensorDict both(batch, td.device());
+    for (const auto& k : keys) {
+      const torch::Tensor* now = td.find(k);
+      const torch::Tensor* later = next.find(k);
+      TORCH_CHECK(now != nullptr && later != nullptr, name_, ": the value network reads \"", k.str(),
+                  "\", which must be present at the root and under \"next\"");
+      TORCH_CHECK(now->sizes() == later->sizes() && now->scalar_type() == later->scalar_type(), name_, ": \"",
+                  k.str(), "\" has shape ", rlobj::detail::shape_str(now->sizes()), " (",
+                  rlobj::detail::dtype_str(now->scalar_type()), ") but \"next.", k.str(), "\" has shape ",
+                  rlobj::detail::shape_str(later->sizes()), " (", rlobj::detail::dtype_str(later->scalar_type()),
+                  "); they must match");
+      both.set(k, torch::stack({*now, *later}, 0));
+    }
+    if (next_value_network_) {
+      TensorDict now = both.index({0});
+      TensorDict later = both.index({1});
+      torch::Tensor value = run_value_network(now);
+      torch::Tensor next_value = run_value_network(later, next_value_network_);
+      return {value, next_value.detach()};
+    }
+    torch::Tensor v = run_value_network(both);
+    TORCH_CHECK(v.dim() >= 1 && v.size(0) == 2, name_, ": the value network's output has shape ",
+                rlobj::detail::shape_str(v.sizes()), "; expected the stacked pair's leading dim 2");
+    return {v[0], v[1].detach()};
   }
 
   /// The validated transition and the next value (computed by the network when not given).
@@ -209,7 +270,10 @@ class ValueEstimatorBase {
 
   const char* name_;
   ValueNetwork value_network_;
+  ValueNetwork next_value_network_;
+  std::vector<NestedKey> value_in_keys_;
   ValueEstimatorOptions options_;
+  double lmbda_ = 0.95;
   ValueEstimatorKeys keys_;
   torch::Tensor gamma_;
 };
@@ -217,8 +281,9 @@ class ValueEstimatorBase {
 /// One-step bootstrapped TD target: `r + gamma * (!terminated) * V(s')`.
 class TD0Estimator : public ValueEstimatorBase {
  public:
-  explicit TD0Estimator(ValueNetwork value_network, ValueEstimatorOptions options = {})
-      : ValueEstimatorBase("TD0Estimator", std::move(value_network), options) {}
+  explicit TD0Estimator(ValueNetwork value_network, ValueEstimatorOptions options = {},
+                std::vector<NestedKey> in_keys = {})
+      : ValueEstimatorBase("TD0Estimator", std::move(value_network), options, std::move(in_keys)) {}
 
   torch::Tensor value_estimate(TensorDict td, torch::Tensor next_value = {}) override {
     Transition t = transition_and_next_value(td, &next_value);
@@ -240,8 +305,9 @@ class TD0Estimator : public ValueEstimatorBase {
 /// TD(1): discounted Monte-Carlo return over the time dim, bootstrapped at truncation.
 class TD1Estimator : public ValueEstimatorBase {
  public:
-  explicit TD1Estimator(ValueNetwork value_network, ValueEstimatorOptions options = {})
-      : ValueEstimatorBase("TD1Estimator", std::move(value_network), options) {}
+  explicit TD1Estimator(ValueNetwork value_network, ValueEstimatorOptions options = {},
+                std::vector<NestedKey> in_keys = {})
+      : ValueEstimatorBase("TD1Estimator", std::move(value_network), options, std::move(in_keys)) {}
 
   torch::Tensor value_estimate(TensorDict td, torch::Tensor next_value = {}) override {
     Transition t = transition_and_next_value(td, &next_value);
@@ -252,12 +318,13 @@ class TD1Estimator : public ValueEstimatorBase {
 /// TD(lambda) return over the time dim.
 class TDLambdaEstimator : public ValueEstimatorBase {
  public:
-  explicit TDLambdaEstimator(ValueNetwork value_network, ValueEstimatorOptions options = {})
-      : ValueEstimatorBase("TDLambdaEstimator", std::move(value_network), options) {}
+  explicit TDLambdaEstimator(ValueNetwork value_network, ValueEstimatorOptions options = {},
+                std::vector<NestedKey> in_keys = {})
+      : ValueEstimatorBase("TDLambdaEstimator", std::move(value_network), options, std::move(in_keys)) {}
 
   torch::Tensor value_estimate(TensorDict td, torch::Tensor next_value = {}) override {
     Transition t = transition_and_next_value(td, &next_value);
-    return commit(td, t, td_lambda_return_estimate(gamma_.item<double>(), options_.lmbda(), next_value, t.reward,
+    return commit(td, t, td_lambda_return_estimate(gamma_.item<double>(), lmbda_, next_value, t.reward,
                                                    t.done, t.terminated));
   }
 };
@@ -266,8 +333,9 @@ class TDLambdaEstimator : public ValueEstimatorBase {
 /// `average_gae`) and `value_target`.
 class GAE : public ValueEstimatorBase {
  public:
-  explicit GAE(ValueNetwork value_network, ValueEstimatorOptions options = {})
-      : ValueEstimatorBase("GAE", std::move(value_network), options) {}
+  explicit GAE(ValueNetwork value_network, ValueEstimatorOptions options = {},
+                std::vector<NestedKey> in_keys = {})
+      : ValueEstimatorBase("GAE", std::move(value_network), options, std::move(in_keys)) {}
 
   TensorDict forward(TensorDict td) override {
     return restoring_reward(td, [&] {
@@ -275,20 +343,26 @@ class GAE : public ValueEstimatorBase {
       Transition t = read_transition(td);
       check_value_shape(next_value, t.reward);
       auto [advantage, target] = generalized_advantage_estimate(
-          gamma_.item<double>(), options_.lmbda(), value, next_value, t.reward, t.done, t.terminated);
+          gamma_.item<double>(), lmbda_, value, next_value, t.reward, t.done, t.terminated);
       if (options_.average_gae()) {
-        advantage = (advantage - advantage.mean()) / advantage.std().clamp_min(1e-6);
+        // TorchRL 0.4: scale clamped at 1e-4.
+        advantage = (advantage - advantage.mean()) / advantage.std().clamp_min(1e-4);
       }
       commit(td, t, {});
-      write_targets(td, advantage, target);
+      write_targets(td, advantage, target, value, next_value);
     });
   }
 
   /// GAE's value target needs the state values too: the value network is run on `td`.
   torch::Tensor value_estimate(TensorDict td, torch::Tensor next_value = {}) override {
-    torch::Tensor value = run_value_network(td.copy());
+    torch::Tensor value;
+    if (next_value.defined()) {
+      value = run_value_network(td.copy());
+    } else {
+      std::tie(value, next_value) = values(td);
+    }
     Transition t = transition_and_next_value(td, &next_value);
-    return commit(td, t, std::get<1>(generalized_advantage_estimate(gamma_.item<double>(), options_.lmbda(), value,
+    return commit(td, t, std::get<1>(generalized_advantage_estimate(gamma_.item<double>(), lmbda_, value,
                                                                     next_value, t.reward, t.done, t.terminated)));
   }
 };

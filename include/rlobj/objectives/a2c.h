@@ -1,0 +1,160 @@
+#pragma once
+
+/// \file
+/// `A2CLoss`: TorchRL 0.4's advantage actor-critic loss (Mnih et al., 2016).
+///
+/// * The advantage is the batch's, or computed by the loss's value estimator (GAE, gamma
+///   0.99, lmbda 0.95) on a shallow copy of the batch (the caller's TensorDict is not written).
+/// * `loss_objective = -log pi(a|s) * A` with `a` the batch's action; `entropy` (logged) and
+///   `loss_entropy = -entropy_coef * H` (closed form, or `-log_prob` of `samples_mc_entropy`
+///   reparameterised draws where the distribution has none, e.g. `TanhNormal`);
+///   `loss_critic = critic_coef * distance(V(s), value_target)`, optionally value-clipped.
+/// * `loss_*` entries are reduced (`reduction`). The forward runs under
+///   `ExplorationType::Mode`, as every TorchRL loss.
+
+#include <cmath>
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <c10/util/Exception.h>
+#include <torch/arg.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+#include "rlobj/modules/exploration_type.h"
+#include "rlobj/modules/probabilistic.h"
+#include "rlobj/modules/value_operator.h"
+#include "rlobj/objectives/actor_critic.h"
+#include "rlobj/objectives/common.h"
+#include "rlobj/tensordict.h"
+
+namespace rlobj {
+namespace objectives {
+
+/// Options of `A2CLoss`, with TorchRL 0.4's names and defaults.
+struct A2CLossOptions {
+  /// Add the entropy bonus (only when `entropy_coef` is non-zero, as TorchRL).
+  TORCH_ARG(bool, entropy_bonus) = true;
+  /// Draws for the Monte-Carlo entropy of distributions without a closed form.
+  TORCH_ARG(int64_t, samples_mc_entropy) = 1;
+  TORCH_ARG(double, entropy_coef) = 0.01;
+  /// Weight of the critic's loss; 0 leaves `loss_critic` out.
+  TORCH_ARG(double, critic_coef) = 1.0;
+  TORCH_ARG(LossFunction, loss_critic_type) = LossFunction::SmoothL1;
+  /// Parameters shared by actor and critic are trained by the actor's loss only.
+  TORCH_ARG(bool, separate_losses) = false;
+  TORCH_ARG(Reduction, reduction) = Reduction::Mean;
+  /// Clip the critic's value to within this of the batch's value in the critic loss.
+  TORCH_ARG(std::optional<double>, clip_value) = std::nullopt;
+  TORCH_ARG(FiniteCheck, check_finite) = FiniteCheck::Auto;
+};
+
+/// A2C's losses over a stochastic actor (`ProbabilisticActor`) and a state-value critic.
+///
+/// ```
+/// auto loss = rlobj::objectives::A2CLoss(actor, critic);
+/// rlobj::TensorDict out = loss(batch);  // loss_objective, entropy, loss_entropy, loss_critic
+/// ```
+template <typename ActorT = modules::ProbabilisticActor, typename CriticT = modules::ValueOperator>
+class A2CLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
+  using Base = detail::ActorCriticLossBase<ActorT, CriticT>;
+
+ public:
+  A2CLossImpl(ActorT actor_network, CriticT critic_network, A2CLossOptions options = {})
+      : Base("A2CLoss", std::move(actor_network), std::move(critic_network), /*delay_value=*/false,
+             checked(options).separate_losses()),
+        options(options) {
+    const auto tensor_options = this->actor_net_.group->flat().options().requires_grad(false);
+    entropy_coef_ = this->register_buffer("entropy_coef", torch::full({}, options.entropy_coef(), tensor_options));
+    critic_coef_ = this->register_buffer("critic_coef", torch::full({}, options.critic_coef(), tensor_options));
+    this->make_value_estimator(ValueEstimators::GAE);
+  }
+
+  /// The losses and their logging entries (`batch_size` `[]`).
+  TensorDict forward(TensorDict tensordict) {
+    this->check_inputs(tensordict, /*needs_sample_log_prob=*/false);
+    detail::check_finite_inputs("A2CLoss", tensordict, this->input_keys_, options.check_finite());
+    this->ensure_linked();
+    modules::SetExplorationType mode(modules::ExplorationType::Mode);
+    TensorDict td = tensordict.copy();  // TorchRL: tensordict.clone(False)
+    torch::Tensor advantage = this->advantage(td);
+    const torch::Tensor action = this->batch_action(td);
+    auto dist = this->actor_dist(td);
+    torch::Tensor log_prob = this->with_feature_dim(dist->log_prob(action), advantage, "actor's log-probability");
+    TensorDict out(TensorDict::BatchSize{});
+    out.set("loss_objective", finish(-(log_prob * advantage)));
+    if (entropy_bonus()) {
+      torch::Tensor entropy = Base::entropy_bonus(*dist, options.samples_mc_entropy());
+      out.set("entropy", entropy.detach().mean());
+      out.set("loss_entropy", finish(-entropy_coef_ * entropy));
+    }
+    if (options.critic_coef() != 0) {
+      TensorDict critic_in = options.separate_losses() ? td.detach() : td;
+      auto [loss, clip_fraction] = this->critic_loss(critic_in, options.loss_critic_type(), options.clip_value());
+      out.set("loss_critic", finish(critic_coef_ * loss));
+      if (clip_fraction.defined()) out.set("value_clip_fraction", clip_fraction);
+    }
+    return out;
+  }
+
+  /// The entries of the output, in order.
+  std::vector<std::string> out_keys() const {
+    std::vector<std::string> keys = {"loss_objective"};
+    if (entropy_bonus()) {
+      keys.push_back("entropy");
+      keys.push_back("loss_entropy");
+    }
+    if (options.critic_coef() != 0) keys.push_back("loss_critic");
+    if (options.clip_value()) keys.push_back("value_clip_fraction");
+    return keys;
+  }
+
+  void pretty_print(std::ostream& stream) const override {
+    stream << "rlobj::objectives::A2CLoss(entropy_coef=" << options.entropy_coef()
+           << ", critic_coef=" << options.critic_coef() << ")";
+  }
+
+  /// The options the loss was built with.
+  A2CLossOptions options;
+
+ private:
+  // TorchRL: entropy_bonus and entropy_coef.
+  bool entropy_bonus() const noexcept { return options.entropy_bonus() && options.entropy_coef() != 0; }
+
+  static const A2CLossOptions& checked(const A2CLossOptions& o) {
+    Base::check_coef("A2CLoss", "entropy_coef", o.entropy_coef());
+    Base::check_coef("A2CLoss", "critic_coef", o.critic_coef());
+    TORCH_CHECK_VALUE(o.samples_mc_entropy() >= 1, "A2CLoss: samples_mc_entropy must be >= 1, got ",
+                      o.samples_mc_entropy());
+    TORCH_CHECK_VALUE(!o.clip_value() || (std::isfinite(*o.clip_value()) && *o.clip_value() > 0),
+                      "A2CLoss: clip_value must be finite and > 0, got ", o.clip_value().value_or(0));
+    return o;
+  }
+
+  torch::Tensor finish(const torch::Tensor& loss) const {
+    torch::Tensor r = reduce(loss, options.reduction());
+    return r.dim() > 0 ? r.squeeze(-1) : r;
+  }
+
+  torch::Tensor entropy_coef_, critic_coef_;
+};
+
+/// Holder of `A2CLossImpl`: `auto loss = A2CLoss(actor, critic);`.
+template <typename ActorT = modules::ProbabilisticActor, typename CriticT = modules::ValueOperator>
+class A2CLoss : public torch::nn::ModuleHolder<A2CLossImpl<ActorT, CriticT>> {
+ public:
+  using Impl = A2CLossImpl<ActorT, CriticT>;
+  using Base = torch::nn::ModuleHolder<Impl>;
+  using Base::get;
+  A2CLoss(std::nullptr_t) : Base(nullptr) {}                      // NOLINT
+  A2CLoss(std::shared_ptr<Impl> impl) : Base(std::move(impl)) {}  // NOLINT
+  A2CLoss(ActorT actor, CriticT critic, A2CLossOptions options = {})
+      : Base(std::make_shared<Impl>(std::move(actor), std::move(critic), options)) {}
+};
+
+}  // namespace objectives
+}  // namespace rlobj

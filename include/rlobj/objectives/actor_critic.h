@@ -1,0 +1,299 @@
+#pragma once
+
+/// \file
+/// What TorchRL 0.4's on-policy losses (`PPOLoss` and its variants, `A2CLoss`,
+/// `ReinforceLoss`) share: a stochastic actor and a state-value critic registered with the
+/// loss, the advantage taken from the batch or computed by the loss's value estimator (GAE by
+/// default), the critic's loss (optionally clipped), the entropy bonus and the keys.
+
+#include <cmath>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include <c10/util/Exception.h>
+#include <torch/arg.h>
+#include <torch/types.h>
+#include <torch/utils.h>
+
+#include "rlobj/detail/format.h"
+#include "rlobj/detail/keys.h"
+#include "rlobj/modules/distributions.h"
+#include "rlobj/modules/exploration_type.h"
+#include "rlobj/modules/probabilistic.h"
+#include "rlobj/modules/value_operator.h"
+#include "rlobj/objectives/common.h"
+#include "rlobj/objectives/value/advantages.h"
+#include "rlobj/tensordict.h"
+
+namespace rlobj {
+namespace objectives {
+
+/// The keys the on-policy losses read (TorchRL's `_AcceptedKeys`); `reward`, `done` and
+/// `terminated` are read under `"next"`.
+struct ActorCriticLossKeys {
+  NestedKey advantage = "advantage";
+  NestedKey value_target = "value_target";
+  /// The critic's output.
+  NestedKey value = "state_value";
+  /// The log-probability of `action` under the policy that collected it.
+  NestedKey sample_log_prob = "sample_log_prob";
+  NestedKey action = "action";
+  NestedKey reward = "reward";
+  NestedKey done = "done";
+  NestedKey terminated = "terminated";
+};
+
+namespace detail {
+
+/// The base of `PPOLossImpl`, `A2CLossImpl` and `ReinforceLossImpl`: registers the actor
+/// (`"actor_network"`) and the critic (`"critic_network"`), owns the value estimator and the
+/// keys, and computes the pieces every on-policy loss uses. Not used directly.
+template <typename ActorT, typename CriticT>
+class ActorCriticLossBase : public LossModuleImpl {
+ public:
+  using ActorImpl = typename ActorT::ContainedType;
+  using CriticImpl = typename CriticT::ContainedType;
+
+  /// Builds the value estimator that computes the advantage when the batch has none (GAE
+  /// with gamma 0.99 and lmbda 0.95 unless called). Its value network is the critic, run
+  /// without gradient (with `delay_value`, the target critic values the next states).
+  void make_value_estimator(ValueEstimators type = ValueEstimators::GAE,
+                            value::ValueEstimatorOptions hyperparams = {}) {
+    auto online = [this](TensorDict td) {
+      torch::NoGradGuard no_grad;
+      return critic_net_.online.front()->forward(td);
+    };
+    const auto& in = critic_->in_keys();
+    switch (type) {
+      case ValueEstimators::TD0: estimator_ = std::make_shared<value::TD0Estimator>(online, hyperparams, in); break;
+      case ValueEstimators::TD1: estimator_ = std::make_shared<value::TD1Estimator>(online, hyperparams, in); break;
+      case ValueEstimators::TDLambda:
+        estimator_ = std::make_shared<value::TDLambdaEstimator>(online, hyperparams, in);
+        break;
+      case ValueEstimators::GAE: estimator_ = std::make_shared<value::GAE>(online, hyperparams, in); break;
+    }
+    if (!critic_net_.target.empty()) {
+      estimator_->set_next_value_network([this](TensorDict td) {
+        torch::NoGradGuard no_grad;
+        return critic_net_.target.front()->forward(td);
+      });
+    }
+    value_type_ = type;
+    keys_changed();
+  }
+  /// The value estimator (GAE unless `make_value_estimator` chose another).
+  value::ValueEstimatorBase& value_estimator() const { return *estimator_; }
+  ValueEstimators value_type() const noexcept { return value_type_; }
+
+  /// Renames keys: advantage, value_target, value, sample_log_prob, action, reward, done,
+  /// terminated. Renaming a network output only changes where the loss reads it.
+  void set_keys(const std::map<std::string, NestedKey>& keys) {
+    rlobj::detail::set_named_keys(name_, keys,
+                                  {{"advantage", &keys_.advantage},
+                                   {"value_target", &keys_.value_target},
+                                   {"value", &keys_.value},
+                                   {"sample_log_prob", &keys_.sample_log_prob},
+                                   {"action", &keys_.action},
+                                   {"reward", &keys_.reward},
+                                   {"done", &keys_.done},
+                                   {"terminated", &keys_.terminated}});
+    keys_changed();
+  }
+  const ActorCriticLossKeys& tensor_keys() const noexcept { return keys_; }
+  /// Every key `forward` may read (sorted).
+  const std::vector<NestedKey>& in_keys() const noexcept { return input_keys_; }
+
+  /// The actor (the user's network).
+  ActorT& actor_network() noexcept { return actor_; }
+  /// The critic (the user's network).
+  CriticT& critic_network() noexcept { return critic_; }
+  /// The critic that values next states in the loss's estimator: a delayed copy with
+  /// `delay_value`, else the critic itself.
+  std::shared_ptr<CriticImpl> target_critic_network() const { return critic_net_.targets().front(); }
+
+ protected:
+  ActorCriticLossBase(const char* name, ActorT actor, CriticT critic, bool delay_value, bool separate_losses)
+      : name_(name), actor_(std::move(actor)), critic_(std::move(critic)) {
+    TORCH_CHECK_VALUE(!actor_.is_empty(), name_, ": actor_network is empty");
+    TORCH_CHECK_VALUE(!critic_.is_empty(), name_, ": critic_network is empty");
+    check_same_placement(name_, {{"actor_network", actor_.get()}, {"critic_network", critic_.get()}});
+    std::vector<torch::Tensor> shared;
+    for (const auto& p : critic_->parameters()) {
+      for (const auto& q : actor_->parameters()) {
+        if (p.unsafeGetTensorImpl() == q.unsafeGetTensorImpl()) shared.push_back(p);
+      }
+    }
+    actor_net_ = register_network("actor_network", actor_.ptr());
+    critic_net_ = register_network("critic_network", critic_.ptr(),
+                                   NetworkOptions().target(delay_value).compare_against(
+                                       separate_losses ? shared : std::vector<torch::Tensor>{}));
+  }
+
+  static void check_coef(const char* where, const char* name, double v) {
+    TORCH_CHECK_VALUE(std::isfinite(v), where, ": ", name, " must be finite, got ", v);
+  }
+
+  /// The advantage: the batch's, or the estimator's (written into `td`, with the value
+  /// target and the values it came from).
+  torch::Tensor advantage(TensorDict& td) {
+    if (const torch::Tensor* a = td.find(keys_.advantage)) return *a;
+    estimator_->forward(td);
+    return td.get(keys_.advantage);
+  }
+
+  /// The critic's loss, unreduced, and with `clip_value` the fraction of clipped values
+  /// (TorchRL's `loss_critic` and `_clip_value_loss`). `td` must hold the value target (and,
+  /// to clip, the values the batch was collected with under the value key).
+  std::pair<torch::Tensor, torch::Tensor> critic_loss(const TensorDict& td, LossFunction loss_function,
+                                                      std::optional<double> clip_value) {
+    const torch::Tensor* target = td.find(keys_.value_target);
+    TORCH_CHECK(target != nullptr, name_, ": the value target \"", keys_.value_target.str(), "\" was not found; ",
+                "pass both \"", keys_.advantage.str(), "\" and \"", keys_.value_target.str(),
+                "\" or neither (the loss's estimator then computes them)");
+    torch::Tensor old_value;
+    if (clip_value) {
+      const torch::Tensor* v = td.find(keys_.value);
+      TORCH_CHECK(v != nullptr, name_, ": clip_value is set but the value key \"", keys_.value.str(),
+                  "\" was not found in the batch");
+      old_value = v->detach();
+    }
+    TensorDict in(td.batch_size(), td.device());
+    for (const auto& k : critic_->in_keys()) in.set(k, td.get(k));
+    in = critic_net_.trained().front()->forward(in);
+    const torch::Tensor* value = in.find(keys_.value);
+    TORCH_CHECK(value != nullptr, name_, ": the critic did not write \"", keys_.value.str(),
+                "\"; set its out_keys or call set_keys({{\"value\", ...}})");
+    TORCH_CHECK(value->sizes() == target->sizes(), name_, ": the critic's \"", keys_.value.str(), "\" has shape ",
+                rlobj::detail::shape_str(value->sizes()), " but the value target \"", keys_.value_target.str(),
+                "\" has shape ", rlobj::detail::shape_str(target->sizes()));
+    torch::Tensor loss = distance_loss(*target, *value, loss_function);
+    torch::Tensor clip_fraction;
+    if (clip_value) {
+      TORCH_CHECK(old_value.sizes() == value->sizes(), name_, ": \"", keys_.value.str(), "\" in the batch has shape ",
+                  rlobj::detail::shape_str(old_value.sizes()), " but the critic writes ",
+                  rlobj::detail::shape_str(value->sizes()));
+      torch::Tensor pre_clipped = *value - old_value;
+      torch::Tensor clipped = pre_clipped.clamp(-*clip_value, *clip_value);
+      {
+        torch::NoGradGuard no_grad;
+        clip_fraction = (pre_clipped != clipped).to(value->scalar_type()).mean();
+      }
+      torch::Tensor loss_clipped = distance_loss(*target, old_value + clipped, loss_function);
+      loss = torch::max(loss, loss_clipped);
+    }
+    return {loss, clip_fraction};
+  }
+
+  /// The entropy of `dist` with a trailing 1 (`[*B, 1]`): closed form where the distribution
+  /// has one, else `-log_prob(x).mean(0)` over `samples` reparameterised draws `x`.
+  static torch::Tensor entropy_bonus(const modules::Distribution& dist, int64_t samples) {
+    torch::Tensor entropy;
+    try {
+      entropy = dist.entropy();
+    } catch (const c10::NotImplementedError&) {
+      const std::vector<int64_t> shape = {samples};
+      torch::Tensor x = dist.has_rsample() ? dist.rsample(shape) : dist.sample(shape);
+      entropy = -dist.log_prob(x).mean(0);
+    }
+    return entropy.unsqueeze(-1);
+  }
+
+  /// The actor's distribution on `td`'s actor inputs (a fresh TensorDict, so the batch is
+  /// not written).
+  std::shared_ptr<modules::Distribution> actor_dist(const TensorDict& td) {
+    TensorDict in(td.batch_size(), td.device());
+    for (const auto& k : actor_->in_keys()) in.set(k, td.get(k));
+    return actor_net_.online.front()->get_dist(in);
+  }
+
+  /// The action of the batch, checked: no gradient (TorchRL refuses one).
+  torch::Tensor batch_action(const TensorDict& td) const {
+    torch::Tensor action = td.get(keys_.action);
+    TORCH_CHECK_VALUE(!action.requires_grad(), name_, ": the batch's \"", keys_.action.str(),
+                      "\" requires grad; detach it (actions are data, not outputs of the networks being trained)");
+    return action;
+  }
+
+  /// `log_prob` (`[*B]`) with a trailing 1, checked against the advantage's shape.
+  torch::Tensor with_feature_dim(const torch::Tensor& log_prob, const torch::Tensor& advantage,
+                                 const char* what) const {
+    torch::Tensor lp = log_prob.unsqueeze(-1);
+    TORCH_CHECK(lp.sizes() == advantage.sizes(), name_, ": the ", what, " has shape ",
+                rlobj::detail::shape_str(log_prob.sizes()), " but the advantage \"", keys_.advantage.str(),
+                "\" has shape ", rlobj::detail::shape_str(advantage.sizes()), "; expected the advantage's shape "
+                "without its trailing 1");
+    return lp;
+  }
+
+  void check_inputs(const TensorDict& td, bool needs_sample_log_prob) const {
+    TORCH_CHECK(td.batch_dims() >= 1, name_, ": expected a batch (batch_dims >= 1), got batch_size ",
+                rlobj::detail::shape_str(td.batch_size()));
+    require_keys(name_, td, base_required_);
+    if (needs_sample_log_prob) require_keys(name_, td, {keys_.sample_log_prob});
+    const bool has_advantage = td.contains(keys_.advantage);
+    if (!has_advantage) require_keys(name_, td, estimator_required_);
+    check_network_inputs(name_, td, has_advantage ? computed_keys_ : computed_with_estimator_,
+                         actor_net_.group->flat().scalar_type());
+    if (has_advantage) {
+      const torch::Tensor& a = td.get(keys_.advantage);
+      TORCH_CHECK_VALUE(!a.requires_grad(), name_, ": the batch's \"", keys_.advantage.str(),
+                        "\" requires grad; detach it");
+      TORCH_CHECK_VALUE(a.dim() == td.batch_dims() + 1 && a.size(-1) == 1, name_, ": the advantage \"",
+                        keys_.advantage.str(), "\" has shape ", rlobj::detail::shape_str(a.sizes()),
+                        "; expected the batch_size ", rlobj::detail::shape_str(td.batch_size()), " with a trailing 1");
+    }
+  }
+
+  virtual void keys_changed() {
+    const NestedKey next("next");
+    std::vector<NestedKey> base = {keys_.action};
+    for (const auto& k : actor_->in_keys()) base.push_back(k);
+    for (const auto& k : critic_->in_keys()) base.push_back(k);
+    base_required_ = sorted_unique(base);
+    std::vector<NestedKey> est = {next / keys_.reward, next / keys_.done};
+    for (const auto& k : critic_->in_keys()) est.push_back(next / k);
+    estimator_required_ = est;
+    std::vector<NestedKey> all = base;
+    for (const auto& k : est) all.push_back(k);
+    all.push_back(next / keys_.terminated);
+    all.push_back(keys_.sample_log_prob);
+    all.push_back(keys_.advantage);
+    all.push_back(keys_.value_target);
+    input_keys_ = sorted_unique(all);
+    computed_keys_.clear();
+    for (const auto& k : actor_->in_keys()) computed_keys_.push_back(k);
+    for (const auto& k : critic_->in_keys()) computed_keys_.push_back(k);
+    computed_with_estimator_ = computed_keys_;
+    for (const auto& k : critic_->in_keys()) computed_with_estimator_.push_back(next / k);
+    computed_with_estimator_.push_back(next / keys_.reward);
+    if (estimator_) {
+      estimator_->set_keys({{"advantage", keys_.advantage},
+                            {"value_target", keys_.value_target},
+                            {"value", keys_.value},
+                            {"reward", keys_.reward},
+                            {"done", keys_.done},
+                            {"terminated", keys_.terminated}});
+    }
+  }
+
+  const char* name_;
+  ActorCriticLossKeys keys_;
+  std::vector<NestedKey> input_keys_;
+  std::vector<NestedKey> base_required_, estimator_required_;
+  std::vector<NestedKey> computed_keys_, computed_with_estimator_;
+  ActorT actor_;
+  CriticT critic_;
+  LossNetwork<ActorImpl> actor_net_;
+  LossNetwork<CriticImpl> critic_net_;
+  std::shared_ptr<value::ValueEstimatorBase> estimator_;
+  ValueEstimators value_type_ = ValueEstimators::GAE;
+};
+
+}  // namespace detail
+}  // namespace objectives
+}  // namespace rlobj

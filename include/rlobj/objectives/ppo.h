@@ -1,0 +1,340 @@
+#pragma once
+
+/// \file
+/// `PPOLoss`, `ClipPPOLoss` and `KLPENPPOLoss`: TorchRL 0.4's proximal policy optimisation
+/// losses (Schulman et al., 2017).
+///
+/// * The advantage is the batch's `"advantage"` (with `"value_target"` for the critic), or,
+///   when the batch has none, computed by the loss's value estimator (GAE, gamma 0.99, lmbda
+///   0.95) on a shallow copy of the batch: the caller's TensorDict is not written.
+/// * `log_weight = log pi(a|s) - sample_log_prob` (`[*B, 1]`), `pi` the actor's current
+///   distribution (`ProbabilisticActor::get_dist`), `a` the batch's action.
+/// * `PPOLoss`: `loss_objective = -exp(log_weight) * A`; `ClipPPOLoss`:
+///   `-min(exp(lw) A, exp(clamp(lw, log(1 - eps), log(1 + eps))) A)`, plus `clip_fraction`
+///   and `ESS` (the effective sample size over the first batch dim, divided by its length);
+///   `KLPENPPOLoss`: `-(exp(lw) A - beta KL(pi_old || pi))`, `beta` adapted towards `dtarg`.
+/// * `entropy` (logged, detached mean) and `loss_entropy = -entropy_coef * H` (closed form,
+///   or `-log_prob` of `samples_mc_entropy` draws: `TanhNormal`); `loss_critic =
+///   critic_coef * distance(V(s), value_target)` (optionally clipped around the batch's
+///   values with `clip_value`).
+/// * Every `loss_*` entry is reduced (`reduction`, mean by default). The forward runs under
+///   `ExplorationType::Mode`, as every TorchRL loss.
+
+#include <cmath>
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <c10/util/Exception.h>
+#include <torch/arg.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+#include <torch/utils.h>
+
+#include "rlobj/detail/format.h"
+#include "rlobj/modules/distributions.h"
+#include "rlobj/modules/exploration_type.h"
+#include "rlobj/modules/probabilistic.h"
+#include "rlobj/modules/value_operator.h"
+#include "rlobj/objectives/actor_critic.h"
+#include "rlobj/objectives/common.h"
+#include "rlobj/tensordict.h"
+
+namespace rlobj {
+namespace objectives {
+
+/// Which PPO objective `PPOLoss` computes.
+enum class PPOVariant {
+  Plain,  ///< `PPOLoss`: importance-weighted advantage
+  Clip,   ///< `ClipPPOLoss`: clipped ratio
+  KLPen,  ///< `KLPENPPOLoss`: adaptive KL penalty
+};
+
+/// Options of the PPO losses, with TorchRL 0.4's names and defaults (`clip_epsilon` for
+/// `ClipPPOLoss`, `dtarg` ... `samples_mc_kl` for `KLPENPPOLoss`).
+struct PPOLossOptions {
+  /// Add the entropy bonus `loss_entropy`.
+  TORCH_ARG(bool, entropy_bonus) = true;
+  /// Draws for the Monte-Carlo entropy of distributions without a closed form.
+  TORCH_ARG(int64_t, samples_mc_entropy) = 1;
+  TORCH_ARG(double, entropy_coef) = 0.01;
+  /// Weight of the critic's loss; 0 leaves `loss_critic` out.
+  TORCH_ARG(double, critic_coef) = 1.0;
+  /// Distance between the critic's value and the value target.
+  TORCH_ARG(LossFunction, loss_critic_type) = LossFunction::SmoothL1;
+  /// Standardise the advantage (over the whole batch; scale clamped at 1e-6).
+  TORCH_ARG(bool, normalize_advantage) = false;
+  /// Parameters shared by actor and critic are trained by the actor's loss only.
+  TORCH_ARG(bool, separate_losses) = false;
+  TORCH_ARG(Reduction, reduction) = Reduction::Mean;
+  /// Clip the critic's value to within this of the batch's value (its `value` key) in the
+  /// critic loss, keeping the larger loss. For `ClipPPOLoss`, `clip_value_to_epsilon(true)`
+  /// uses `clip_epsilon`.
+  TORCH_ARG(std::optional<double>, clip_value) = std::nullopt;
+  TORCH_ARG(bool, clip_value_to_epsilon) = false;
+  /// `ClipPPOLoss`: the ratio is clipped to `[1 - clip_epsilon, 1 + clip_epsilon]`.
+  TORCH_ARG(double, clip_epsilon) = 0.2;
+  /// `KLPENPPOLoss`: target KL, initial penalty and its adaptation factors, and the draws of
+  /// the Monte-Carlo KL for distributions without a closed form.
+  TORCH_ARG(double, dtarg) = 0.01;
+  TORCH_ARG(double, beta) = 1.0;
+  TORCH_ARG(double, increment) = 2.0;
+  TORCH_ARG(double, decrement) = 0.5;
+  TORCH_ARG(int64_t, samples_mc_kl) = 1;
+  /// When the inputs are checked for NaN and Inf (see `FiniteCheck`).
+  TORCH_ARG(FiniteCheck, check_finite) = FiniteCheck::Auto;
+};
+
+/// The PPO losses over a stochastic actor (`ActorT`: a `ProbabilisticActor`) and a state-value
+/// critic (`CriticT`: a `ValueOperator` writing `state_value`). Use the `PPOLoss`,
+/// `ClipPPOLoss` and `KLPENPPOLoss` holders.
+///
+/// ```
+/// auto loss = rlobj::objectives::ClipPPOLoss(actor, critic);
+/// loss->make_value_estimator(rlobj::objectives::ValueEstimators::GAE,
+///                            rlobj::objectives::value::ValueEstimatorOptions().gamma(0.99).lmbda(0.95));
+/// rlobj::TensorDict out = loss(minibatch);  // loss_objective, clip_fraction, entropy, loss_entropy, loss_critic, ESS
+/// ```
+template <typename ActorT = modules::ProbabilisticActor, typename CriticT = modules::ValueOperator>
+class PPOLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
+  using Base = detail::ActorCriticLossBase<ActorT, CriticT>;
+
+ public:
+  PPOLossImpl(ActorT actor_network, CriticT critic_network, PPOLossOptions options = {},
+              PPOVariant variant = PPOVariant::Plain)
+      : Base(name_of(variant), std::move(actor_network), std::move(critic_network), /*delay_value=*/false,
+             checked(options, variant).separate_losses()),
+        options(options),
+        variant_(variant) {
+    const auto tensor_options = this->actor_net_.group->flat().options().requires_grad(false);
+    entropy_coef_ = this->register_buffer("entropy_coef", torch::full({}, options.entropy_coef(), tensor_options));
+    critic_coef_ = this->register_buffer("critic_coef", torch::full({}, options.critic_coef(), tensor_options));
+    if (variant == PPOVariant::Clip) {
+      clip_epsilon_ = this->register_buffer("clip_epsilon", torch::full({}, options.clip_epsilon(), tensor_options));
+    }
+    if (variant == PPOVariant::KLPen) beta_ = this->register_buffer("beta", torch::full({}, options.beta(), tensor_options));
+    if (options.clip_value()) {
+      clip_value_ = options.clip_value();
+    } else if (options.clip_value_to_epsilon() && variant == PPOVariant::Clip) {
+      clip_value_ = static_cast<double>(static_cast<float>(options.clip_epsilon()));
+    }
+    this->make_value_estimator(ValueEstimators::GAE);
+  }
+
+  /// The losses and their logging entries (`batch_size` `[]`).
+  TensorDict forward(TensorDict tensordict) {
+    const char* name = this->name_;
+    this->check_inputs(tensordict, /*needs_sample_log_prob=*/true);
+    detail::check_finite_inputs(name, tensordict, this->input_keys_, options.check_finite());
+    this->ensure_linked();
+    modules::SetExplorationType mode(modules::ExplorationType::Mode);
+    TensorDict td = tensordict.copy();  // TorchRL: tensordict.clone(False)
+    // KLPEN: the distribution the batch was collected with, from its stored parameters.
+    std::shared_ptr<modules::Distribution> previous;
+    if (variant_ == PPOVariant::KLPen) previous = previous_dist(td);
+    torch::Tensor advantage = this->advantage(td);
+    if (options.normalize_advantage() && advantage.numel() > 1) {
+      advantage = (advantage - advantage.mean()) / advantage.std().clamp_min(1e-6);
+    }
+    const torch::Tensor action = this->batch_action(td);
+    auto dist = this->actor_dist(td);
+    const torch::Tensor prev_log_prob = td.get(this->keys_.sample_log_prob);
+    TORCH_CHECK_VALUE(!prev_log_prob.requires_grad(), name, ": the batch's \"", this->keys_.sample_log_prob.str(),
+                      "\" requires grad; detach it");
+    torch::Tensor log_prob = dist->log_prob(action);
+    TORCH_CHECK(log_prob.sizes() == prev_log_prob.sizes(), name, ": the actor's log-probability has shape ",
+                rlobj::detail::shape_str(log_prob.sizes()), " but \"", this->keys_.sample_log_prob.str(),
+                "\" has shape ", rlobj::detail::shape_str(prev_log_prob.sizes()));
+    torch::Tensor log_weight = this->with_feature_dim(log_prob - prev_log_prob, advantage, "log-weight");
+
+    TensorDict out(TensorDict::BatchSize{});
+    if (variant_ == PPOVariant::Clip) {
+      torch::Tensor ess;
+      {
+        torch::NoGradGuard no_grad;
+        // TorchRL: over the first batch dim only, then the mean divided by its length.
+        torch::Tensor lw = log_weight.squeeze();
+        ess = (2 * lw.logsumexp(0) - (2 * lw).logsumexp(0)).exp();
+        ess = reduce(ess, options.reduction()) / log_weight.size(0);
+      }
+      torch::Tensor gain1 = log_weight.exp() * advantage;
+      // TorchRL: math.log1p of the float32 buffer, in double.
+      const double eps = clip_epsilon_.item<double>();
+      torch::Tensor log_weight_clip = log_weight.clamp(std::log1p(-eps), std::log1p(eps));
+      torch::Tensor clip_fraction = (log_weight_clip != log_weight).to(log_weight.scalar_type()).mean();
+      torch::Tensor gain2 = log_weight_clip.exp() * advantage;
+      torch::Tensor gain = std::get<0>(torch::stack({gain1, gain2}, -1).min(-1));
+      out.set("loss_objective", finish(-gain));
+      out.set("clip_fraction", clip_fraction);
+      add_entropy_and_critic(out, *dist, td);
+      out.set("ESS", ess);
+    } else if (variant_ == PPOVariant::KLPen) {
+      torch::Tensor neg_loss = log_weight.exp() * advantage;
+      torch::Tensor kl;
+      try {
+        kl = modules::kl_divergence(*previous, *dist);
+      } catch (const c10::NotImplementedError&) {
+        torch::Tensor x = previous->sample({options.samples_mc_kl()});
+        kl = (previous->log_prob(x) - dist->log_prob(x)).mean(0);
+      }
+      kl = kl.unsqueeze(-1);
+      neg_loss = neg_loss - beta_ * kl;
+      {
+        torch::NoGradGuard no_grad;
+        const double mean_kl = kl.mean().item<double>();
+        if (mean_kl > options.dtarg() * 1.5) {
+          beta_.mul_(options.increment());
+        } else if (mean_kl < options.dtarg() / 1.5) {
+          beta_.mul_(options.decrement());
+        }
+      }
+      out.set("loss_objective", finish(-neg_loss));
+      out.set("kl", kl.detach());  // per sample, as TorchRL (only loss_* entries are reduced)
+      add_entropy_and_critic(out, *dist, td);
+    } else {
+      out.set("loss_objective", finish(-(log_weight.exp() * advantage)));
+      add_entropy_and_critic(out, *dist, td);
+    }
+    return out;
+  }
+
+  /// The entries of the output, in order.
+  std::vector<std::string> out_keys() const {
+    std::vector<std::string> keys = {"loss_objective"};
+    if (variant_ == PPOVariant::Clip) keys.push_back("clip_fraction");
+    if (variant_ == PPOVariant::KLPen) keys.push_back("kl");
+    if (options.entropy_bonus()) {
+      keys.push_back("entropy");
+      keys.push_back("loss_entropy");
+    }
+    if (options.critic_coef() != 0) keys.push_back("loss_critic");
+    if (clip_value_) keys.push_back("value_clip_fraction");
+    if (variant_ == PPOVariant::Clip) keys.push_back("ESS");
+    return keys;
+  }
+
+  /// The variant this loss computes.
+  PPOVariant variant() const noexcept { return variant_; }
+  /// `KLPENPPOLoss`'s current KL penalty (a buffer, saved with the loss).
+  const torch::Tensor& beta() const noexcept { return beta_; }
+
+  void pretty_print(std::ostream& stream) const override {
+    stream << "rlobj::objectives::" << this->name_ << "(entropy_coef=" << options.entropy_coef()
+           << ", critic_coef=" << options.critic_coef() << ")";
+  }
+
+  /// The options the loss was built with.
+  PPOLossOptions options;
+
+ private:
+  static const char* name_of(PPOVariant v) {
+    switch (v) {
+      case PPOVariant::Clip: return "ClipPPOLoss";
+      case PPOVariant::KLPen: return "KLPENPPOLoss";
+      case PPOVariant::Plain: break;
+    }
+    return "PPOLoss";
+  }
+
+  static const PPOLossOptions& checked(const PPOLossOptions& o, PPOVariant v) {
+    const char* where = name_of(v);
+    Base::check_coef(where, "entropy_coef", o.entropy_coef());
+    Base::check_coef(where, "critic_coef", o.critic_coef());
+    TORCH_CHECK_VALUE(o.samples_mc_entropy() >= 1, where, ": samples_mc_entropy must be >= 1, got ",
+                      o.samples_mc_entropy());
+    TORCH_CHECK_VALUE(std::isfinite(o.clip_epsilon()) && o.clip_epsilon() > 0 && o.clip_epsilon() < 1, where,
+                      ": clip_epsilon must be in (0, 1), got ", o.clip_epsilon());
+    TORCH_CHECK_VALUE(!o.clip_value() || (std::isfinite(*o.clip_value()) && *o.clip_value() > 0), where,
+                      ": clip_value must be finite and > 0, got ", o.clip_value().value_or(0));
+    TORCH_CHECK_VALUE(o.increment() >= 1.0, where, ": increment should be >= 1.0, got ", o.increment());
+    TORCH_CHECK_VALUE(o.decrement() <= 1.0 && o.decrement() > 0, where, ": decrement should be in (0, 1], got ",
+                      o.decrement());
+    TORCH_CHECK_VALUE(std::isfinite(o.dtarg()) && o.dtarg() >= 0, where, ": dtarg must be finite and >= 0");
+    TORCH_CHECK_VALUE(std::isfinite(o.beta()), where, ": beta must be finite");
+    TORCH_CHECK_VALUE(o.samples_mc_kl() >= 1, where, ": samples_mc_kl must be >= 1, got ", o.samples_mc_kl());
+    return o;
+  }
+
+  // Reduces a loss_* entry and drops its trailing 1 (TorchRL: _reduce(...).squeeze(-1)).
+  torch::Tensor finish(const torch::Tensor& loss) const {
+    torch::Tensor r = reduce(loss, options.reduction());
+    return r.dim() > 0 ? r.squeeze(-1) : r;
+  }
+
+  void add_entropy_and_critic(TensorDict& out, const modules::Distribution& dist, const TensorDict& td) {
+    if (options.entropy_bonus()) {
+      torch::Tensor entropy = Base::entropy_bonus(dist, options.samples_mc_entropy());
+      out.set("entropy", entropy.detach().mean());
+      out.set("loss_entropy", finish(-entropy_coef_ * entropy));
+    }
+    if (options.critic_coef() != 0) {
+      TensorDict critic_in = options.separate_losses() ? td.detach() : td;
+      auto [loss, clip_fraction] = this->critic_loss(critic_in, options.loss_critic_type(), clip_value_);
+      out.set("loss_critic", finish(critic_coef_ * loss));
+      if (clip_fraction.defined()) out.set("value_clip_fraction", clip_fraction);
+    }
+  }
+
+  std::shared_ptr<modules::Distribution> previous_dist(const TensorDict& td) {
+    auto* actor = dynamic_cast<modules::ProbabilisticActorImpl*>(this->actor_net_.online.front().get());
+    TORCH_CHECK(actor != nullptr, this->name_, ": the KL penalty needs a ProbabilisticActor (its factory rebuilds "
+                "the collecting policy's distribution from the batch)");
+    std::vector<torch::Tensor> params;
+    for (const auto& k : actor->options().in_keys()) {
+      const torch::Tensor* t = td.find(k);
+      TORCH_CHECK(t != nullptr, this->name_, ": the parameters of the distribution were not found: \"", k.str(),
+                  "\" is missing; keep the collecting policy's distribution parameters in the batch");
+      params.push_back(t->detach());
+    }
+    return actor->factory()(params);
+  }
+
+  PPOVariant variant_;
+  torch::Tensor entropy_coef_, critic_coef_, clip_epsilon_, beta_;
+  std::optional<double> clip_value_;
+};
+
+/// Holder of `PPOLossImpl` computing the plain objective.
+template <typename ActorT = modules::ProbabilisticActor, typename CriticT = modules::ValueOperator>
+class PPOLoss : public torch::nn::ModuleHolder<PPOLossImpl<ActorT, CriticT>> {
+ public:
+  using Impl = PPOLossImpl<ActorT, CriticT>;
+  using Base = torch::nn::ModuleHolder<Impl>;
+  using Base::get;
+  PPOLoss(std::nullptr_t) : Base(nullptr) {}                      // NOLINT
+  PPOLoss(std::shared_ptr<Impl> impl) : Base(std::move(impl)) {}  // NOLINT
+  PPOLoss(ActorT actor, CriticT critic, PPOLossOptions options = {})
+      : Base(std::make_shared<Impl>(std::move(actor), std::move(critic), options, PPOVariant::Plain)) {}
+};
+
+/// Holder of `PPOLossImpl` computing the clipped objective (TorchRL's `ClipPPOLoss`).
+template <typename ActorT = modules::ProbabilisticActor, typename CriticT = modules::ValueOperator>
+class ClipPPOLoss : public torch::nn::ModuleHolder<PPOLossImpl<ActorT, CriticT>> {
+ public:
+  using Impl = PPOLossImpl<ActorT, CriticT>;
+  using Base = torch::nn::ModuleHolder<Impl>;
+  using Base::get;
+  ClipPPOLoss(std::nullptr_t) : Base(nullptr) {}                      // NOLINT
+  ClipPPOLoss(std::shared_ptr<Impl> impl) : Base(std::move(impl)) {}  // NOLINT
+  ClipPPOLoss(ActorT actor, CriticT critic, PPOLossOptions options = {})
+      : Base(std::make_shared<Impl>(std::move(actor), std::move(critic), options, PPOVariant::Clip)) {}
+};
+
+/// Holder of `PPOLossImpl` computing the KL-penalised objective (TorchRL's `KLPENPPOLoss`).
+template <typename ActorT = modules::ProbabilisticActor, typename CriticT = modules::ValueOperator>
+class KLPENPPOLoss : public torch::nn::ModuleHolder<PPOLossImpl<ActorT, CriticT>> {
+ public:
+  using Impl = PPOLossImpl<ActorT, CriticT>;
+  using Base = torch::nn::ModuleHolder<Impl>;
+  using Base::get;
+  KLPENPPOLoss(std::nullptr_t) : Base(nullptr) {}                      // NOLINT
+  KLPENPPOLoss(std::shared_ptr<Impl> impl) : Base(std::move(impl)) {}  // NOLINT
+  KLPENPPOLoss(ActorT actor, CriticT critic, PPOLossOptions options = {})
+      : Base(std::make_shared<Impl>(std::move(actor), std::move(critic), options, PPOVariant::KLPen)) {}
+};
+
+}  // namespace objectives
+}  // namespace rlobj
