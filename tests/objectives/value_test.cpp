@@ -190,12 +190,14 @@ TEST_CASE("Estimators evaluate the value network on the next states", "[value]")
   check_close(td1.value_estimate(td), ref_td1(y, static_cast<double>(0.9f)), "TD1Estimator");
 
   TDLambdaEstimator tdl(value_net, ValueEstimatorOptions().gamma(0.9).lmbda(0.7));
-  check_close(tdl.value_estimate(td), ref_td_lambda(y, static_cast<double>(0.9f), 0.7), "TDLambdaEstimator");
+  // gamma and lmbda are float32 buffers in TorchRL: the estimators use their float32 values.
+  check_close(tdl.value_estimate(td), ref_td_lambda(y, static_cast<double>(0.9f), static_cast<double>(0.7f)),
+              "TDLambdaEstimator");
 
   GAE gae(value_net, ValueEstimatorOptions().gamma(0.9).lmbda(0.7));
   gae.forward(td);
   y.value = value;
-  check_close(td.get("advantage"), ref_gae(y, static_cast<double>(0.9f), 0.7), "GAE");
+  check_close(td.get("advantage"), ref_gae(y, static_cast<double>(0.9f), static_cast<double>(0.7f)), "GAE");
   GAE normalized(value_net, ValueEstimatorOptions().average_gae(true));
   normalized.forward(td);
   CHECK(td.get("advantage").mean().item<double>() == Approx(0).margin(1e-9));

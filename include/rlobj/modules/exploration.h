@@ -364,7 +364,7 @@ class EGreedyModuleImpl : public detail::NoiseModuleBase {
     std::vector<int64_t> view = cond.sizes().vec();
     view.resize(static_cast<size_t>(action.dim()), 1);
     cond = cond.view(view).to(action.device());
-    torch::Tensor random = random_actions(td, batch).to(action.device());
+    torch::Tensor random = random_actions(td, batch).to(action.device(), action.scalar_type());
     td.set(key, torch::where(cond, random, action));
     return td;
   }

@@ -87,8 +87,8 @@ class A2CLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
     torch::Tensor log_prob = this->with_feature_dim(dist->log_prob(action), advantage, "actor's log-probability");
     TensorDict out(TensorDict::BatchSize{});
     out.set("loss_objective", finish(-(log_prob * advantage)));
-    if (entropy_bonus()) {
-      torch::Tensor entropy = Base::entropy_bonus(*dist, options.samples_mc_entropy());
+    if (use_entropy_bonus()) {
+      torch::Tensor entropy = this->entropy_bonus(*dist, options.samples_mc_entropy());
       out.set("entropy", entropy.detach().mean());
       out.set("loss_entropy", finish(-entropy_coef_ * entropy));
     }
@@ -104,7 +104,7 @@ class A2CLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
   /// The entries of the output, in order.
   std::vector<std::string> out_keys() const {
     std::vector<std::string> keys = {"loss_objective"};
-    if (entropy_bonus()) {
+    if (use_entropy_bonus()) {
       keys.push_back("entropy");
       keys.push_back("loss_entropy");
     }
@@ -123,7 +123,7 @@ class A2CLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
 
  private:
   // TorchRL: entropy_bonus and entropy_coef.
-  bool entropy_bonus() const noexcept { return options.entropy_bonus() && options.entropy_coef() != 0; }
+  bool use_entropy_bonus() const noexcept { return options.entropy_bonus() && options.entropy_coef() != 0; }
 
   static const A2CLossOptions& checked(const A2CLossOptions& o) {
     Base::check_coef("A2CLoss", "entropy_coef", o.entropy_coef());

@@ -190,17 +190,24 @@ class ActorCriticLossBase : public LossModuleImpl {
   }
 
   /// The entropy of `dist` with a trailing 1 (`[*B, 1]`): closed form where the distribution
-  /// has one, else `-log_prob(x).mean(0)` over `samples` reparameterised draws `x`.
-  static torch::Tensor entropy_bonus(const modules::Distribution& dist, int64_t samples) {
+  /// has one, else `-log_prob(x).mean(0)` over `samples` draws `x` (`entropy_sample`).
+  torch::Tensor entropy_bonus(const modules::Distribution& dist, int64_t samples) {
     torch::Tensor entropy;
     try {
       entropy = dist.entropy();
     } catch (const c10::NotImplementedError&) {
-      const std::vector<int64_t> shape = {samples};
-      torch::Tensor x = dist.has_rsample() ? dist.rsample(shape) : dist.sample(shape);
+      torch::Tensor x = entropy_sample(dist, samples);
       entropy = -dist.log_prob(x).mean(0);
     }
     return entropy.unsqueeze(-1);
+  }
+
+  /// The draws of the Monte-Carlo entropy: `dist.rsample({samples})` (one `normal_()` call on
+  /// LibTorch's default generator, as TorchRL), or `sample` without a reparameterisation.
+  /// Override to supply other draws.
+  virtual torch::Tensor entropy_sample(const modules::Distribution& dist, int64_t samples) {
+    const std::vector<int64_t> shape = {samples};
+    return dist.has_rsample() ? dist.rsample(shape) : dist.sample(shape);
   }
 
   /// The actor's distribution on `td`'s actor inputs (a fresh TensorDict, so the batch is

@@ -266,7 +266,7 @@ class PPOLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
 
   void add_entropy_and_critic(TensorDict& out, const modules::Distribution& dist, const TensorDict& td) {
     if (options.entropy_bonus()) {
-      torch::Tensor entropy = Base::entropy_bonus(dist, options.samples_mc_entropy());
+      torch::Tensor entropy = this->entropy_bonus(dist, options.samples_mc_entropy());
       out.set("entropy", entropy.detach().mean());
       out.set("loss_entropy", finish(-entropy_coef_ * entropy));
     }

@@ -24,16 +24,17 @@
 namespace rlobj {
 namespace objectives {
 
-/// The sum of every top-level entry whose key starts with `"loss_"` (what a TorchRL training
-/// loop back-propagates). Throws if there is none.
+/// The sum of every top-level entry named `"loss"` (DQN's single output) or starting with
+/// `"loss_"`, in key order (what a TorchRL training loop back-propagates). Throws if there is
+/// none.
 inline torch::Tensor sum_losses(const TensorDict& losses) {
   torch::Tensor total;
   for (const auto& item : losses.items()) {
     const std::string& key = item.first.leaf();
-    if (key.rfind("loss_", 0) != 0 || !item.second.is_tensor()) continue;
+    if ((key != "loss" && key.rfind("loss_", 0) != 0) || !item.second.is_tensor()) continue;
     total = total.defined() ? total + item.second.tensor() : item.second.tensor();
   }
-  TORCH_CHECK(total.defined(), "sum_losses: no \"loss_*\" entry; keys present: ",
+  TORCH_CHECK(total.defined(), "sum_losses: no \"loss\" or \"loss_*\" entry; keys present: ",
               rlobj::detail::keys_str(losses.keys()));
   return total;
 }
