@@ -7,6 +7,7 @@ using Catch::Matchers::Contains;
 using rlobj::Bounded;
 using rlobj::Categorical;
 using rlobj::Composite;
+using rlobj::OneHot;
 using rlobj::Unbounded;
 
 TEST_CASE("Bounded: rand, zero, is_in, project", "[specs]") {
@@ -71,6 +72,61 @@ TEST_CASE("Unbounded and Categorical", "[specs]") {
   REQUIRE_THROWS_AS(Categorical(0), c10::ValueError);
   REQUIRE_THROWS_AS(Categorical(3, {1}, torch::kBool), c10::ValueError);
   REQUIRE_THROWS_AS(Unbounded({-1}), c10::ValueError);
+}
+
+TEST_CASE("OneHot: rand, is_in, project, expand and errors", "[specs]") {
+  OneHot spec(3);
+  CHECK(spec.shape() == std::vector<int64_t>{3});
+  CHECK(spec.dtype() == torch::kBool);  // TorchRL's default
+  CHECK(spec.n() == 3);
+  CHECK(spec.repr() == "OneHot(n=3, shape=[3], dtype=bool, device=cpu)");
+  CHECK(fmt::format("{}", spec) == spec.repr());
+
+  OneHot ints(2, {2}, torch::kInt64);  // TorchRL's GymEnv wraps Discrete(2) so
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  auto draws = ints.rand({1000}, gen);
+  CHECK(draws.sizes() == torch::IntArrayRef({1000, 2}));
+  CHECK(draws.scalar_type() == torch::kInt64);
+  CHECK(ints.is_in(draws));
+  CHECK(torch::equal(draws.sum(-1), torch::ones({1000}, torch::kInt64)));
+  const int64_t ones = draws.select(-1, 1).sum().item<int64_t>();
+  CHECK(ones > 400);  // both categories drawn
+  CHECK(ones < 600);
+  auto gen2 = at::make_generator<at::CPUGeneratorImpl>(3);
+  CHECK(torch::equal(draws, ints.rand({1000}, gen2)));  // seeded: reproducible
+  CHECK(spec.is_in(spec.rand({4, 5})));
+  CHECK(spec.rand({4, 5}).sizes() == torch::IntArrayRef({4, 5, 3}));
+
+  CHECK(ints.is_in(torch::tensor({{0, 1}, {1, 0}})));
+  CHECK_FALSE(ints.is_in(torch::tensor({{1, 1}, {1, 0}})));
+  CHECK_FALSE(ints.is_in(torch::tensor({{0, 0}})));
+  CHECK_FALSE(ints.is_in(torch::tensor({{2, -1}})));  // sums to 1, still not one-hot
+  CHECK_FALSE(ints.is_in(torch::tensor({1, 0, 0})));
+  CHECK_FALSE(ints.is_in(torch::tensor({{0.0f, 1.0f}})));
+  CHECK(ints.is_in(torch::zeros({0, 2}, torch::kInt64)));
+  REQUIRE_THROWS_WITH(ints.assert_is_in(torch::tensor({{1, 1}, {1, 0}, {0, 0}})),
+                      Contains("OneHot(n=2") && Contains("2 of its rows are not one-hot"));
+  REQUIRE_THROWS_WITH(ints.assert_is_in(torch::tensor({{0, 1}}, torch::kInt32)), Contains("dtype int32"));
+  CHECK(spec.is_in(torch::tensor({false, true, false})));
+  CHECK_FALSE(spec.is_in(torch::tensor({true, true, false})));
+
+  CHECK(torch::equal(ints.project(torch::tensor({{0, 1}, {3, 1}, {0, 0}, {-1, 2}})),
+                     torch::tensor({{0, 1}, {1, 0}, {1, 0}, {0, 1}})));
+  CHECK(torch::equal(ints.project(torch::tensor({{0.2f, 0.7f}})), torch::tensor({{0, 1}})));
+  CHECK(torch::equal(ints.to_categorical(torch::tensor({{0, 1}, {1, 0}})), torch::tensor({1, 0})));
+
+  auto batched = ints.expand({4});
+  CHECK(batched->shape() == std::vector<int64_t>{4, 2});
+  CHECK(dynamic_cast<const OneHot*>(batched.get())->n() == 2);
+  CHECK(batched->rand().sizes() == torch::IntArrayRef({4, 2}));
+  CHECK(batched->clone()->repr() == "OneHot(n=2, shape=[4, 2], dtype=int64, device=cpu)");
+  CHECK(torch::equal(ints.zero({3}), torch::zeros({3, 2}, torch::kInt64)));  // as TorchRL: not one-hot
+
+  REQUIRE_THROWS_WITH(OneHot(0), Contains("n must be positive, got 0"));
+  REQUIRE_THROWS_WITH(OneHot(-2), Contains("n must be positive, got -2"));
+  REQUIRE_THROWS_WITH(OneHot(3, {4, 2}), Contains("the last dim of shape [4, 2] must be n = 3"));
+  REQUIRE_THROWS_AS(OneHot(2, {2}, torch::kFloat32), c10::ValueError);
+  REQUIRE_THROWS_AS(OneHot(2, {-1, 2}), c10::ValueError);
 }
 
 TEST_CASE("Composite: a map of specs producing TensorDicts", "[specs]") {

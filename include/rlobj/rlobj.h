@@ -27,6 +27,7 @@
 // Environments (rlobj::envs)
 #include "rlobj/envs/common.h"
 #include "rlobj/envs/pendulum.h"
+#include "rlobj/envs/cartpole.h"
 
 // Data collection and storage (rlobj::collectors, rlobj::data), checkpoints
 #include "rlobj/collectors/sync.h"

@@ -2,8 +2,8 @@
 
 /// \file
 /// Tensor specs, as TorchRL's `torchrl.data` specs: what shape, dtype, device and range a
-/// tensor (or a TensorDict of tensors) must have. `Unbounded`, `Bounded` and `Categorical`
-/// describe one tensor; `Composite` maps keys to specs.
+/// tensor (or a TensorDict of tensors) must have. `Unbounded`, `Bounded`, `Categorical` and
+/// `OneHot` describe one tensor; `Composite` maps keys to specs.
 ///
 /// As in TorchRL, an environment's specs include its batch dims: a Pendulum with
 /// `batch_size` `[16]` has an `action_spec().shape()` of `[16, 1]`.
@@ -299,6 +299,82 @@ class Categorical : public TensorSpec {
   }
 
  private:
+  int64_t n_;
+};
+
+/// One-hot vectors of `n` categories along the last dim (TorchRL's `OneHot`): each row of the
+/// last dim holds one 1 and `n - 1` zeros. This is how TorchRL's `GymEnv` wraps a gym
+/// `Discrete(n)` action space (with `dtype` int64); TorchRL's own default dtype is bool.
+///
+/// ```
+/// rlobj::OneHot spec(2, {}, torch::kInt64);  // shape [2]
+/// spec.rand({4});                            // e.g. [[0, 1], [1, 0], [1, 0], [0, 1]]
+/// spec.is_in(torch::tensor({1, 1}));         // false: two ones
+/// ```
+class OneHot : public TensorSpec {
+ public:
+  /// `shape` is the full shape, its last dim `n`; empty means `[n]`.
+  OneHot(int64_t n, std::vector<int64_t> shape = {}, torch::Dtype dtype = torch::kBool,
+         torch::Device device = torch::kCPU)
+      : TensorSpec(checked_shape(n, std::move(shape)), dtype, device), n_(n) {
+    TORCH_CHECK_VALUE(this->shape().back() == n, "OneHot: the last dim of shape ", detail::shape_str(this->shape()),
+                      " must be n = ", n);
+    TORCH_CHECK_VALUE(!at::isFloatingType(dtype) && !at::isComplexType(dtype),
+                      "OneHot: dtype must be integral or bool, got ", detail::dtype_str(dtype));
+  }
+
+  /// Number of categories (the last dim).
+  int64_t n() const noexcept { return n_; }
+
+  /// Uniform over the `n` categories, independently for every row.
+  torch::Tensor rand(c10::IntArrayRef batch = {},
+                     std::optional<at::Generator> generator = std::nullopt) const override {
+    std::vector<int64_t> rows = full_shape(batch);
+    rows.pop_back();
+    const auto dev = draw_device(generator, device());
+    auto index = torch::randint(0, n_, rows, c10_generator(generator),
+                                torch::TensorOptions().dtype(torch::kInt64).device(dev));
+    return on_device(torch::one_hot(index, n_).to(dtype()));
+  }
+  /// The one-hot vector of each row's largest entry (the first one on ties): valid rows are
+  /// unchanged; an all-zero row becomes category 0. TorchRL samples from the row instead.
+  torch::Tensor project(const torch::Tensor& value) const override {
+    auto index = value.dtype() == torch::kBool ? value.to(torch::kInt64).argmax(-1) : value.argmax(-1);
+    return torch::one_hot(index, n_).to(dtype());
+  }
+  /// The category of each one-hot row, int64 without the last dim (TorchRL's
+  /// `OneHot.to_categorical`). Not checked: call `assert_is_in` first if in doubt.
+  torch::Tensor to_categorical(const torch::Tensor& value) const { return value.to(torch::kInt64).argmax(-1); }
+  std::shared_ptr<TensorSpec> to(torch::Device device) const override {
+    return std::make_shared<OneHot>(n_, shape(), dtype(), device);
+  }
+  std::shared_ptr<TensorSpec> expand(c10::IntArrayRef batch) const override {
+    return std::make_shared<OneHot>(n_, full_shape(batch), dtype(), device());
+  }
+  std::string repr() const override { return fmt::format("OneHot(n={}, {})", n_, common_repr()); }
+
+ protected:
+  std::string why_not(const torch::Tensor& value) const override {
+    auto reason = TensorSpec::why_not(value);
+    if (!reason.empty() || value.numel() == 0) return reason;
+    // Stricter than TorchRL, which only checks that rows sum to 1 (and so accepts [2, -1]).
+    const auto v = value.to(torch::kInt64);
+    const auto ok = ((v == 0) | (v == 1)).all(-1) & (v.sum(-1) == 1);
+    if (!ok.all().item<bool>()) {
+      return fmt::format("{} of its rows are not one-hot (one 1 and {} zeros along the last dim)",
+                         ok.logical_not().sum().item<int64_t>(), n_ - 1);
+    }
+    return {};
+  }
+
+ private:
+  // n is checked before the base class sees the shape, so that `OneHot(0)` names n.
+  static std::vector<int64_t> checked_shape(int64_t n, std::vector<int64_t> shape) {
+    TORCH_CHECK_VALUE(n > 0, "OneHot: n must be positive, got ", n);
+    if (shape.empty()) shape.push_back(n);
+    return shape;
+  }
+
   int64_t n_;
 };
 
