@@ -1,9 +1,16 @@
-# Checks ddpg_pendulum's --log-csv output: the header, then one row per evaluation.
-#   cmake -DCSV=<file> -DROWS=<expected data rows> -P check_csv.cmake
+# Checks an example's --log-csv output: the header, then one row per evaluation.
+#   cmake -DCSV=<file> -DROWS=<expected data rows> [-DHEADER=<header>] [-DROW_REGEX=<regex>] -P check_csv.cmake
+# HEADER and ROW_REGEX default to ddpg_pendulum's (its returns are negative).
+if(NOT DEFINED HEADER)
+  set(HEADER "frames,updates,episodes,wall_s,eval_return,recent_return,loss_actor,loss_value")
+endif()
+if(NOT DEFINED ROW_REGEX)
+  set(ROW_REGEX "^[0-9]+,[0-9]+,[0-9]+,[0-9.]+,-[0-9.]+,")
+endif()
 file(STRINGS "${CSV}" lines)
 list(LENGTH lines n)
 list(GET lines 0 header)
-if(NOT header STREQUAL "frames,updates,episodes,wall_s,eval_return,recent_return,loss_actor,loss_value")
+if(NOT "${header}" STREQUAL "${HEADER}")
   message(FATAL_ERROR "unexpected CSV header: ${header}")
 endif()
 math(EXPR rows "${n} - 1")
@@ -12,7 +19,7 @@ if(NOT rows EQUAL ROWS)
 endif()
 foreach(i RANGE 1 ${rows})
   list(GET lines ${i} row)
-  if(NOT row MATCHES "^[0-9]+,[0-9]+,[0-9]+,[0-9.]+,-[0-9.]+,")
+  if(NOT row MATCHES "${ROW_REGEX}")
     message(FATAL_ERROR "malformed CSV row ${i}: ${row}")
   endif()
 endforeach()

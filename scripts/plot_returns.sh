@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Turns ddpg_pendulum --log-csv files into a PNG learning curve (evaluation return against
 # environment steps), one line per CSV. Installs gnuplot if it is missing. RLOBJ_PLOT_TITLE names
-# the run (default "rlobj DDPG on Pendulum-v1").
+# the run (default "rlobj DDPG on Pendulum-v1"); RLOBJ_PLOT_YRANGE (default -1700:0) and
+# RLOBJ_PLOT_SOLVED (the dashed "solved" line, default -200) fit other tasks (CartPole: 0:520, 475).
 #   scripts/plot_returns.sh returns.png seed0.csv seed1.csv seed2.csv
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,7 +31,7 @@ set grid
 set title '${RLOBJ_PLOT_TITLE:-rlobj DDPG on Pendulum-v1}: mean return of 10 deterministic evaluation episodes'
 set xlabel 'environment steps'
 set ylabel 'evaluation return'
-set yrange [-1700:0]
-plot $joined, -200 with lines dt 2 lc rgb '#888888' title 'solved (-200)'
+set yrange [${RLOBJ_PLOT_YRANGE:--1700:0}]
+plot $joined, ${RLOBJ_PLOT_SOLVED:--200} with lines dt 2 lc rgb '#888888' title 'solved (${RLOBJ_PLOT_SOLVED:--200})'
 GNUPLOT
 echo "wrote $out"
