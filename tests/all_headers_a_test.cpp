@@ -3,6 +3,7 @@
 #include <rlobj/rlobj.h>
 #include <rlobj/collectors/sync.h>
 #include <rlobj/data/replay_buffer.h>
+#include <rlobj/data/samplers.h>
 #include <rlobj/detail/format.h>
 #include <rlobj/detail/keys.h>
 #include <rlobj/envs/common.h>

@@ -29,123 +29,24 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>  // fmt::join (there since fmt 11)
 
+#include "common/cli.h"
 #include "offpolicy/trainer.h"
 
 namespace offpolicy {
 namespace detail {
 
-using Clock = std::chrono::steady_clock;
-
-inline double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-inline std::string fmt_num(double v) { return std::isnan(v) ? std::string("-") : fmt::format("{:.1f}", v); }
-
-/// The first line of an error message (LibTorch's messages can carry context lines and backtraces).
-inline std::string first_line(const std::string& s) {
-  const auto eol = s.find('\n');
-  return eol == std::string::npos ? s : s.substr(0, eol);
-}
-
-inline std::string errno_reason(int err) { return err != 0 ? std::strerror(err) : std::string("write failed"); }
-
-// ---- Validators of single flags. Their descriptions are empty, so --help keeps showing "FLOAT=0.001";
-// ---- each flag's text states its allowed range instead.
-
-constexpr int64_t kMaxInt64 = std::numeric_limits<int64_t>::max();
-
-/// An integer >= lo: CLI11's Range, which also rejects what does not parse as an integer, after a check
-/// that the value fits in 64 bits (CLI11's conversion would silently saturate it).
-inline CLI::Validator int_at_least(int64_t lo) {
-  const CLI::Validator range = CLI::Range(lo, kMaxInt64);
-  return CLI::Validator(
-      [range](std::string& input) -> std::string {
-        errno = 0;
-        std::strtoll(input.c_str(), nullptr, 0);
-        if (errno == ERANGE) return fmt::format("{} does not fit in a 64-bit integer", input);
-        return range(input);
-      },
-      "");
-}
-
-/// A finite real number accepted by `ok`. (CLI::Range and CLI::PositiveNumber let "nan" through, and
-/// their messages print the limits of double.)
-inline CLI::Validator real(std::function<bool(double)> ok, std::string what) {
-  return CLI::Validator(
-      [ok = std::move(ok), what = std::move(what)](std::string& input) -> std::string {
-        double v = 0;
-        if (!CLI::detail::lexical_cast(input, v) || !std::isfinite(v) || !ok(v)) {
-          return fmt::format("must be {}, got \"{}\"", what, input);
-        }
-        return {};
-      },
-      "");
-}
-
-/// One of the names `rlobj::modules::activation_from_string` knows (the library holds the list).
-inline CLI::Validator activation_name() {
-  return CLI::Validator(
-      [](std::string& input) -> std::string {
-        try {
-          rlobj::modules::activation_from_string(input);
-          return {};
-        } catch (const c10::Error& e) {
-          return first_line(e.what_without_backtrace());
-        }
-      },
-      "");
-}
-
-/// A device this machine has: "cpu", or a CUDA device that exists (LibTorch's own errors for a bad device
-/// come late and as multi-kilobyte dispatcher dumps).
-inline CLI::Validator usable_device() {
-  return CLI::Validator(
-      [](std::string& input) -> std::string {
-        std::optional<torch::Device> device;
-        try {
-          device.emplace(input);
-        } catch (const c10::Error& e) {
-          return fmt::format("invalid device \"{}\": {}", input, first_line(e.what_without_backtrace()));
-        }
-        if (device->is_cpu()) {
-          if (device->has_index()) return fmt::format("invalid device \"{}\": use cpu (without an index)", input);
-          return {};
-        }
-        if (!device->is_cuda()) return fmt::format("unsupported device \"{}\": use cpu or cuda[:N]", input);
-        if (!torch::cuda::is_available()) {
-          return fmt::format("CUDA is not available on this machine (asked for \"{}\"); use --device cpu", input);
-        }
-        const auto count = static_cast<int64_t>(torch::cuda::device_count());
-        if (device->has_index() && device->index() >= count) {
-          return fmt::format("CUDA device {} does not exist: this machine has {} CUDA device(s) (cuda:0 to cuda:{})",
-                             static_cast<int>(device->index()), count, count - 1);
-        }
-        return {};
-      },
-      "");
-}
-
-/// A path a file can be (atomically) written to: not a directory, in a writable directory. Checked up front
-/// so that a long run does not fail at its first checkpoint.
-inline CLI::Validator writable_file_path() {
-  return CLI::Validator(
-      [](std::string& path) -> std::string {
-        if (path.empty()) return "the path is empty";
-        struct stat st {};
-        if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return fmt::format("{} is a directory", path);
-        const auto slash = path.find_last_of('/');
-        const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-        if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-          return fmt::format("directory {} of {} does not exist", dir, path);
-        }
-        if (::access(dir.c_str(), W_OK | X_OK) != 0) {
-          return fmt::format("cannot write into directory {}: {}", dir, std::strerror(errno));
-        }
-        return {};
-      },
-      "");
-}
+// The helpers every example shares (examples/common/cli.h).
+using rlobj_examples::activation_name;
+using rlobj_examples::Clock;
+using rlobj_examples::CsvLog;
+using rlobj_examples::errno_reason;
+using rlobj_examples::first_line;
+using rlobj_examples::fmt_num;
+using rlobj_examples::int_at_least;
+using rlobj_examples::real;
+using rlobj_examples::seconds_since;
+using rlobj_examples::usable_device;
+using rlobj_examples::writable_file_path;
 
 /// Rules between flags, checked after parsing: a run that can never do a gradient update is an error.
 inline void check_consistency(const Config& c) {
@@ -170,41 +71,13 @@ inline void check_consistency(const Config& c) {
   }
 }
 
-// The CSV log: one row per evaluation. Every write is flushed and checked: a lost row is an error.
-class CsvLog {
- public:
-  explicit CsvLog(const std::string& path, bool append) : path_(path) {
-    if (path.empty()) return;
-    struct stat st {};
-    const bool has_content = ::stat(path.c_str(), &st) == 0 && st.st_size > 0;
-    errno = 0;
-    out_ = std::make_unique<std::ofstream>(path, append ? std::ios::app : std::ios::trunc);
-    if (!*out_) {
-      throw std::runtime_error(fmt::format("cannot open --log-csv file {} for {}: {}", path,
-                                           append ? "appending" : "writing", errno_reason(errno)));
-    }
-    if (!append || !has_content) {
-      write("frames,updates,episodes,wall_s,eval_return,recent_return,loss_actor,loss_value\n");
-    }
-  }
-  template <typename T>
-  void row(const T& t, double wall, double eval_return) {
-    if (!out_) return;
-    write(fmt::format("{},{},{},{:.3f},{:.4f},{:.4f},{:.6f},{:.6f}\n", t.frames(), t.updates(), t.episodes(), wall,
-                      eval_return, t.recent_return(), t.last_loss_actor(), t.last_loss_value()));
-  }
-
- private:
-  void write(const std::string& text) {
-    errno = 0;
-    *out_ << text;
-    out_->flush();
-    if (!*out_) throw std::runtime_error(fmt::format("cannot write to --log-csv file {}: {}", path_, errno_reason(errno)));
-  }
-
-  std::string path_;
-  std::unique_ptr<std::ofstream> out_;
-};
+/// The CSV header; `csv_row` writes one row per evaluation.
+constexpr const char* kCsvHeader = "frames,updates,episodes,wall_s,eval_return,recent_return,loss_actor,loss_value";
+template <typename T>
+std::string csv_row(const T& t, double wall, double eval_return) {
+  return fmt::format("{},{},{},{:.3f},{:.4f},{:.4f},{:.6f},{:.6f}", t.frames(), t.updates(), t.episodes(), wall,
+                     eval_return, t.recent_return(), t.last_loss_actor(), t.last_loss_value());
+}
 
 /// The value of `--preset` in `argv`, if given (read before the flags are declared, so that the
 /// preset's values become the flags' defaults, and explicit flags still override them).
@@ -325,7 +198,7 @@ int run(int argc, char** argv) {
   {
     const auto t0 = Clock::now();
     // Opened before the (slower) trainer, so that an unwritable CSV fails at once.
-    CsvLog csv(log_csv, /*append=*/!resume.empty());
+    CsvLog csv(log_csv, /*append=*/!resume.empty(), kCsvHeader);
     Trainer<Algo> trainer(cfg);
     if (!resume.empty()) {
       trainer.load(resume);
@@ -370,7 +243,7 @@ int run(int argc, char** argv) {
     while (trainer.step()) {
       if (cfg.eval_every > 0 && trainer.frames() >= next_eval && trainer.frames() < cfg.total_frames) {
         last_eval = trainer.evaluate();
-        csv.row(trainer, seconds_since(t0), last_eval);
+        csv.row(csv_row(trainer, seconds_since(t0), last_eval));
         if (!checkpoint.empty()) trainer.save(checkpoint);
         next_eval += cfg.eval_every;
         progress(/*force=*/true);
@@ -381,7 +254,7 @@ int run(int argc, char** argv) {
     }
     const double final_return = trainer.evaluate();
     const double wall = seconds_since(t0);
-    csv.row(trainer, wall, final_return);
+    csv.row(csv_row(trainer, wall, final_return));
     if (!checkpoint.empty()) trainer.save(checkpoint);
     if (tty && !quiet) fmt::print("\n");
     fmt::print("summary: seed {} | wall time {:.1f} s | env steps {} | updates {} | episodes {} | final eval return "
@@ -389,10 +262,7 @@ int run(int argc, char** argv) {
                cfg.seed, wall, trainer.frames(), trainer.updates(), trainer.episodes(), final_return,
                cfg.eval_episodes);
   }
-  // The summary is the job's result: a failed write to stdout (a full disk, say) is an error too.
-  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
-    throw std::runtime_error(fmt::format("cannot write to standard output: {}", errno_reason(errno)));
-  }
+  rlobj_examples::check_stdout();  // the summary is the job's result
   return 0;
 }
 
@@ -402,16 +272,7 @@ int run(int argc, char** argv) {
 /// the run (a bad or mismatched checkpoint, a failed write, ...) is one line on stderr.
 template <typename Algo>
 int main(int argc, char** argv) {
-  try {
-    return detail::run<Algo>(argc, argv);
-  } catch (const c10::Error& e) {
-    fmt::print(stderr, "{}: error: {}\n", Algo::kProgram, detail::first_line(e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "{}: error: {}\n", Algo::kProgram, detail::first_line(e.what()));
-  } catch (...) {
-    fmt::print(stderr, "{}: error: unknown exception\n", Algo::kProgram);
-  }
-  return 1;
+  return rlobj_examples::guarded_main(Algo::kProgram, [&] { return detail::run<Algo>(argc, argv); });
 }
 
 }  // namespace offpolicy

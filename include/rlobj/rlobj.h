@@ -32,6 +32,7 @@
 // Data collection and storage (rlobj::collectors, rlobj::data), checkpoints
 #include "rlobj/collectors/sync.h"
 #include "rlobj/data/replay_buffer.h"
+#include "rlobj/data/samplers.h"
 #include "rlobj/serialize.h"
 
 // Objectives (rlobj::objectives) and value estimators (rlobj::objectives::value)

@@ -1,0 +1,202 @@
+#pragma once
+
+// What the example programs' command lines share (the off-policy examples ddpg/td3/sac_pendulum and the
+// on-policy ppo_cartpole/ppo_pendulum): flag validators whose errors name the flag and the value, timing,
+// the CSV log, and the wrapper that turns whatever escapes a run into one line on stderr.
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <c10/util/Exception.h>
+#include <fmt/format.h>
+#include <torch/cuda.h>
+#include <torch/types.h>
+#include <rlobj/modules/mlp.h>
+
+namespace rlobj_examples {
+
+using Clock = std::chrono::steady_clock;
+
+inline double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+inline std::string fmt_num(double v) { return std::isnan(v) ? std::string("-") : fmt::format("{:.1f}", v); }
+
+/// The first line of an error message (LibTorch's messages can carry context lines and backtraces).
+inline std::string first_line(const std::string& s) {
+  const auto eol = s.find('\n');
+  return eol == std::string::npos ? s : s.substr(0, eol);
+}
+
+inline std::string errno_reason(int err) { return err != 0 ? std::strerror(err) : std::string("write failed"); }
+
+// ---- Validators of single flags. Their descriptions are empty, so --help keeps showing "FLOAT=0.001";
+// ---- each flag's text states its allowed range instead.
+
+constexpr int64_t kMaxInt64 = std::numeric_limits<int64_t>::max();
+
+/// An integer >= lo: CLI11's Range, which also rejects what does not parse as an integer, after a check
+/// that the value fits in 64 bits (CLI11's conversion would silently saturate it).
+inline CLI::Validator int_at_least(int64_t lo) {
+  const CLI::Validator range = CLI::Range(lo, kMaxInt64);
+  return CLI::Validator(
+      [range](std::string& input) -> std::string {
+        errno = 0;
+        std::strtoll(input.c_str(), nullptr, 0);
+        if (errno == ERANGE) return fmt::format("{} does not fit in a 64-bit integer", input);
+        return range(input);
+      },
+      "");
+}
+
+/// A finite real number accepted by `ok`. (CLI::Range and CLI::PositiveNumber let "nan" through, and
+/// their messages print the limits of double.)
+inline CLI::Validator real(std::function<bool(double)> ok, std::string what) {
+  return CLI::Validator(
+      [ok = std::move(ok), what = std::move(what)](std::string& input) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(input, v) || !std::isfinite(v) || !ok(v)) {
+          return fmt::format("must be {}, got \"{}\"", what, input);
+        }
+        return {};
+      },
+      "");
+}
+
+/// One of the names `rlobj::modules::activation_from_string` knows (the library holds the list).
+inline CLI::Validator activation_name() {
+  return CLI::Validator(
+      [](std::string& input) -> std::string {
+        try {
+          rlobj::modules::activation_from_string(input);
+          return {};
+        } catch (const c10::Error& e) {
+          return first_line(e.what_without_backtrace());
+        }
+      },
+      "");
+}
+
+/// A device this machine has: "cpu", or a CUDA device that exists (LibTorch's own errors for a bad device
+/// come late and as multi-kilobyte dispatcher dumps).
+inline CLI::Validator usable_device() {
+  return CLI::Validator(
+      [](std::string& input) -> std::string {
+        std::optional<torch::Device> device;
+        try {
+          device.emplace(input);
+        } catch (const c10::Error& e) {
+          return fmt::format("invalid device \"{}\": {}", input, first_line(e.what_without_backtrace()));
+        }
+        if (device->is_cpu()) {
+          if (device->has_index()) return fmt::format("invalid device \"{}\": use cpu (without an index)", input);
+          return {};
+        }
+        if (!device->is_cuda()) return fmt::format("unsupported device \"{}\": use cpu or cuda[:N]", input);
+        if (!torch::cuda::is_available()) {
+          return fmt::format("CUDA is not available on this machine (asked for \"{}\"); use --device cpu", input);
+        }
+        const auto count = static_cast<int64_t>(torch::cuda::device_count());
+        if (device->has_index() && device->index() >= count) {
+          return fmt::format("CUDA device {} does not exist: this machine has {} CUDA device(s) (cuda:0 to cuda:{})",
+                             static_cast<int>(device->index()), count, count - 1);
+        }
+        return {};
+      },
+      "");
+}
+
+/// A path a file can be (atomically) written to: not a directory, in a writable directory. Checked up front
+/// so that a long run does not fail at its first checkpoint.
+inline CLI::Validator writable_file_path() {
+  return CLI::Validator(
+      [](std::string& path) -> std::string {
+        if (path.empty()) return "the path is empty";
+        struct stat st {};
+        if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return fmt::format("{} is a directory", path);
+        const auto slash = path.find_last_of('/');
+        const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+        if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+          return fmt::format("directory {} of {} does not exist", dir, path);
+        }
+        if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+          return fmt::format("cannot write into directory {}: {}", dir, std::strerror(errno));
+        }
+        return {};
+      },
+      "");
+}
+
+/// The CSV log: a header, then one row per evaluation. Every write is flushed and checked: a lost
+/// row is an error. With `append` (a resumed run) the header is written only into an empty file.
+class CsvLog {
+ public:
+  CsvLog(const std::string& path, bool append, const std::string& header) : path_(path) {
+    if (path.empty()) return;
+    struct stat st {};
+    const bool has_content = ::stat(path.c_str(), &st) == 0 && st.st_size > 0;
+    errno = 0;
+    out_ = std::make_unique<std::ofstream>(path, append ? std::ios::app : std::ios::trunc);
+    if (!*out_) {
+      throw std::runtime_error(fmt::format("cannot open --log-csv file {} for {}: {}", path,
+                                           append ? "appending" : "writing", errno_reason(errno)));
+    }
+    if (!append || !has_content) write(header + "\n");
+  }
+  /// Appends one line (without its newline); nothing without a path.
+  void row(const std::string& line) {
+    if (out_) write(line + "\n");
+  }
+
+ private:
+  void write(const std::string& text) {
+    errno = 0;
+    *out_ << text;
+    out_->flush();
+    if (!*out_) throw std::runtime_error(fmt::format("cannot write to --log-csv file {}: {}", path_, errno_reason(errno)));
+  }
+
+  std::string path_;
+  std::unique_ptr<std::ofstream> out_;
+};
+
+/// The summary is a job's result: a failed write to stdout (a full disk, say) is an error too.
+inline void check_stdout() {
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+    throw std::runtime_error(fmt::format("cannot write to standard output: {}", errno_reason(errno)));
+  }
+}
+
+/// Runs a whole program (`run` parses, trains, prints); whatever escapes it (a bad or mismatched
+/// checkpoint, a failed write, ...) is one line on stderr, `<program>: error: ...`, and exit code 1.
+inline int guarded_main(const char* program, const std::function<int()>& run) {
+  try {
+    return run();
+  } catch (const c10::Error& e) {
+    fmt::print(stderr, "{}: error: {}\n", program, first_line(e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "{}: error: {}\n", program, first_line(e.what()));
+  } catch (...) {
+    fmt::print(stderr, "{}: error: unknown exception\n", program);
+  }
+  return 1;
+}
+
+}  // namespace rlobj_examples
