@@ -210,6 +210,14 @@ TEST_CASE("EGreedyModule: seeded, annealed, off under deterministic exploration"
   masked(tm);
   CHECK((tm.get("action") == 0).sum().item<int64_t>() == 0);
   CHECK((tm.get("action") == 2).sum().item<int64_t>() > 50);
+  // The spec of the whole batch, as an env's action_spec() gives it, is accepted too.
+  rlobj::OneHot batched(2, {6, 2}, torch::kLong);
+  EGreedyModule whole(batched, EGreedyModuleOptions().seed(2));
+  TensorDict tw({6});
+  tw.set("action", torch::one_hot(torch::zeros({6}, torch::kLong), 2));
+  whole(tw);
+  CHECK(tw.get("action").sizes() == c10::IntArrayRef({6, 2}));
+  CHECK(torch::equal(tw.get("action").sum(-1), torch::ones({6}, torch::kLong)));
   CHECK_THROWS_WITH(EGreedyModule(spec, EGreedyModuleOptions().eps_init(0.1).eps_end(0.5)), Contains("decrease"));
   TensorDict wrong({4});
   wrong.set("action", torch::zeros({4, 2}, torch::kLong));

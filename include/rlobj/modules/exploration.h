@@ -348,23 +348,33 @@ class EGreedyModuleImpl : public detail::NoiseModuleBase {
     TORCH_CHECK(found != nullptr, "EGreedyModule: no \"", key.str(), "\" in the TensorDict; put the module after "
                 "the Q-value actor");
     const torch::Tensor action = *found;
-    const auto spec_shape = spec_->shape();
-    const int64_t event_dims = static_cast<int64_t>(spec_shape.size());
+    const auto& spec_shape = spec_->shape();
+    int64_t event_dims = static_cast<int64_t>(spec_shape.size());
+    // A spec of the whole batch (an env's `action_spec()`, e.g. [N, 2]) is accepted as in
+    // TorchRL: its trailing dims past the TensorDict's batch dims describe one action.
+    const bool whole_batch = action.sizes() == c10::IntArrayRef(spec_shape) && action.dim() >= td.batch_dims() &&
+                             event_dims > 0 && td.batch_dims() > 0;
+    if (whole_batch) event_dims = action.dim() - td.batch_dims();
     TORCH_CHECK_VALUE(action.dim() >= event_dims &&
-                          action.sizes().slice(static_cast<size_t>(action.dim() - event_dims)) == c10::IntArrayRef(spec_shape),
+                          (whole_batch ||
+                           action.sizes().slice(static_cast<size_t>(action.dim() - event_dims)) == c10::IntArrayRef(spec_shape)),
                       "EGreedyModule: \"", key.str(), "\" has shape ", rlobj::detail::shape_str(action.sizes()),
-                      " but the action spec's shape is ", rlobj::detail::shape_str(spec_shape));
+                      " but the action spec's shape is ", rlobj::detail::shape_str(spec_shape),
+                      "; give the spec of one action (or of the whole batch)");
     const auto batch = action.sizes().slice(0, static_cast<size_t>(action.dim() - event_dims));
     TORCH_CHECK_VALUE(batch.size() >= td.batch_size().size() &&
                           batch.slice(0, td.batch_size().size()) == c10::IntArrayRef(td.batch_size()),
                       "EGreedyModule: \"", key.str(), "\" has shape ", rlobj::detail::shape_str(action.sizes()),
-                      ", which does not start with the batch_size ", rlobj::detail::shape_str(td.batch_size()));
+                      ", which does not start with the batch_size ", rlobj::detail::shape_str(td.batch_size()),
+                      " (the action spec's shape is ", rlobj::detail::shape_str(spec_shape), ")");
     // One coin per batch element (TorchRL: torch.rand(td.shape) < eps), spread over the action.
     torch::Tensor cond = torch::rand(td.batch_size(), generator_, torch::TensorOptions()) < eps_.item<float>();
     std::vector<int64_t> view = cond.sizes().vec();
     view.resize(static_cast<size_t>(action.dim()), 1);
     cond = cond.view(view).to(action.device());
-    torch::Tensor random = random_actions(td, batch).to(action.device(), action.scalar_type());
+    torch::Tensor random =
+        (whole_batch && !options.action_mask_key() ? spec_->rand({}, generator_) : random_actions(td, batch, event_dims))
+            .to(action.device(), action.scalar_type());
     td.set(key, torch::where(cond, random, action));
     return td;
   }
@@ -381,7 +391,7 @@ class EGreedyModuleImpl : public detail::NoiseModuleBase {
   EGreedyModuleOptions options;
 
  private:
-  torch::Tensor random_actions(const TensorDict& td, c10::IntArrayRef batch) {
+  torch::Tensor random_actions(const TensorDict& td, c10::IntArrayRef batch, int64_t event_dims) {
     if (!options.action_mask_key()) return spec_->rand(batch, generator_);
     const torch::Tensor* mask = td.find(*options.action_mask_key());
     TORCH_CHECK(mask != nullptr, "EGreedyModule: action mask key \"", options.action_mask_key()->str(), "\" not found");
@@ -395,7 +405,7 @@ class EGreedyModuleImpl : public detail::NoiseModuleBase {
     const int64_t n = mask->size(-1);
     torch::Tensor index = torch::multinomial(mask->reshape({-1, n}).to(torch::kCPU, torch::kFloat), 1, false, generator_)
                               .view(mask->sizes().slice(0, mask->dim() - 1));
-    if (spec_->shape().empty()) return index.to(spec_->dtype());  // categorical
+    if (event_dims == 0) return index.to(spec_->dtype());  // categorical
     return torch::one_hot(index, n).to(spec_->dtype());
   }
 
