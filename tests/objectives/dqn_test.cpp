@@ -96,25 +96,9 @@ parity::Quantities run_dqn(const std::string& file, const std::string& scenario,
   return q;
 }
 
-struct Checked {
-  std::map<std::string, const nlohmann::json*> records;
-  std::vector<nlohmann::json> totals;  // owned scalar records
-};
-
-Checked records_of(const std::string& file, const std::string& scenario) {
-  const auto& sc = rlobj_test::reference_file(file)["scenarios"][scenario];
-  Checked c;
-  c.totals.reserve(sc["iterations"].size());
-  for (size_t i = 0; i < sc["iterations"].size(); ++i) {
-    for (const auto& [k, v] : rlobj_test::iteration_records(sc["iterations"][i], i)) c.records[k] = v;
-    c.totals.push_back(rlobj_test::scalar_record(sc["iterations"][i]["total_loss"].get<double>()));
-  }
-  for (size_t i = 0; i < c.totals.size(); ++i) c.records["iterations/" + std::to_string(i) + "/total_loss"] = &c.totals[i];
-  return c;
-}
 
 parity::Report compare_dqn(const std::string& file, const std::string& scenario, const Mutation& mut = {}) {
-  const auto checked = records_of(file, scenario);
+  const auto checked = rlobj_test::scenario_records(rlobj_test::reference_file(file)["scenarios"][scenario]);
   const auto base = run_dqn(file, scenario, parity::Perturbation::none());
   std::vector<parity::Quantities> perturbed;
   for (const auto& p : parity::tolerance_runs()) perturbed.push_back(run_dqn(file, scenario, p));

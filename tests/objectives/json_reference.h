@@ -74,4 +74,22 @@ inline nlohmann::json scalar_record(double v) {
   return rec;
 }
 
+/// Every record a scenario's iterations hold (see `iteration_records`), plus each iteration's
+/// `total_loss` as a scalar record owned here.
+struct ScenarioRecords {
+  std::map<std::string, const nlohmann::json*> records;
+  std::vector<nlohmann::json> totals;  // owned scalar records (records points into it)
+};
+
+inline ScenarioRecords scenario_records(const nlohmann::json& sc) {
+  ScenarioRecords c;
+  c.totals.reserve(sc["iterations"].size());
+  for (size_t i = 0; i < sc["iterations"].size(); ++i) {
+    for (const auto& [k, v] : iteration_records(sc["iterations"][i], i)) c.records[k] = v;
+    c.totals.push_back(scalar_record(sc["iterations"][i]["total_loss"].get<double>()));
+  }
+  for (size_t i = 0; i < c.totals.size(); ++i) c.records["iterations/" + std::to_string(i) + "/total_loss"] = &c.totals[i];
+  return c;
+}
+
 }  // namespace rlobj_test

@@ -206,24 +206,9 @@ parity::Quantities run_loss(Kind kind, const std::string& scenario, const parity
   return q;
 }
 
-struct Checked {
-  std::map<std::string, const nlohmann::json*> records;
-  std::vector<nlohmann::json> totals;
-};
-
-Checked records_of(const nlohmann::json& sc) {
-  Checked c;
-  c.totals.reserve(sc["iterations"].size());
-  for (size_t i = 0; i < sc["iterations"].size(); ++i) {
-    for (const auto& [k, v] : rlobj_test::iteration_records(sc["iterations"][i], i)) c.records[k] = v;
-    c.totals.push_back(rlobj_test::scalar_record(sc["iterations"][i]["total_loss"].get<double>()));
-  }
-  for (size_t i = 0; i < c.totals.size(); ++i) c.records["iterations/" + std::to_string(i) + "/total_loss"] = &c.totals[i];
-  return c;
-}
 
 parity::Report compare_loss(Kind kind, const std::string& scenario, const Mutation& mut = {}) {
-  const auto checked = records_of(file_of(kind)["scenarios"][scenario]);
+  const auto checked = rlobj_test::scenario_records(file_of(kind)["scenarios"][scenario]);
   const auto base = run_loss(kind, scenario, parity::Perturbation::none());
   std::vector<parity::Quantities> perturbed;
   for (const auto& p : parity::tolerance_runs(kToleranceRuns)) perturbed.push_back(run_loss(kind, scenario, p));
@@ -337,7 +322,7 @@ TEST_CASE("A2CLoss: the Monte-Carlo entropy draw replays TorchRL's generator", "
     return;
   }
   const auto& sc = rlobj_test::reference_file("a2c_torchrl.json")["scenarios"]["tanh_normal_mc_entropy_seeded"];
-  const auto checked = records_of(sc);
+  const auto checked = rlobj_test::scenario_records(sc);
   const auto base = run_loss(Kind::A2C, "tanh_normal_mc_entropy_seeded", parity::Perturbation::none());
   std::vector<parity::Quantities> perturbed;
   for (const auto& p : parity::tolerance_runs(kToleranceRuns)) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "objectives/json_reference.h"
 #include "objectives/parity.h"
 #include "objectives/reference.h"
 
@@ -37,13 +38,6 @@ const nlohmann::json& sac_reference() { return rlobj_test::reference_file("sac_t
 /// 6 permutations one gradient element under OpenBLAS's Prescott kernels and ATen's AVX2 ones
 /// landed 1.34 tolerances away (the parity matrix caught it). 16 sample that tail better.
 constexpr int kToleranceRuns = 16;
-
-torch::Tensor json_tensor(const nlohmann::json& rec) {
-  std::vector<double> v;
-  for (const auto& x : rec["values"]) v.push_back(x.is_boolean() ? (x.get<bool>() ? 1.0 : 0.0) : x.get<double>());
-  std::vector<int64_t> shape = rec["shape"].get<std::vector<int64_t>>();
-  return torch::tensor(v, torch::kFloat64).view(shape);
-}
 
 /// A SACLoss whose standard normals are given (the reference's recorded draws, in the run's row
 /// order and dtype) instead of drawn, for the perturbed runs; it also keeps what each draw gave.
@@ -74,18 +68,8 @@ class InjectedSAC : public SACLossImpl<> {
 /// The reference batch, rows permuted and converted as `p` says.
 TensorDict sac_batch(const parity::Perturbation& p) {
   TensorDict td({8});
-  for (const auto& item : sac_reference()["batch"].items()) {
-    std::vector<std::string> parts;
-    std::string key = item.key();
-    for (size_t dot; (dot = key.find('.')) != std::string::npos; key = key.substr(dot + 1)) {
-      parts.push_back(key.substr(0, dot));
-    }
-    parts.push_back(key);
-    torch::Tensor t = json_tensor(item.value());
-    t = item.value()["dtype"] == "bool" ? t.to(torch::kBool) : t.to(torch::kFloat32).to(p.dtype);
-    td.set(rlobj::NestedKey(parts), t);
-  }
-  return td.index({p.perm("batch", 8)});
+  rlobj_test::set_json_entries(td, sac_reference()["batch"], p.dtype, p.perm("batch", 8));
+  return td;
 }
 
 /// A deliberate semantic change, to prove the parity tests catch it.
@@ -170,7 +154,7 @@ parity::Quantities run_sac(const std::string& scenario, const parity::Perturbati
     impl->drawn.clear();
     if (inject) {
       std::vector<torch::Tensor> draws;
-      for (const auto& d : sampling["rng_draws"]) draws.push_back(json_tensor(d).to(torch::kFloat32).index_select(0, perm));
+      for (const auto& d : sampling["rng_draws"]) draws.push_back(rlobj_test::json_tensor(d).to(torch::kFloat32).index_select(0, perm));
       if (mut.swap_draws) std::swap(draws[0], draws[1]);
       for (auto& d : draws) impl->normals.push_back(d);
     } else {

@@ -68,9 +68,7 @@ class A2CLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
       : Base("A2CLoss", std::move(actor_network), std::move(critic_network), /*delay_value=*/false,
              checked(options).separate_losses()),
         options(options) {
-    const auto tensor_options = this->actor_net_.group->flat().options().requires_grad(false);
-    entropy_coef_ = this->register_buffer("entropy_coef", torch::full({}, options.entropy_coef(), tensor_options));
-    critic_coef_ = this->register_buffer("critic_coef", torch::full({}, options.critic_coef(), tensor_options));
+    this->register_coefficients(options.entropy_coef(), options.critic_coef());
     this->make_value_estimator(ValueEstimators::GAE);
   }
 
@@ -86,18 +84,10 @@ class A2CLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
     auto dist = this->actor_dist(td);
     torch::Tensor log_prob = this->with_feature_dim(dist->log_prob(action), advantage, "actor's log-probability");
     TensorDict out(TensorDict::BatchSize{});
-    out.set("loss_objective", finish(-(log_prob * advantage)));
-    if (use_entropy_bonus()) {
-      torch::Tensor entropy = this->entropy_bonus(*dist, options.samples_mc_entropy());
-      out.set("entropy", entropy.detach().mean());
-      out.set("loss_entropy", finish(-entropy_coef_ * entropy));
-    }
-    if (options.critic_coef() != 0) {
-      TensorDict critic_in = options.separate_losses() ? td.detach() : td;
-      auto [loss, clip_fraction] = this->critic_loss(critic_in, options.loss_critic_type(), options.clip_value());
-      out.set("loss_critic", finish(critic_coef_ * loss));
-      if (clip_fraction.defined()) out.set("value_clip_fraction", clip_fraction);
-    }
+    out.set("loss_objective", Base::reduce_loss(-(log_prob * advantage), options.reduction()));
+    this->add_entropy_and_critic(out, *dist, td, use_entropy_bonus(), options.samples_mc_entropy(),
+                                 options.critic_coef() != 0, options.loss_critic_type(), options.clip_value(),
+                                 options.separate_losses(), options.reduction());
     return out;
   }
 
@@ -130,17 +120,9 @@ class A2CLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
     Base::check_coef("A2CLoss", "critic_coef", o.critic_coef());
     TORCH_CHECK_VALUE(o.samples_mc_entropy() >= 1, "A2CLoss: samples_mc_entropy must be >= 1, got ",
                       o.samples_mc_entropy());
-    TORCH_CHECK_VALUE(!o.clip_value() || (std::isfinite(*o.clip_value()) && *o.clip_value() > 0),
-                      "A2CLoss: clip_value must be finite and > 0, got ", o.clip_value().value_or(0));
+    Base::check_clip_value("A2CLoss", o.clip_value());
     return o;
   }
-
-  torch::Tensor finish(const torch::Tensor& loss) const {
-    torch::Tensor r = reduce(loss, options.reduction());
-    return r.dim() > 0 ? r.squeeze(-1) : r;
-  }
-
-  torch::Tensor entropy_coef_, critic_coef_;
 };
 
 /// Holder of `A2CLossImpl`: `auto loss = A2CLoss(actor, critic);`.

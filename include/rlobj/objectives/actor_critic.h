@@ -138,6 +138,43 @@ class ActorCriticLossBase : public LossModuleImpl {
     TORCH_CHECK_VALUE(std::isfinite(v), where, ": ", name, " must be finite, got ", v);
   }
 
+  /// Reduces a `loss_*` entry and drops its trailing 1 (TorchRL: `_reduce(...).squeeze(-1)`).
+  static torch::Tensor reduce_loss(const torch::Tensor& loss, Reduction reduction) {
+    torch::Tensor r = reduce(loss, reduction);
+    return r.dim() > 0 ? r.squeeze(-1) : r;
+  }
+
+  static void check_clip_value(const char* where, const std::optional<double>& clip_value) {
+    TORCH_CHECK_VALUE(!clip_value || (std::isfinite(*clip_value) && *clip_value > 0), where,
+                      ": clip_value must be finite and > 0, got ", clip_value.value_or(0));
+  }
+
+  /// Registers the `entropy_coef` and `critic_coef` buffers (float32 tensors, as TorchRL's).
+  void register_coefficients(double entropy_coef, double critic_coef) {
+    const auto tensor_options = actor_net_.group->flat().options().requires_grad(false);
+    entropy_coef_ = register_buffer("entropy_coef", torch::full({}, entropy_coef, tensor_options));
+    critic_coef_ = register_buffer("critic_coef", torch::full({}, critic_coef, tensor_options));
+  }
+
+  /// What PPO and A2C add after their objective: with `entropy`, `entropy` (detached mean) and
+  /// `loss_entropy = -entropy_coef * H`; with `critic`, `loss_critic = critic_coef * distance`
+  /// (on `td` detached with `separate_losses`) and, when clipped, `value_clip_fraction`.
+  void add_entropy_and_critic(TensorDict& out, const modules::Distribution& dist, const TensorDict& td,
+                              bool entropy, int64_t samples_mc_entropy, bool critic, LossFunction loss_critic_type,
+                              const std::optional<double>& clip_value, bool separate_losses, Reduction reduction) {
+    if (entropy) {
+      torch::Tensor h = entropy_bonus(dist, samples_mc_entropy);
+      out.set("entropy", h.detach().mean());
+      out.set("loss_entropy", reduce_loss(-entropy_coef_ * h, reduction));
+    }
+    if (critic) {
+      TensorDict critic_in = separate_losses ? td.detach() : td;
+      auto [loss, clip_fraction] = critic_loss(critic_in, loss_critic_type, clip_value);
+      out.set("loss_critic", reduce_loss(critic_coef_ * loss, reduction));
+      if (clip_fraction.defined()) out.set("value_clip_fraction", clip_fraction);
+    }
+  }
+
   /// The advantage: the batch's, or the estimator's (written into `td`, with the value
   /// target and the values it came from).
   torch::Tensor advantage(TensorDict& td) {
@@ -299,6 +336,7 @@ class ActorCriticLossBase : public LossModuleImpl {
   LossNetwork<CriticImpl> critic_net_;
   std::shared_ptr<value::ValueEstimatorBase> estimator_;
   ValueEstimators value_type_ = ValueEstimators::GAE;
+  torch::Tensor entropy_coef_, critic_coef_;  // register_coefficients
 };
 
 }  // namespace detail

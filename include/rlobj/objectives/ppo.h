@@ -109,9 +109,8 @@ class PPOLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
              checked(options, variant).separate_losses()),
         options(options),
         variant_(variant) {
+    this->register_coefficients(options.entropy_coef(), options.critic_coef());
     const auto tensor_options = this->actor_net_.group->flat().options().requires_grad(false);
-    entropy_coef_ = this->register_buffer("entropy_coef", torch::full({}, options.entropy_coef(), tensor_options));
-    critic_coef_ = this->register_buffer("critic_coef", torch::full({}, options.critic_coef(), tensor_options));
     if (variant == PPOVariant::Clip) {
       clip_epsilon_ = this->register_buffer("clip_epsilon", torch::full({}, options.clip_epsilon(), tensor_options));
     }
@@ -167,7 +166,7 @@ class PPOLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
       torch::Tensor clip_fraction = (log_weight_clip != log_weight).to(log_weight.scalar_type()).mean();
       torch::Tensor gain2 = log_weight_clip.exp() * advantage;
       torch::Tensor gain = std::get<0>(torch::stack({gain1, gain2}, -1).min(-1));
-      out.set("loss_objective", finish(-gain));
+      out.set("loss_objective", Base::reduce_loss(-gain, options.reduction()));
       out.set("clip_fraction", clip_fraction);
       add_entropy_and_critic(out, *dist, td);
       out.set("ESS", ess);
@@ -191,11 +190,11 @@ class PPOLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
           beta_.mul_(options.decrement());
         }
       }
-      out.set("loss_objective", finish(-neg_loss));
+      out.set("loss_objective", Base::reduce_loss(-neg_loss, options.reduction()));
       out.set("kl", kl.detach());  // per sample, as TorchRL (only loss_* entries are reduced)
       add_entropy_and_critic(out, *dist, td);
     } else {
-      out.set("loss_objective", finish(-(log_weight.exp() * advantage)));
+      out.set("loss_objective", Base::reduce_loss(-(log_weight.exp() * advantage), options.reduction()));
       add_entropy_and_critic(out, *dist, td);
     }
     return out;
@@ -247,8 +246,7 @@ class PPOLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
                       o.samples_mc_entropy());
     TORCH_CHECK_VALUE(std::isfinite(o.clip_epsilon()) && o.clip_epsilon() > 0 && o.clip_epsilon() < 1, where,
                       ": clip_epsilon must be in (0, 1), got ", o.clip_epsilon());
-    TORCH_CHECK_VALUE(!o.clip_value() || (std::isfinite(*o.clip_value()) && *o.clip_value() > 0), where,
-                      ": clip_value must be finite and > 0, got ", o.clip_value().value_or(0));
+    Base::check_clip_value(where, o.clip_value());
     TORCH_CHECK_VALUE(o.increment() >= 1.0, where, ": increment should be >= 1.0, got ", o.increment());
     TORCH_CHECK_VALUE(o.decrement() <= 1.0 && o.decrement() > 0, where, ": decrement should be in (0, 1], got ",
                       o.decrement());
@@ -258,24 +256,10 @@ class PPOLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
     return o;
   }
 
-  // Reduces a loss_* entry and drops its trailing 1 (TorchRL: _reduce(...).squeeze(-1)).
-  torch::Tensor finish(const torch::Tensor& loss) const {
-    torch::Tensor r = reduce(loss, options.reduction());
-    return r.dim() > 0 ? r.squeeze(-1) : r;
-  }
-
   void add_entropy_and_critic(TensorDict& out, const modules::Distribution& dist, const TensorDict& td) {
-    if (options.entropy_bonus()) {
-      torch::Tensor entropy = this->entropy_bonus(dist, options.samples_mc_entropy());
-      out.set("entropy", entropy.detach().mean());
-      out.set("loss_entropy", finish(-entropy_coef_ * entropy));
-    }
-    if (options.critic_coef() != 0) {
-      TensorDict critic_in = options.separate_losses() ? td.detach() : td;
-      auto [loss, clip_fraction] = this->critic_loss(critic_in, options.loss_critic_type(), clip_value_);
-      out.set("loss_critic", finish(critic_coef_ * loss));
-      if (clip_fraction.defined()) out.set("value_clip_fraction", clip_fraction);
-    }
+    Base::add_entropy_and_critic(out, dist, td, options.entropy_bonus(), options.samples_mc_entropy(),
+                                 options.critic_coef() != 0, options.loss_critic_type(), clip_value_,
+                                 options.separate_losses(), options.reduction());
   }
 
   std::shared_ptr<modules::Distribution> previous_dist(const TensorDict& td) {
@@ -293,7 +277,7 @@ class PPOLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
   }
 
   PPOVariant variant_;
-  torch::Tensor entropy_coef_, critic_coef_, clip_epsilon_, beta_;
+  torch::Tensor clip_epsilon_, beta_;
   std::optional<double> clip_value_;
 };
 

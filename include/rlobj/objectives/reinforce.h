@@ -91,10 +91,10 @@ class ReinforceLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
                 "\" has shape ", rlobj::detail::shape_str(lp->sizes()), " but the advantage has shape ",
                 rlobj::detail::shape_str(advantage.sizes()));
     TensorDict out(TensorDict::BatchSize{});
-    out.set("loss_actor", finish(-log_prob * advantage.detach()));
+    out.set("loss_actor", Base::reduce_loss(-log_prob * advantage.detach(), options.reduction()));
     TensorDict critic_in = options.separate_losses() ? td.detach() : td;
     auto [loss, clip_fraction] = this->critic_loss(critic_in, options.loss_critic_type(), options.clip_value());
-    out.set("loss_value", finish(loss));
+    out.set("loss_value", Base::reduce_loss(loss, options.reduction()));
     if (clip_fraction.defined()) out.set("value_clip_fraction", clip_fraction);
     return out;
   }
@@ -115,14 +115,8 @@ class ReinforceLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
 
  private:
   static const ReinforceLossOptions& checked(const ReinforceLossOptions& o) {
-    TORCH_CHECK_VALUE(!o.clip_value() || (std::isfinite(*o.clip_value()) && *o.clip_value() > 0),
-                      "ReinforceLoss: clip_value must be finite and > 0, got ", o.clip_value().value_or(0));
+    Base::check_clip_value("ReinforceLoss", o.clip_value());
     return o;
-  }
-
-  torch::Tensor finish(const torch::Tensor& loss) const {
-    torch::Tensor r = reduce(loss, options.reduction());
-    return r.dim() > 0 ? r.squeeze(-1) : r;
   }
 };
 
