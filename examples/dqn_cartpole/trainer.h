@@ -20,6 +20,8 @@
 #include <fmt/ranges.h>  // fmt::join (there since fmt 11)
 #include <rlobj/rlobj.h>
 
+#include "common/generators.h"
+
 namespace dqn {
 
 namespace rl = rlobj;
@@ -196,8 +198,7 @@ class Trainer {
     archive.write("optim", optim);
     egreedy_->save(egreedy);
     archive.write("egreedy", egreedy);
-    archive.write("torch_generator", at::detail::getDefaultCPUGenerator().get_state());
-    if (!device_.is_cpu()) archive.write("device_generator", at::globalContext().defaultGenerator(device_).get_state());
+    rlobj_examples::save_generators(archive, device_);
     rb_.save(rb);
     archive.write("replay_buffer", rb);
     collector_->save(collector);
@@ -225,16 +226,7 @@ class Trainer {
     optim_->load(optim);
     archive.read("egreedy", egreedy);
     egreedy_->load(egreedy);
-    torch::Tensor generator_state;
-    archive.read("torch_generator", generator_state);
-    {
-      at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle on the default one
-      generator.set_state(generator_state);
-    }
-    if (!device_.is_cpu() && archive.try_read("device_generator", generator_state)) {
-      at::Generator generator = at::globalContext().defaultGenerator(device_);
-      generator.set_state(generator_state);
-    }
+    rlobj_examples::load_generators(archive, device_);
     archive.read("replay_buffer", rb);
     rb_.load(rb);
     archive.read("collector", collector);

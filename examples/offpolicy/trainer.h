@@ -21,6 +21,8 @@
 #include <fmt/ranges.h>  // fmt::join (there since fmt 11)
 #include <rlobj/rlobj.h>
 
+#include "common/generators.h"
+
 namespace offpolicy {
 
 namespace rl = rlobj;
@@ -329,9 +331,8 @@ class Trainer {
       noise_->save(noise);
       archive.write("noise", noise);
     }
-    archive.write("torch_generator", at::detail::getDefaultCPUGenerator().get_state());
     // On an accelerator, TD3's noise and SAC's samples come from the device's default generator.
-    if (!device_.is_cpu()) archive.write("device_generator", at::globalContext().defaultGenerator(device_).get_state());
+    rlobj_examples::save_generators(archive, device_);
     rb_.save(rb);
     archive.write("replay_buffer", rb);
     collector_->save(collector);
@@ -369,16 +370,8 @@ class Trainer {
       archive.read("noise", noise);
       noise_->load(noise);
     }
-    torch::Tensor generator_state;
     // Older ddpg_pendulum checkpoints have no generator state (DDPG does not draw from it).
-    if (archive.try_read("torch_generator", generator_state)) {
-      at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle on the default one
-      generator.set_state(generator_state);
-    }
-    if (!device_.is_cpu() && archive.try_read("device_generator", generator_state)) {
-      at::Generator generator = at::globalContext().defaultGenerator(device_);
-      generator.set_state(generator_state);
-    }
+    rlobj_examples::load_generators(archive, device_, /*cpu_required=*/false);
     archive.read("replay_buffer", rb);
     rb_.load(rb);
     archive.read("collector", collector);

@@ -32,6 +32,8 @@
 #include <rlobj/data/samplers.h>
 #include <rlobj/rlobj.h>
 
+#include "common/generators.h"
+
 namespace onpolicy {
 
 namespace rl = rlobj;
@@ -399,8 +401,7 @@ class Trainer {
     archive.write("optim", optim);
     minibatches_.save(sampler);
     archive.write("sampler", sampler);
-    archive.write("torch_generator", at::detail::getDefaultCPUGenerator().get_state());
-    if (!device_.is_cpu()) archive.write("device_generator", at::globalContext().defaultGenerator(device_).get_state());
+    rlobj_examples::save_generators(archive, device_);
     collector_->save(collector);
     archive.write("collector", collector);
     archive.write("running_return", running_return_);
@@ -428,16 +429,7 @@ class Trainer {
     optim_->load(optim);
     archive.read("sampler", sampler);
     minibatches_.load(sampler);
-    torch::Tensor generator_state;
-    archive.read("torch_generator", generator_state);
-    {
-      at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle on the default one
-      generator.set_state(generator_state);
-    }
-    if (!device_.is_cpu() && archive.try_read("device_generator", generator_state)) {
-      at::Generator generator = at::globalContext().defaultGenerator(device_);
-      generator.set_state(generator_state);
-    }
+    rlobj_examples::load_generators(archive, device_);
     archive.read("collector", collector);
     collector_->load(collector);
     torch::Tensor recent, counters, losses;
