@@ -34,6 +34,7 @@
 #include "rlobj/data/replay_buffer.h"
 #include "rlobj/data/samplers.h"
 #include "rlobj/serialize.h"
+#include "rlobj/interop.h"
 
 // Objectives (rlobj::objectives) and value estimators (rlobj::objectives::value)
 #include "rlobj/objectives/common.h"

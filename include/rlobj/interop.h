@@ -1,0 +1,454 @@
+#pragma once
+
+/// \file
+/// Moving policies between Python and C++:
+///
+/// * `read_state_dict` / `load_state_dict` read what Python's
+///   `torch.save(module.state_dict(), path)` writes (a `collections.OrderedDict`, or a plain
+///   `dict` from `torch.save(dict(...))`) into any LibTorch module by parameter and buffer name
+///   (`"module.0.weight"`, TorchRL's names; rlobj's modules use the same). Strict by default:
+///   missing or unexpected keys and shape or dtype mismatches are one error listing them all,
+///   and the module is left untouched.
+/// * `save_state_dict` writes a module's parameters and buffers as a file that Python's
+///   `torch.load(path)` returns as a `dict` of name -> tensor, ready for
+///   `module.load_state_dict(torch.load(path))` on the matching TorchRL module.
+/// * `export_policy` traces an actor (observation tensor(s) -> action, deterministic) into a
+///   TorchScript file that `torch::jit::load` (C++) and `torch.jit.load` (Python) run, with the
+///   actor's parameters under the same names.
+///
+/// Reading never executes anything from the file: like Python's `torch.load(weights_only=True)`,
+/// only tensors, numbers, strings and containers are accepted (rlobj/detail/pickle.h). Every
+/// record of the file is checked against its zip CRC-32 first, so a damaged file is an error
+/// naming the record, never a silently different model. Writes are atomic (`write_file_atomic`).
+
+#include <algorithm>
+#include <cctype>
+#include <cstddef>
+#include <cstring>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <c10/util/Exception.h>
+#include <caffe2/serialize/in_memory_adapter.h>
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/api/module.h>
+#include <torch/csrc/jit/frontend/tracer.h>
+#include <torch/csrc/jit/serialization/pickle.h>
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+#include <torch/ordered_dict.h>
+#include <torch/types.h>
+#include <torch/utils.h>
+
+#include "rlobj/detail/format.h"
+#include "rlobj/detail/pickle.h"
+#include "rlobj/modules/exploration_type.h"
+#include "rlobj/modules/tensordict_module.h"
+#include "rlobj/serialize.h"
+#include "rlobj/tensordict.h"
+
+namespace rlobj {
+
+/// Name -> tensor, in order: a module's parameters and buffers as PyTorch's `state_dict()`
+/// lists them (each module's parameters, then its buffers, then its children's, depth first).
+using StateDict = torch::OrderedDict<std::string, torch::Tensor>;
+
+/// `module`'s parameters and buffers by their dotted names, in PyTorch's `state_dict()` order.
+/// The tensors are the module's own (not copies): detach and clone them to keep a snapshot.
+inline StateDict state_dict(const torch::nn::Module& module) {
+  StateDict out("state dict entry");
+  // Depth first, as torch.nn.Module._save_to_state_dict: own parameters, own buffers, children.
+  std::vector<std::pair<std::string, const torch::nn::Module*>> todo{{"", &module}};
+  while (!todo.empty()) {
+    auto [prefix, m] = todo.back();
+    todo.pop_back();
+    for (const auto& p : m->named_parameters(/*recurse=*/false)) {
+      if (p.value().defined()) out.insert(prefix + p.key(), p.value());
+    }
+    for (const auto& b : m->named_buffers(/*recurse=*/false)) {
+      if (b.value().defined()) out.insert(prefix + b.key(), b.value());
+    }
+    const auto children = m->named_children();
+    for (size_t i = children.size(); i-- > 0;) {
+      todo.emplace_back(prefix + children[i].key() + ".", children[i].value().get());
+    }
+  }
+  return out;
+}
+
+/// What `load_state_dict` could not load (all empty after a strict load, which throws instead).
+struct LoadStateDictResult {
+  std::vector<std::string> missing_keys;     ///< in the module, not in the state dict
+  std::vector<std::string> unexpected_keys;  ///< in the state dict, not in the module
+  std::vector<std::string> mismatched_keys;  ///< in both, with another shape or dtype (not loaded)
+  /// True when every entry matched both ways.
+  bool ok() const { return missing_keys.empty() && unexpected_keys.empty() && mismatched_keys.empty(); }
+};
+
+/// PyTorch's `consume_prefix_in_state_dict_if_present`: strips `prefix` from every key that
+/// starts with it (an Actor's `"module.0.weight"` -> its MLP's `"0.weight"`).
+inline StateDict consume_prefix(const StateDict& sd, const std::string& prefix) {
+  StateDict out("state dict entry");
+  for (const auto& item : sd) {
+    const bool has = item.key().compare(0, prefix.size(), prefix) == 0;
+    out.insert(has ? item.key().substr(prefix.size()) : item.key(), item.value());
+  }
+  return out;
+}
+
+namespace detail {
+
+/// "float32 [32, 3]".
+inline std::string tensor_kind(const torch::Tensor& t) {
+  return dtype_str(t.scalar_type()) + " " + shape_str(t.sizes());
+}
+
+inline std::string join_keys(const std::vector<std::string>& keys) {
+  std::string out;
+  for (size_t i = 0; i < keys.size(); ++i) out += (i ? ", \"" : "\"") + keys[i] + "\"";
+  return out;
+}
+
+/// Flattens a Python state dict (nested dicts of str -> Tensor, as `torch.save({"actor":
+/// actor.state_dict(), ...})` gives) into dotted keys.
+inline void flatten_state_dict(const pickle::Object& dict, const std::string& prefix, StateDict& out,
+                               const std::string& what, int depth = 0) {
+  TORCH_CHECK(depth < 64, what, ": dicts nested more than 64 deep (a cycle?)");
+  for (const auto& [key, value] : dict.entries) {
+    TORCH_CHECK(key->kind == pickle::Object::Kind::Str, what, ": a key of type ", pickle::kind_name(key->kind),
+                " under \"", prefix, "\"; a state dict's keys are strings");
+    const std::string name = prefix + key->s;
+    if (value->kind == pickle::Object::Kind::Dict) {
+      flatten_state_dict(*value, name + ".", out, what, depth + 1);
+      continue;
+    }
+    TORCH_CHECK(value->kind == pickle::Object::Kind::Tensor, what, ": \"", name, "\" is a ",
+                pickle::kind_name(value->kind), ", not a tensor; a state dict maps names to tensors");
+    TORCH_CHECK(!out.contains(name), what, ": the key \"", name, "\" appears twice (once nested)");
+    out.insert(name, value->tensor);
+  }
+}
+
+}  // namespace detail
+
+/// Reads a state dict saved by Python's `torch.save` (`module.state_dict()`, a plain dict of
+/// tensors, or dicts of those, flattened to dotted keys) or by `write_state_dict`. Tensors
+/// come back on the CPU with their saved dtype. Never runs code from the file: any object other
+/// than tensors, numbers, strings and containers is an error, as with Python's
+/// `torch.load(weights_only=True)`. Errors name the file and what is wrong: not a zip archive,
+/// a damaged record (CRC-32), a truncated file, the legacy pre-1.6 format, a pickle of
+/// something else.
+inline StateDict read_state_dict(const std::string& path) {
+  const std::string what = "read_state_dict: \"" + path + "\"";
+  const std::string bytes = detail::read_file(path, "read_state_dict");
+  // torch.save's format before PyTorch 1.6 (or with _use_new_zipfile_serialization=False): a
+  // bare pickle starting with a magic number, not a zip archive.
+  static const char kLegacyMagic[] = "\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19";
+  TORCH_CHECK(bytes.size() < 14 || bytes.compare(0, 14, kLegacyMagic, 14) != 0, what,
+              ": written in torch.save's legacy format (PyTorch < 1.6, or _use_new_zipfile_serialization=False); "
+              "re-save it with torch.save(state_dict, path) from PyTorch >= 1.6");
+  TORCH_CHECK(!bytes.empty(), what, ": the file is empty");
+  verify_archive(bytes, what);
+  std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
+  try {
+    reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(
+        std::make_shared<caffe2::serialize::MemoryReadAdapter>(bytes.data(), static_cast<off_t>(bytes.size())));
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, what, ": not a readable torch.save archive: ", e.what_without_backtrace());
+  }
+  TORCH_CHECK(reader->hasRecord("data.pkl"), what, ": the archive has no data.pkl: not written by torch.save "
+              "(a TorchScript module? load it with torch::jit::load)");
+  if (reader->hasRecord("byteorder")) {
+    at::DataPtr order;
+    size_t n = 0;
+    std::tie(order, n) = reader->getRecord("byteorder");
+    const std::string byteorder(static_cast<const char*>(order.get()), n);
+    TORCH_CHECK(byteorder == "little", what, ": saved on a ", byteorder, "-endian machine; only little-endian "
+                "files are read");
+  }
+  at::DataPtr pkl;
+  size_t pkl_size = 0;
+  std::tie(pkl, pkl_size) = reader->getRecord("data.pkl");
+  auto load_storage = [&](const std::string& key, c10::ScalarType dtype, int64_t numel) {
+    const std::string record = "data/" + key;
+    TORCH_CHECK(key.find('/') == std::string::npos && reader->hasRecord(record), what, ": the archive has no "
+                "record \"", record, "\" for a tensor's storage (incomplete file)");
+    at::DataPtr data;
+    size_t n = 0;
+    std::tie(data, n) = reader->getRecord(record);
+    const size_t elem = c10::elementSize(dtype);
+    TORCH_CHECK(static_cast<uint64_t>(numel) <= n / elem, what, ": record \"", record, "\" holds ", n,
+                " bytes, too few for ", numel, " ", detail::dtype_str(dtype), " elements (corrupt file)");
+    torch::Tensor out = torch::empty({numel}, torch::TensorOptions().dtype(dtype));
+    if (numel > 0) std::memcpy(out.data_ptr(), data.get(), static_cast<size_t>(numel) * elem);
+    return out;
+  };
+  detail::pickle::Unpickler unpickler(static_cast<const char*>(pkl.get()), pkl_size, what, load_storage);
+  const auto root = unpickler.parse();
+  TORCH_CHECK(root->kind == detail::pickle::Object::Kind::Dict, what, ": holds a ",
+              detail::pickle::kind_name(root->kind), ", not a state dict (a dict of name -> tensor)");
+  StateDict out("state dict entry");
+  detail::flatten_state_dict(*root, "", out, what);
+  return out;
+}
+
+/// Writes `sd` as a file Python's `torch.load(path)` returns as a `dict` of name -> tensor
+/// (LibTorch's `torch::pickle_save` format: a zip archive with a `data.pkl`), atomically.
+/// Tensors are written from the CPU, contiguous, detached, each with its own storage.
+inline void write_state_dict(const StateDict& sd, const std::string& path) {
+  c10::Dict<std::string, torch::Tensor> dict;
+  for (const auto& item : sd) {
+    const torch::Tensor& t = item.value();
+    TORCH_CHECK_VALUE(t.defined(), "write_state_dict: \"", item.key(), "\" is an undefined tensor");
+    TORCH_CHECK_VALUE(t.layout() == torch::kStrided && !t.is_quantized(), "write_state_dict: \"", item.key(),
+                      "\" is a sparse or quantized tensor; only dense tensors are written");
+    dict.insert(item.key(), t.detach().to(torch::kCPU).clone(at::MemoryFormat::Contiguous));
+  }
+  const std::vector<char> bytes = torch::jit::pickle_save(c10::IValue(dict));
+  write_file_atomic(std::string(bytes.begin(), bytes.end()), path);
+}
+
+/// Loads `sd` into `module` by name (PyTorch's `module.load_state_dict(sd, strict)`):
+/// values are copied into the module's own tensors, on their device (views stay views, so
+/// a loss's flat parameter groups see the new values).
+///
+/// Strict (default): any missing key, unexpected key or shape/dtype mismatch is one
+/// `c10::Error` listing them all, and nothing is loaded. Not strict: what matches is loaded and
+/// the rest returned. Either way the module is left as it was if anything fails midway.
+inline LoadStateDictResult load_state_dict(torch::nn::Module& module, const StateDict& sd, bool strict = true,
+                                           const std::string& source = "the state dict") {
+  const StateDict target = state_dict(module);
+  LoadStateDictResult r;
+  std::vector<std::string> mismatch_details;
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> copies;  // (module tensor, value)
+  for (const auto& item : target) {
+    const torch::Tensor* value = sd.find(item.key());
+    if (value == nullptr) {
+      r.missing_keys.push_back(item.key());
+      continue;
+    }
+    if (value->sizes() != item.value().sizes() || value->scalar_type() != item.value().scalar_type()) {
+      r.mismatched_keys.push_back(item.key());
+      mismatch_details.push_back("\"" + item.key() + "\": " + detail::tensor_kind(*value) + " in " + source +
+                                 ", " + detail::tensor_kind(item.value()) + " in the module");
+      continue;
+    }
+    copies.emplace_back(item.value(), *value);
+  }
+  for (const auto& item : sd) {
+    if (!target.contains(item.key())) r.unexpected_keys.push_back(item.key());
+  }
+  if (strict && !r.ok()) {
+    std::ostringstream msg;
+    msg << "load_state_dict: " << source << " does not match the module (nothing was loaded):";
+    if (!r.missing_keys.empty()) {
+      msg << "\n  missing keys (in the module, not in " << source << "): " << detail::join_keys(r.missing_keys);
+    }
+    if (!r.unexpected_keys.empty()) {
+      msg << "\n  unexpected keys (in " << source << ", not in the module): " << detail::join_keys(r.unexpected_keys);
+    }
+    for (const auto& m : mismatch_details) msg << "\n  mismatched: " << m;
+    // A common slip: an Actor's state dict ("module.0.weight") into its MLP ("0.weight"), or back.
+    for (const std::string prefix : {"module."}) {
+      const bool file_has = !r.unexpected_keys.empty() &&
+                            std::all_of(r.unexpected_keys.begin(), r.unexpected_keys.end(), [&](const std::string& k) {
+                              return k.compare(0, prefix.size(), prefix) == 0 && target.contains(k.substr(prefix.size()));
+                            });
+      if (file_has) {
+        msg << "\n  (the keys carry a \"" << prefix << "\" prefix the module's lack: load consume_prefix(sd, \""
+            << prefix << "\"), or load into the module that wraps this one)";
+      }
+    }
+    msg << "\n  pass strict=false to load the entries that match";
+    TORCH_CHECK_VALUE(false, msg.str());
+  }
+  // Copy, keeping the old values until every copy succeeded (a device copy can fail midway).
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> before;
+  before.reserve(copies.size());
+  for (const auto& c : copies) before.push_back(c.first.detach().clone());
+  size_t done = 0;
+  try {
+    for (; done < copies.size(); ++done) copies[done].first.detach().copy_(copies[done].second);
+  } catch (...) {
+    for (size_t k = 0; k < done; ++k) copies[k].first.detach().copy_(before[k]);
+    throw;
+  }
+  return r;
+}
+
+/// `load_state_dict(module, read_state_dict(path), strict)`: a file from Python's
+/// `torch.save(module.state_dict(), path)` (or `save_state_dict`). The module is unchanged
+/// when the file is unreadable, damaged or (strict) does not match.
+inline LoadStateDictResult load_state_dict(torch::nn::Module& module, const std::string& path, bool strict = true) {
+  return load_state_dict(module, read_state_dict(path), strict, "\"" + path + "\"");
+}
+
+/// The same for a module holder (`rlobj::modules::Actor`, `torch::nn::Linear`, ...).
+template <typename Impl>
+LoadStateDictResult load_state_dict(const torch::nn::ModuleHolder<Impl>& module, const std::string& path,
+                                    bool strict = true) {
+  return load_state_dict(static_cast<torch::nn::Module&>(*module.ptr()), path, strict);
+}
+template <typename Impl>
+LoadStateDictResult load_state_dict(const torch::nn::ModuleHolder<Impl>& module, const StateDict& sd,
+                                    bool strict = true) {
+  return load_state_dict(static_cast<torch::nn::Module&>(*module.ptr()), sd, strict);
+}
+
+/// Writes `module`'s parameters and buffers (`state_dict(module)`) to `path` for Python:
+/// `torch_module.load_state_dict(torch.load(path))`. Atomic.
+inline void save_state_dict(const torch::nn::Module& module, const std::string& path) {
+  write_state_dict(state_dict(module), path);
+}
+template <typename Impl>
+void save_state_dict(const torch::nn::ModuleHolder<Impl>& module, const std::string& path) {
+  save_state_dict(static_cast<const torch::nn::Module&>(*module), path);
+}
+
+/// Options of `export_policy` / `trace_policy`.
+struct ExportPolicyOptions {
+  /// The keys the traced function's arguments fill, in order; empty: the actor's `in_keys()`.
+  TORCH_ARG(std::vector<NestedKey>, in_keys) = {};
+  /// The key whose tensor the traced function returns.
+  TORCH_ARG(NestedKey, out_key) = NestedKey("action");
+  /// The exploration type the actor is traced under (`Deterministic`: no noise, a
+  /// distribution's mode).
+  TORCH_ARG(modules::ExplorationType, exploration_type) = modules::ExplorationType::Deterministic;
+};
+
+namespace detail {
+
+/// A TorchScript module mirroring `m`'s hierarchy: the same parameter, buffer and child names
+/// (so `torch.jit.load(path).state_dict()` has the keys of `rlobj::state_dict(actor)`), holding
+/// `m`'s own tensors, which the tracer then reads as attributes instead of constants.
+inline torch::jit::Module script_mirror(const torch::nn::Module& m, const std::shared_ptr<torch::jit::CompilationUnit>& cu) {
+  std::string type = m.name();
+  const auto colon = type.rfind("::");
+  if (colon != std::string::npos) type = type.substr(colon + 2);
+  if (type.size() > 4 && type.compare(type.size() - 4, 4, "Impl") == 0) type.resize(type.size() - 4);
+  for (char& c : type) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') c = '_';
+  }
+  if (type.empty() || std::isdigit(static_cast<unsigned char>(type[0]))) type = "Module_" + type;
+  torch::jit::Module out(c10::QualifiedName("__torch__.rlobj." + type), cu, /*shouldMangle=*/true);
+  for (const auto& p : m.named_parameters(/*recurse=*/false)) {
+    if (p.value().defined()) out.register_parameter(p.key(), p.value(), /*is_buffer=*/false);
+  }
+  for (const auto& b : m.named_buffers(/*recurse=*/false)) {
+    if (b.value().defined()) out.register_buffer(b.key(), b.value());
+  }
+  for (const auto& c : m.named_children()) out.register_module(c.key(), script_mirror(*c.value(), cu));
+  return out;
+}
+
+}  // namespace detail
+
+/// Traces `actor` (a TensorDict module: rlobj's `Actor`, `ProbabilisticActor`,
+/// `TensorDictSequential`, ...) into a TorchScript module whose `forward(observation...)`
+/// returns the action, under `options.exploration_type()` (deterministic by default). The
+/// module holds a copy of the actor's parameters and buffers under their state-dict names
+/// (`module.0.weight`), on the actor's device; `.to(device)` moves them.
+///
+/// Tracing records the operations one call runs: the result is checked against the actor on
+/// `example_inputs` and on a batch of another size, and an actor whose computation depends on
+/// the values or the batch size in a way a trace cannot hold is an error.
+inline torch::jit::Module trace_policy(const modules::TensorDictModuleBase& actor,
+                                       const std::vector<torch::Tensor>& example_inputs,
+                                       const ExportPolicyOptions& options = {}) {
+  const std::vector<NestedKey> in_keys = options.in_keys().empty() ? actor.in_keys() : options.in_keys();
+  TORCH_CHECK_VALUE(example_inputs.size() == in_keys.size(), "export_policy: ", example_inputs.size(),
+                    " example input(s) for ", in_keys.size(), " input key(s) (", fmt::format("{}", fmt::join(in_keys, ", ")),
+                    ")");
+  for (size_t i = 0; i < example_inputs.size(); ++i) {
+    TORCH_CHECK_VALUE(example_inputs[i].defined(), "export_policy: the example input for \"", in_keys[i].str(),
+                      "\" is undefined");
+  }
+  // A private copy: its parameters, unlike a training actor's, need no gradient (the tracer
+  // refuses tensors that do), and the caller's actor is never touched.
+  auto cloned = std::dynamic_pointer_cast<modules::TensorDictModuleBase>(actor.clone());
+  TORCH_CHECK(cloned != nullptr, "export_policy: the actor's clone() did not return a TensorDict module");
+  for (auto& p : cloned->parameters()) p.requires_grad_(false);
+  cloned->eval();
+
+  const auto run = [&](const std::vector<torch::Tensor>& inputs) {
+    TensorDict td;
+    for (size_t i = 0; i < inputs.size(); ++i) td.set(in_keys[i], inputs[i]);
+    TensorDict out = cloned->forward(td);
+    TORCH_CHECK_VALUE(out.contains(options.out_key()), "export_policy: the actor wrote no \"", options.out_key().str(),
+                      "\" (it writes ", fmt::format("{}", fmt::join(cloned->out_keys(), ", ")), "); set out_key");
+    return out.get(options.out_key());
+  };
+
+  modules::SetExplorationType mode(options.exploration_type());
+  torch::NoGradGuard no_grad;
+  auto cu = std::make_shared<torch::jit::CompilationUnit>();
+  torch::jit::Module module = detail::script_mirror(*cloned, cu);
+  torch::jit::Stack inputs;
+  for (const auto& x : example_inputs) inputs.emplace_back(x);
+  auto traced = torch::jit::tracer::trace(
+      std::move(inputs),
+      [&](torch::jit::Stack in) -> torch::jit::Stack {
+        std::vector<torch::Tensor> xs;
+        for (const auto& v : in) xs.push_back(v.toTensor());
+        return {run(xs)};
+      },
+      [](const torch::autograd::Variable&) { return std::string(); }, /*strict=*/true, /*force_outplace=*/false,
+      &module);
+  auto fn = cu->create_function(c10::QualifiedName(*module.type()->name(), "forward"), traced.first->graph);
+  module.type()->addMethod(fn);
+  module.eval();
+
+  // The trace must reproduce the actor, on the example and on a batch of another size.
+  const auto check = [&](const std::vector<torch::Tensor>& xs, const char* which) {
+    const torch::Tensor want = run(xs);
+    std::vector<torch::jit::IValue> args(xs.begin(), xs.end());
+    const torch::Tensor got = module.forward(args).toTensor();
+    TORCH_CHECK(got.sizes() == want.sizes() && torch::allclose(got, want, 1e-5, 1e-6, /*equal_nan=*/true),
+                "export_policy: the traced policy differs from the actor on ", which,
+                ": the actor's computation depends on its inputs' values or batch size in a way a trace cannot "
+                "record");
+  };
+  check(example_inputs, "the example inputs");
+  if (example_inputs[0].dim() >= 1) {
+    std::vector<torch::Tensor> doubled;
+    for (const auto& x : example_inputs) doubled.push_back(x.dim() >= 1 ? torch::cat({x, x.flip(0)}, 0) : x);
+    check(doubled, "a batch twice the example's size");
+  }
+  return module;
+}
+
+/// Traces `actor` (`trace_policy`) and writes the TorchScript module to `path`, atomically:
+/// load it with `torch::jit::load(path)` in C++ or `torch.jit.load(path)` in Python, call it
+/// with the observation(s) and get the action.
+inline void export_policy(const modules::TensorDictModuleBase& actor, const std::vector<torch::Tensor>& example_inputs,
+                          const std::string& path, const ExportPolicyOptions& options = {}) {
+  torch::jit::Module module = trace_policy(actor, example_inputs, options);
+  std::ostringstream bytes;
+  module.save(bytes);
+  TORCH_CHECK(bytes.good(), "export_policy: cannot serialize the traced policy for \"", path, "\"");
+  write_file_atomic(bytes.str(), path);
+}
+/// One observation tensor.
+inline void export_policy(const modules::TensorDictModuleBase& actor, const torch::Tensor& example_observation,
+                          const std::string& path, const ExportPolicyOptions& options = {}) {
+  export_policy(actor, std::vector<torch::Tensor>{example_observation}, path, options);
+}
+/// The same for a module holder (`rlobj::modules::Actor`, `ProbabilisticActor`, ...).
+template <typename Impl, typename Inputs,
+          typename = std::enable_if_t<std::is_base_of<modules::TensorDictModuleBase, Impl>::value>>
+void export_policy(const torch::nn::ModuleHolder<Impl>& actor, const Inputs& example_inputs, const std::string& path,
+                   const ExportPolicyOptions& options = {}) {
+  export_policy(static_cast<const modules::TensorDictModuleBase&>(*actor), example_inputs, path, options);
+}
+template <typename Impl, typename = std::enable_if_t<std::is_base_of<modules::TensorDictModuleBase, Impl>::value>>
+torch::jit::Module trace_policy(const torch::nn::ModuleHolder<Impl>& actor, const std::vector<torch::Tensor>& example_inputs,
+                                const ExportPolicyOptions& options = {}) {
+  return trace_policy(static_cast<const modules::TensorDictModuleBase&>(*actor), example_inputs, options);
+}
+
+}  // namespace rlobj
