@@ -9,6 +9,9 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/torch_env.sh"
+# The interop test's Python side (torch.load / torch.jit.load of what rlobj writes): Debian's
+# python3-torch for Debian's LibTorch; the pip wheel's venv brings its own.
+if [ "$RLOBJ_TORCH_NAME" = debian ]; then "$root/scripts/install_deps.sh" python3-torch; fi
 build="${RLOBJ_BUILD_DIR:-$root/build/test-$RLOBJ_TORCH_NAME}"
 jobs="${RLOBJ_JOBS:-$(nproc)}"
 

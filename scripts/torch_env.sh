@@ -16,6 +16,9 @@ case "$RLOBJ_TORCH" in
   debian)
     RLOBJ_TORCH_NAME=debian
     "$rlobj_root/scripts/install_deps.sh" libtorch-dev libopenblas0-openmp libfmt-dev "${rlobj_common[@]}"
+    # The Python side of the interop test: Debian's python3-torch (the same LibTorch 1.13;
+    # scripts/test.sh installs it).
+    RLOBJ_CMAKE_ARGS+=("-DRLOBJ_PYTHON=/usr/bin/python3")
     ;;
   pip)
     RLOBJ_TORCH_NAME=pip
@@ -35,7 +38,7 @@ case "$RLOBJ_TORCH" in
     fi
     prefix="$("$venv/bin/python" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')"
     [ -n "$prefix" ] && [ -d "$prefix" ] || { echo "error: no LibTorch CMake prefix in $venv" >&2; exit 1; }
-    RLOBJ_CMAKE_ARGS+=("-DCMAKE_PREFIX_PATH=$prefix")
+    RLOBJ_CMAKE_ARGS+=("-DCMAKE_PREFIX_PATH=$prefix" "-DRLOBJ_PYTHON=$venv/bin/python")
     ;;
   *)
     [ -d "$RLOBJ_TORCH" ] || { echo "error: RLOBJ_TORCH=$RLOBJ_TORCH: expected debian, pip or a LibTorch directory" >&2; exit 2; }

@@ -11,6 +11,7 @@
 #include <deque>
 #include <memory>
 #include <numeric>
+#include <sstream>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -63,6 +64,47 @@ struct Config {
         "tau={} loss_function={} noise_std={} policy_delay={} policy_noise={} noise_clip={} alpha_init={} lr_alpha={}",
         seed, num_envs, fmt::join(num_cells, ","), activation, buffer_size, device, lr_actor, lr_critic, gamma, tau,
         loss_function, noise_std, policy_delay, policy_noise, noise_clip, alpha_init, lr_alpha);
+  }
+
+  /// The settings a checkpoint was made with, from its `fingerprint()`, on top of `base` (an
+  /// algorithm's `defaults()`, for what the fingerprint does not hold). Throws on anything it
+  /// does not read back exactly.
+  static Config from_fingerprint(const std::string& fingerprint, Config base) {
+    Config c = std::move(base);
+    std::istringstream words(fingerprint);
+    std::string word;
+    const auto i64 = [](const std::string& v) { return static_cast<int64_t>(std::stoll(v)); };
+    while (words >> word) try {
+      const auto eq = word.find('=');
+      TORCH_CHECK(eq != std::string::npos, "checkpoint settings: \"", word, "\" is not key=value");
+      const std::string k = word.substr(0, eq), v = word.substr(eq + 1);
+      if (k == "seed") c.seed = std::stoull(v);
+      else if (k == "num_envs") c.num_envs = i64(v);
+      else if (k == "num_cells") {
+        c.num_cells.clear();
+        std::istringstream cells(v);
+        for (std::string n; std::getline(cells, n, ',');) c.num_cells.push_back(i64(n));
+      } else if (k == "activation") c.activation = v;
+      else if (k == "buffer_size") c.buffer_size = i64(v);
+      else if (k == "device") c.device = v;
+      else if (k == "lr_actor") c.lr_actor = std::stod(v);
+      else if (k == "lr_critic") c.lr_critic = std::stod(v);
+      else if (k == "gamma") c.gamma = std::stod(v);
+      else if (k == "tau") c.tau = std::stod(v);
+      else if (k == "loss_function") c.loss_function = v;
+      else if (k == "noise_std") c.noise_std = std::stod(v);
+      else if (k == "policy_delay") c.policy_delay = i64(v);
+      else if (k == "policy_noise") c.policy_noise = std::stod(v);
+      else if (k == "noise_clip") c.noise_clip = std::stod(v);
+      else if (k == "alpha_init") c.alpha_init = std::stod(v);
+      else if (k == "lr_alpha") c.lr_alpha = std::stod(v);
+      else TORCH_CHECK(false, "checkpoint settings: unknown key \"", k, "\"");
+    } catch (const std::logic_error& e) {  // std::stoll and friends on a malformed number
+      TORCH_CHECK(false, "checkpoint settings: cannot read \"", word, "\" (", e.what(), ")");
+    }
+    TORCH_CHECK(c.fingerprint() == fingerprint, "checkpoint settings: \"", fingerprint,
+                "\" do not read back as themselves (\"", c.fingerprint(), "\")");
+    return c;
   }
 };
 

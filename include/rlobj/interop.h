@@ -37,7 +37,6 @@
 #include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/api/module.h>
 #include <torch/csrc/jit/frontend/tracer.h>
-#include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 #include <torch/ordered_dict.h>
@@ -196,20 +195,37 @@ inline StateDict read_state_dict(const std::string& path) {
   return out;
 }
 
-/// Writes `sd` as a file Python's `torch.load(path)` returns as a `dict` of name -> tensor
-/// (LibTorch's `torch::pickle_save` format: a zip archive with a `data.pkl`), atomically.
-/// Tensors are written from the CPU, contiguous, detached, each with its own storage.
+/// Writes `sd` as a file Python's `torch.load(path)` returns as a `dict` of name -> tensor (a
+/// zip archive as `torch.save` writes it: `data.pkl` plus one record per tensor, written with
+/// LibTorch's `PyTorchStreamWriter`), atomically. Tensors are written from the CPU, contiguous,
+/// detached, each with its own storage. The pickle uses only what Python's
+/// `torch.load(weights_only=True)` (the default since PyTorch 2.6) accepts.
 inline void write_state_dict(const StateDict& sd, const std::string& path) {
-  c10::Dict<std::string, torch::Tensor> dict;
+  std::vector<std::pair<std::string, torch::Tensor>> entries;
   for (const auto& item : sd) {
     const torch::Tensor& t = item.value();
     TORCH_CHECK_VALUE(t.defined(), "write_state_dict: \"", item.key(), "\" is an undefined tensor");
     TORCH_CHECK_VALUE(t.layout() == torch::kStrided && !t.is_quantized(), "write_state_dict: \"", item.key(),
                       "\" is a sparse or quantized tensor; only dense tensors are written");
-    dict.insert(item.key(), t.detach().to(torch::kCPU).clone(at::MemoryFormat::Contiguous));
+    entries.emplace_back(item.key(), t.detach().to(torch::kCPU).clone(at::MemoryFormat::Contiguous));
   }
-  const std::vector<char> bytes = torch::jit::pickle_save(c10::IValue(dict));
-  write_file_atomic(std::string(bytes.begin(), bytes.end()), path);
+  const std::string pkl = detail::pickle::dump_tensor_dict(entries);
+  std::string bytes;
+  {
+    caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t n) -> size_t {
+      bytes.append(static_cast<const char*>(data), n);
+      return n;
+    });
+    writer.writeRecord("data.pkl", pkl.data(), pkl.size());
+    static const char kLittle[] = "little";
+    writer.writeRecord("byteorder", kLittle, sizeof(kLittle) - 1);
+    for (size_t i = 0; i < entries.size(); ++i) {
+      const torch::Tensor& t = entries[i].second;
+      writer.writeRecord("data/" + std::to_string(i), t.data_ptr(), t.numel() * t.element_size());
+    }
+    writer.writeEndOfFile();
+  }
+  write_file_atomic(bytes, path);
 }
 
 /// Loads `sd` into `module` by name (PyTorch's `module.load_state_dict(sd, strict)`):
@@ -386,6 +402,7 @@ inline torch::jit::Module trace_policy(const modules::TensorDictModuleBase& acto
 
   modules::SetExplorationType mode(options.exploration_type());
   torch::NoGradGuard no_grad;
+  run(example_inputs);  // bad keys or inputs fail here, with the actor's own message, before tracing
   auto cu = std::make_shared<torch::jit::CompilationUnit>();
   torch::jit::Module module = detail::script_mirror(*cloned, cu);
   torch::jit::Stack inputs;

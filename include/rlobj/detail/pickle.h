@@ -100,6 +100,17 @@ class Unpickler {
 
   Unpickler(const char* data, size_t size, std::string what, StorageLoader load_storage)
       : data_(data), size_(size), what_(std::move(what)), load_storage_(std::move(load_storage)) {}
+  Unpickler(const Unpickler&) = delete;
+  Unpickler& operator=(const Unpickler&) = delete;
+  /// A pickle can make a container hold itself (through the memo), which shared pointers would
+  /// never free: the containers this unpickler made are emptied here. Read what `parse()`
+  /// returned before the unpickler goes.
+  ~Unpickler() {
+    for (auto& o : containers_) {
+      o->items.clear();
+      o->entries.clear();
+    }
+  }
 
   ObjectPtr parse() {
     while (true) {
@@ -286,7 +297,12 @@ class Unpickler {
     pos_ += n + 1;
     return out;
   }
-  void push(ObjectPtr o) { stack_.push_back(std::move(o)); }
+  void push(ObjectPtr o) {
+    if (o->kind == Object::Kind::Tuple || o->kind == Object::Kind::List || o->kind == Object::Kind::Dict) {
+      containers_.push_back(o);
+    }
+    stack_.push_back(std::move(o));
+  }
   void push_int(int64_t v) {
     auto o = Object::make(Object::Kind::Int);
     o->i = v;
@@ -469,7 +485,85 @@ class Unpickler {
   std::vector<ObjectPtr> stack_;
   std::map<uint64_t, ObjectPtr> memo_;
   std::map<std::string, torch::Tensor> storages_;
+  std::vector<ObjectPtr> containers_;  ///< every container pushed, to break cycles at the end
 };
+
+/// The legacy storage class name of a dtype (`"FloatStorage"`), or empty.
+inline std::string storage_class(c10::ScalarType dtype) {
+  for (const char* name : {"FloatStorage", "DoubleStorage", "HalfStorage", "BFloat16Storage", "LongStorage",
+                           "IntStorage", "ShortStorage", "CharStorage", "ByteStorage", "BoolStorage",
+                           "ComplexFloatStorage", "ComplexDoubleStorage"}) {
+    c10::ScalarType t;
+    if (storage_dtype(name, t) && t == dtype) return name;
+  }
+  return {};
+}
+
+/// The `data.pkl` Python's `torch.save(dict_of_tensors)` would write (protocol 2) for `names`:
+/// a dict whose value `i` is `torch._utils._rebuild_tensor_v2` over the persistent storage
+/// `('storage', torch.<T>Storage, '<i>', 'cpu', numel)` (the archive's record `data/<i>`),
+/// contiguous, not requiring grad. It uses only globals that Python's
+/// `torch.load(weights_only=True)` (the default since PyTorch 2.6) accepts; LibTorch's
+/// `pickle_save` tags the dict with `torch.jit._pickle.restore_type_tag`, which it refuses.
+inline std::string dump_tensor_dict(const std::vector<std::pair<std::string, torch::Tensor>>& entries) {
+  std::string out = "\x80\x02}";  // PROTO 2, EMPTY_DICT
+  const auto u32 = [&](uint64_t v, int n) {
+    for (int k = 0; k < n; ++k) out += static_cast<char>((v >> (8 * k)) & 0xFFu);
+  };
+  const auto str = [&](const std::string& s) {
+    TORCH_CHECK_VALUE(s.size() < (uint64_t{1} << 32), "write_state_dict: a key of ", s.size(), " bytes");
+    out += 'X';  // BINUNICODE
+    u32(s.size(), 4);
+    out += s;
+  };
+  const auto integer = [&](int64_t v) {
+    if (v >= 0 && v < 256) {
+      out += 'K';  // BININT1
+      u32(static_cast<uint64_t>(v), 1);
+    } else if (v >= 0 && v < 65536) {
+      out += 'M';  // BININT2
+      u32(static_cast<uint64_t>(v), 2);
+    } else if (v >= INT32_MIN && v <= INT32_MAX) {
+      out += 'J';  // BININT
+      u32(static_cast<uint64_t>(static_cast<uint32_t>(static_cast<int32_t>(v))), 4);
+    } else {
+      out += "\x8a\x08";  // LONG1, 8 bytes
+      u32(static_cast<uint64_t>(v), 8);
+    }
+  };
+  const auto ints = [&](c10::IntArrayRef xs) {
+    out += '(';
+    for (int64_t x : xs) integer(x);
+    out += 't';  // TUPLE
+  };
+  if (!entries.empty()) out += '(';  // MARK
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const torch::Tensor& t = entries[i].second;
+    const std::string storage = storage_class(t.scalar_type());
+    TORCH_CHECK_VALUE(!storage.empty(), "write_state_dict: \"", entries[i].first, "\" has dtype ",
+                      c10::toString(t.scalar_type()), ", which a torch.save file cannot hold");
+    TORCH_CHECK(t.is_contiguous() && t.storage_offset() == 0, "write_state_dict: internal: \"", entries[i].first,
+                "\" is not a contiguous tensor of its own");
+    str(entries[i].first);
+    out += "ctorch._utils\n_rebuild_tensor_v2\n(";
+    out += "(";  // the persistent id
+    str("storage");
+    out += "ctorch\n" + storage + "\n";
+    str(std::to_string(i));
+    str("cpu");
+    integer(t.numel());
+    out += "tQ";  // TUPLE, BINPERSID
+    integer(0);   // storage offset
+    ints(t.sizes());
+    ints(t.strides());
+    out += "\x89";                         // requires_grad = False
+    out += "ccollections\nOrderedDict\n)R";  // backward hooks: OrderedDict()
+    out += "tR";                           // TUPLE, REDUCE
+  }
+  if (!entries.empty()) out += 'u';  // SETITEMS
+  out += '.';
+  return out;
+}
 
 }  // namespace pickle
 }  // namespace detail
