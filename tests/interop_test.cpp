@@ -236,7 +236,7 @@ TEST_CASE("save_state_dict round trip, and loads into a loss's flat parameter vi
   SECTION("dtypes and empty tensors survive") {
     StateDict sd("state dict entry");
     sd.insert("f64", torch::arange(6, torch::kFloat64).reshape({2, 3}));
-    sd.insert("i64", torch::tensor({-5, 1LL << 40}, torch::kLong));
+    sd.insert("i64", torch::tensor(std::vector<int64_t>{-5, int64_t{1} << 40}, torch::kLong));
     sd.insert("u8", torch::tensor({0, 255}, torch::kByte));
     sd.insert("bool", torch::tensor({true, false}));
     sd.insert("half", torch::tensor({1.5, -2.0}).to(torch::kHalf));
@@ -280,10 +280,10 @@ TEST_CASE("load_state_dict: strict lists every mismatch and changes nothing; non
       const auto r = rlobj::load_state_dict(mlp, file, /*strict=*/false);
       CHECK(r.missing_keys == std::vector<std::string>{"6.weight", "6.bias"});
       CHECK(r.unexpected_keys.empty());
-      CHECK(r.mismatched_keys == std::vector<std::string>{"0.weight", "0.bias", "2.weight", "4.weight"});
+      // [64, 3], [64], [32, 64], [32], [32, 32], [32] in the module; [32, 3] ... [1] in the file.
+      CHECK(r.mismatched_keys == std::vector<std::string>{"0.weight", "0.bias", "2.weight", "4.weight", "4.bias"});
       const auto sd = rlobj::read_state_dict(file);
-      CHECK(torch::equal(mlp->named_parameters()["2.bias"], sd["2.bias"]));
-      CHECK(torch::equal(mlp->named_parameters()["4.bias"], sd["4.bias"]));
+      CHECK(torch::equal(mlp->named_parameters()["2.bias"], sd["2.bias"]));  // the one entry that matches
       CHECK(torch::equal(mlp->named_parameters()["0.weight"], before[0]));
     }
   }
@@ -381,7 +381,7 @@ TEST_CASE("read_state_dict: every truncated or mutated pickle is an error or a s
   StateDict sd("state dict entry");
   sd.insert("a.weight", torch::arange(6, torch::kFloat32).reshape({2, 3}));
   sd.insert("a.bias", torch::ones({2}, torch::kFloat64));
-  std::vector<std::pair<std::string, torch::Tensor>> entries(sd.pairs().begin(), sd.pairs().end());
+  const auto entries = sd.pairs();  // (a copy: pairs() returns by value)
   const std::string pkl = rlobj::detail::pickle::dump_tensor_dict(entries);
   const std::vector<std::pair<std::string, std::string>> storages = {{"data/0", bytes_of(entries[0].second)},
                                                                      {"data/1", bytes_of(entries[1].second)}};
@@ -443,7 +443,11 @@ TEST_CASE("export_policy: a TorchScript policy that acts as the actor, with the 
   td.set("observation", obs);
   const auto want = actor(td).get("action");
   CHECK(torch::equal(policy.forward({obs}).toTensor(), want));  // another batch size than the example's
-  CHECK(torch::equal(policy.forward({obs.narrow(0, 2, 1)}).toTensor(), want.narrow(0, 2, 1)));
+  // One row: BLAS sums a 1-row product in another order than a 5-row one, so compare with the
+  // actor on that row.
+  rlobj::TensorDict row({1});
+  row.set("observation", obs.narrow(0, 2, 1));
+  CHECK(torch::equal(policy.forward({obs.narrow(0, 2, 1)}).toTensor(), actor(row).get("action")));
   std::vector<std::string> names;
   for (const auto& p : policy.named_parameters()) names.push_back(p.name);
   CHECK(names == rlobj::state_dict(*actor).keys());
