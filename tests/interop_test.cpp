@@ -360,6 +360,16 @@ TEST_CASE("read_state_dict: damaged, truncated, empty and foreign files are clea
     fails_with(archive_with(raw({0x80, 2}) + "]."), "holds a list, not a state dict");
     fails_with(archive_with(raw({0x80, 2}) + "}" + unicode("a") + "K" + raw({7}) + "s."), "\"a\" is a int, not a tensor");
   }
+  SECTION("a dict reached twice (shared or cyclic), which could multiply the keys") {
+    const std::string shared = raw({0x80, 2}) + "}(" + unicode("a") + "}q" + raw({1}) + unicode("b") + "h" + raw({1}) +
+                               "u.";
+    fails_with(archive_with(shared), "the dict under \"b.\" appears twice");
+  }
+  SECTION("a tensor subclass rebuilt by anything but a tensor rebuild (a chain of them would recurse)") {
+    const std::string chain = raw({0x80, 2}) + "}(" + unicode("w") + "ctorch._tensor\n_rebuild_from_type_v2\n(" +
+                              "ctorch._tensor\n_rebuild_from_type_v2\nctorch\nTensor\n)NtRu.";
+    fails_with(archive_with(chain), "_rebuild_from_type_v2 with unexpected arguments");
+  }
   SECTION("a tensor reaching past its storage") {
     // A [4, 4] float tensor over a storage of 15 elements.
     std::string pkl = rlobj::detail::pickle::dump_tensor_dict({{"w", torch::zeros({4, 4})}});
@@ -451,6 +461,7 @@ TEST_CASE("export_policy: a TorchScript policy that acts as the actor, with the 
   std::vector<std::string> names;
   for (const auto& p : policy.named_parameters()) names.push_back(p.name);
   CHECK(names == rlobj::state_dict(*actor).keys());
+  CHECK_FALSE(policy.is_training());  // exported in eval mode, with the attribute train()/eval() use
   // The actor itself is untouched: still trainable.
   for (const auto& p : actor->parameters()) CHECK(p.requires_grad());
 

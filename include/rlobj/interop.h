@@ -26,6 +26,7 @@
 #include <cstddef>
 #include <cstring>
 #include <memory>
+#include <set>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -115,14 +116,19 @@ inline std::string join_keys(const std::vector<std::string>& keys) {
 /// Flattens a Python state dict (nested dicts of str -> Tensor, as `torch.save({"actor":
 /// actor.state_dict(), ...})` gives) into dotted keys.
 inline void flatten_state_dict(const pickle::Object& dict, const std::string& prefix, StateDict& out,
-                               const std::string& what, int depth = 0) {
-  TORCH_CHECK(depth < 64, what, ": dicts nested more than 64 deep (a cycle?)");
+                               const std::string& what, int depth = 0,
+                               std::shared_ptr<std::set<const pickle::Object*>> seen = nullptr) {
+  TORCH_CHECK(depth < 64, what, ": dicts nested more than 64 deep");
+  // Each dict once: a dict reached twice (a cycle, or one shared by several keys, which could
+  // multiply the keys exponentially) is not a state dict torch.save writes.
+  if (!seen) seen = std::make_shared<std::set<const pickle::Object*>>();
+  TORCH_CHECK(seen->insert(&dict).second, what, ": the dict under \"", prefix, "\" appears twice in the file");
   for (const auto& [key, value] : dict.entries) {
     TORCH_CHECK(key->kind == pickle::Object::Kind::Str, what, ": a key of type ", pickle::kind_name(key->kind),
                 " under \"", prefix, "\"; a state dict's keys are strings");
     const std::string name = prefix + key->s;
     if (value->kind == pickle::Object::Kind::Dict) {
-      flatten_state_dict(*value, name + ".", out, what, depth + 1);
+      flatten_state_dict(*value, name + ".", out, what, depth + 1, seen);
       continue;
     }
     TORCH_CHECK(value->kind == pickle::Object::Kind::Tensor, what, ": \"", name, "\" is a ",
@@ -141,8 +147,24 @@ inline void flatten_state_dict(const pickle::Object& dict, const std::string& pr
 /// `torch.load(weights_only=True)`. Errors name the file and what is wrong: not a zip archive,
 /// a damaged record (CRC-32), a truncated file, the legacy pre-1.6 format, a pickle of
 /// something else.
+namespace detail {
+inline StateDict read_state_dict_impl(const std::string& path, const std::string& what);
+}  // namespace detail
+
 inline StateDict read_state_dict(const std::string& path) {
   const std::string what = "read_state_dict: \"" + path + "\"";
+  try {
+    return detail::read_state_dict_impl(path, what);
+  } catch (const c10::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    // LibTorch's zip reader lets a few standard exceptions out (std::out_of_range from a version
+    // record that does not fit, std::bad_alloc): bad input is a c10::Error like any other.
+    C10_THROW_ERROR(Error, what + ": unreadable file (" + e.what() + ")");
+  }
+}
+
+inline StateDict detail::read_state_dict_impl(const std::string& path, const std::string& what) {
   const std::string bytes = detail::read_file(path, "read_state_dict");
   // torch.save's format before PyTorch 1.6 (or with _use_new_zipfile_serialization=False): a
   // bare pickle starting with a magic number, not a zip archive.
@@ -159,8 +181,7 @@ inline StateDict read_state_dict(const std::string& path) {
   } catch (const c10::Error& e) {
     TORCH_CHECK(false, what, ": not a readable torch.save archive: ", e.what_without_backtrace());
   }
-  TORCH_CHECK(reader->hasRecord("data.pkl"), what, ": the archive has no data.pkl: not written by torch.save "
-              "(a TorchScript module? load it with torch::jit::load)");
+  TORCH_CHECK(reader->hasRecord("data.pkl"), what, ": the archive has no data.pkl: not written by torch.save");
   if (reader->hasRecord("byteorder")) {
     at::DataPtr order;
     size_t n = 0;
@@ -228,9 +249,12 @@ inline void write_state_dict(const StateDict& sd, const std::string& path) {
   write_file_atomic(bytes, path);
 }
 
-/// Loads `sd` into `module` by name (PyTorch's `module.load_state_dict(sd, strict)`):
+/// Loads `sd` into `module` by name (as PyTorch's `module.load_state_dict(sd, strict)`):
 /// values are copied into the module's own tensors, on their device (views stay views, so
-/// a loss's flat parameter groups see the new values).
+/// a loss's flat parameter groups see the new values). Unlike PyTorch, a dtype difference is a
+/// mismatch (never a silent cast), and a non-strict load skips and returns shape or dtype
+/// mismatches instead of raising on them. The old values are kept (one copy of the module's
+/// tensors) until every copy succeeded.
 ///
 /// Strict (default): any missing key, unexpected key or shape/dtype mismatch is one
 /// `c10::Error` listing them all, and nothing is loaded. Not strict: what matches is loaded and
@@ -268,7 +292,7 @@ inline LoadStateDictResult load_state_dict(torch::nn::Module& module, const Stat
       msg << "\n  unexpected keys (in " << source << ", not in the module): " << detail::join_keys(r.unexpected_keys);
     }
     for (const auto& m : mismatch_details) msg << "\n  mismatched: " << m;
-    // A common slip: an Actor's state dict ("module.0.weight") into its MLP ("0.weight"), or back.
+    // A common slip: an Actor's state dict ("module.0.weight") into its MLP ("0.weight").
     for (const std::string prefix : {"module."}) {
       const bool file_has = !r.unexpected_keys.empty() &&
                             std::all_of(r.unexpected_keys.begin(), r.unexpected_keys.end(), [&](const std::string& k) {
@@ -352,6 +376,8 @@ inline torch::jit::Module script_mirror(const torch::nn::Module& m, const std::s
   }
   if (type.empty() || std::isdigit(static_cast<unsigned char>(type[0]))) type = "Module_" + type;
   torch::jit::Module out(c10::QualifiedName("__torch__.rlobj." + type), cu, /*shouldMangle=*/true);
+  // What torch.jit.script gives every module: `.training`, read by train()/eval() in C++ and Python.
+  out.register_attribute("training", c10::BoolType::get(), false);
   for (const auto& p : m.named_parameters(/*recurse=*/false)) {
     if (p.value().defined()) out.register_parameter(p.key(), p.value(), /*is_buffer=*/false);
   }
@@ -368,7 +394,8 @@ inline torch::jit::Module script_mirror(const torch::nn::Module& m, const std::s
 /// `TensorDictSequential`, ...) into a TorchScript module whose `forward(observation...)`
 /// returns the action, under `options.exploration_type()` (deterministic by default). The
 /// module holds a copy of the actor's parameters and buffers under their state-dict names
-/// (`module.0.weight`), on the actor's device; `.to(device)` moves them.
+/// (`module.0.weight`), on the actor's device; `.to(device)` moves them (a tensor the actor
+/// uses without registering it becomes a constant of the trace and stays where it was).
 ///
 /// Tracing records the operations one call runs: the result is checked against the actor on
 /// `example_inputs` and on a batch of another size, and an actor whose computation depends on
@@ -384,8 +411,8 @@ inline torch::jit::Module trace_policy(const modules::TensorDictModuleBase& acto
     TORCH_CHECK_VALUE(example_inputs[i].defined(), "export_policy: the example input for \"", in_keys[i].str(),
                       "\" is undefined");
   }
-  // A private copy: its parameters, unlike a training actor's, need no gradient (the tracer
-  // refuses tensors that do), and the caller's actor is never touched.
+  // A private copy, so that the caller's actor is never touched; its parameters need no
+  // gradient (an inference graph).
   auto cloned = std::dynamic_pointer_cast<modules::TensorDictModuleBase>(actor.clone());
   TORCH_CHECK(cloned != nullptr, "export_policy: the actor's clone() did not return a TensorDict module");
   for (auto& p : cloned->parameters()) p.requires_grad_(false);

@@ -28,6 +28,7 @@
 #include <iterator>
 #include <optional>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -225,6 +226,8 @@ inline void verify_archive(const std::string& bytes, const std::string& what) {
         std::make_shared<caffe2::serialize::MemoryReadAdapter>(bytes.data(), static_cast<off_t>(bytes.size())));
   } catch (const c10::Error& e) {
     TORCH_CHECK(false, what, ": not a readable LibTorch archive: ", e.what_without_backtrace());
+  } catch (const std::exception& e) {  // e.g. std::out_of_range from a version record that does not fit
+    TORCH_CHECK(false, what, ": not a readable LibTorch archive: ", e.what());
   }
   for (const auto& [full_name, crc] : crcs) {
     // Entries are "<archive name>/<record>"; the reader takes the record name.

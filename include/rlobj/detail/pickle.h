@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -46,6 +47,7 @@ struct Object {
   std::string s;                                         ///< Str, Bytes; Global: "module.name"
   std::vector<ObjectPtr> items;                          ///< Tuple, List
   std::vector<std::pair<ObjectPtr, ObjectPtr>> entries;  ///< Dict, in insertion order
+  std::unordered_map<std::string, size_t> str_keys;      ///< Dict: string key -> its entry
   torch::Tensor tensor;                                  ///< Tensor; Storage: its elements, 1-D
 
   static ObjectPtr make(Kind k) {
@@ -109,6 +111,7 @@ class Unpickler {
     for (auto& o : containers_) {
       o->items.clear();
       o->entries.clear();
+      o->str_keys.clear();
     }
   }
 
@@ -253,9 +256,9 @@ class Unpickler {
           const auto& obj = top();
           // An OrderedDict's state is its attributes: `_metadata` (the modules' versions), which a
           // state dict's values do not depend on; a Parameter's is its Python attributes.
+          // A tuple state on a tensor would be `set_(...)` in Python, another tensor: refused.
           const bool known = (obj->kind == Object::Kind::Dict || obj->kind == Object::Kind::Tensor) &&
-                             (state->kind == Object::Kind::Dict || state->kind == Object::Kind::None ||
-                              state->kind == Object::Kind::Tuple);
+                             (state->kind == Object::Kind::Dict || state->kind == Object::Kind::None);
           if (!known) {
             fail(std::string("BUILD of a ") + kind_name(obj->kind) + " with a " + kind_name(state->kind) + " state");
           }
@@ -345,16 +348,14 @@ class Unpickler {
     if (kv.size() % 2 != 0) fail("a dict with an odd number of keys and values");
     for (size_t k = 0; k < kv.size(); k += 2) {
       const auto& key = kv[k];
-      bool replaced = false;
       if (key->kind == Object::Kind::Str) {  // a repeated key replaces the value, as in Python
-        for (auto& e : dict.entries) {
-          if (e.first->kind == Object::Kind::Str && e.first->s == key->s) {
-            e.second = kv[k + 1];
-            replaced = true;
-          }
+        const auto found = dict.str_keys.emplace(key->s, dict.entries.size());
+        if (!found.second) {
+          dict.entries[found.first->second].second = kv[k + 1];
+          continue;
         }
       }
-      if (!replaced) dict.entries.emplace_back(key, kv[k + 1]);
+      dict.entries.emplace_back(key, kv[k + 1]);
     }
   }
   void memo_put(uint64_t index) { memo_[index] = top(); }
@@ -467,8 +468,13 @@ class Unpickler {
       return a[0];
     }
     if (f == "torch._tensor._rebuild_from_type_v2") {
-      // (func, type, args, state): a Tensor subclass; its data is func(*args).
-      if (a.size() < 3 || a[0]->kind != Object::Kind::Global) fail(f + " with unexpected arguments");
+      // (func, type, args, state): a Tensor subclass; its data is func(*args), one of the tensor
+      // rebuilds (never this function again: a chain of them would recurse as deep as the file).
+      if (a.size() < 3 || a[0]->kind != Object::Kind::Global ||
+          (a[0]->s != "torch._utils._rebuild_tensor_v2" && a[0]->s != "torch._utils._rebuild_parameter" &&
+           a[0]->s != "torch._utils._rebuild_parameter_with_state")) {
+        fail(f + " with unexpected arguments");
+      }
       auto out = call(a[0], a[2]);
       if (out->kind != Object::Kind::Tensor) fail(f + " that does not rebuild a tensor");
       return out;
