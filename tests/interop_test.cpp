@@ -36,6 +36,9 @@ namespace parity = rlobj_test::parity;
 
 namespace {
 
+using rlobj_test::slurp;
+using rlobj_test::spit;
+
 const std::vector<std::string> kMlpKeys = {"0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"};
 
 std::string interop_file(const std::string& name) {
@@ -53,16 +56,6 @@ fs::path scratch(const std::string& name) {
   auto dir = fs::temp_directory_path() / ("rlobj_interop_test_" + std::to_string(::getpid()));
   fs::create_directories(dir);
   return dir / name;
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-void spit(const fs::path& p, const std::string& bytes) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
 /// Bytes given by value (pickles hold NULs and opcodes that C++ string literals mangle).

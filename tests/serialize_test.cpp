@@ -29,6 +29,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using rlobj_test::slurp;
+using rlobj_test::spit;
+
 fs::path scratch(const std::string& name) {
   auto dir = fs::temp_directory_path() / ("rlobj_serialize_test_" + std::to_string(::getpid()));
   fs::create_directories(dir);
@@ -41,16 +44,6 @@ TensorDict transitions(int64_t first, int64_t n) {
                      {"observation", torch::sin(id.to(torch::kFloat32)).unsqueeze(-1).expand({n, 3}).contiguous()},
                      {{"next", "reward"}, -id.to(torch::kFloat32).unsqueeze(-1)}},
                     {n});
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-void spit(const fs::path& p, const std::string& bytes) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
 }  // namespace
