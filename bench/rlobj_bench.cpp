@@ -263,6 +263,39 @@ void Rollout(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * n * 200);
 }
 
+// One acting frame of the off-policy examples for one Pendulum: the policy (MLP(32, 32) ReLU,
+// TanhModule, Gaussian exploration noise) under no-grad, the env step with step_mdp and
+// auto-reset (SyncDataCollector, one frame per batch), the replay write of the six
+// transition keys.
+void ActingFrame(benchmark::State& state) {
+  torch::set_num_threads(1);
+  rl::envs::Pendulum env(rl::envs::PendulumOptions().batch_size({1}).seed(0));
+  auto mlp = rl::modules::MLP(rl::modules::MLPOptions(3, 1).num_cells({32, 32}).activation(rl::modules::Activation::ReLU));
+  rl::modules::TensorDictSequential actor(rl::modules::TensorDictModule(mlp, {"observation"}, {"param"}),
+                                          rl::modules::TanhModule({"param"}, {"action"}, env.action_spec()));
+  auto noise = rl::modules::AdditiveGaussianModule(
+      env.action_spec(), rl::modules::AdditiveGaussianModuleOptions().sigma_init(1.0).sigma_end(1.0).std(0.1).seed(1));
+  rl::modules::TensorDictSequential policy(actor, noise);
+  rl::collectors::SyncDataCollector collector(env, policy, /*frames_per_batch=*/1);
+  rl::data::ReplayBuffer rb(rl::data::ReplayBufferOptions(100000).seed(2));
+  const std::vector<rl::NestedKey> keys = {"observation", "action", {"next", "observation"}, {"next", "reward"},
+                                           {"next", "done"}, {"next", "terminated"}};
+  for (auto _ : state) rb.extend(collector.next()->select(keys));
+  state.SetItemsProcessed(state.iterations());
+}
+
+// Args: width. rlobj's vectorised float tanh (what MLP's fused path runs), in place.
+void TanhRlobj(benchmark::State& state) {
+  torch::set_num_threads(1);
+  auto x = torch::randn({kBatch, state.range(0)});
+  auto y = x.clone();
+  for (auto _ : state) {
+    y.copy_(x);  // same input every time (the copy is ~1 us of it)
+    rl::detail::tanh_inplace(y);
+    benchmark::DoNotOptimize(y);
+  }
+}
+
 // Args: activation code, width. What each non-linearity costs in this LibTorch build.
 void Activation(benchmark::State& state) {
   torch::set_num_threads(1);
@@ -373,6 +406,8 @@ int main(int argc, char** argv) {
       ->ArgNames({"act", "width"})
       ->ArgsProduct({{0, 1, 2, 4, 5, 6}, {32, 256}})
       ->Unit(us);
+  RegisterBenchmark("TanhRlobj", TanhRlobj)->ArgName("width")->Arg(32)->Arg(256)->Unit(us);
+  RegisterBenchmark("ActingFrame/rlobj_only", ActingFrame)->Unit(us);
   RegisterBenchmark("Linear", LinearLayer)->ArgNames({"width", "addmm"})->ArgsProduct({{32, 256}, {1, 0}})->Unit(us);
 
   benchmark::Initialize(&argc, argv);

@@ -445,12 +445,17 @@ TEST_CASE("export_policy: a TorchScript policy that acts as the actor, with the 
   rlobj::TensorDict td({5});
   td.set("observation", obs);
   const auto want = actor(td).get("action");
-  CHECK(torch::equal(policy.forward({obs}).toTensor(), want));  // another batch size than the example's
+  // Within a few ulps: the exported graph runs LibTorch's tanh, the actor's fused MLP rlobj's
+  // vectorised one (both within 2 ulp of the exact tanh). Another batch size than the example's.
+  const auto same = [](const torch::Tensor& a, const torch::Tensor& b) {
+    return a.sizes() == b.sizes() && torch::allclose(a, b, /*rtol=*/1e-5, /*atol=*/1e-6);
+  };
+  CHECK(same(policy.forward({obs}).toTensor(), want));
   // One row: BLAS sums a 1-row product in another order than a 5-row one, so compare with the
   // actor on that row.
   rlobj::TensorDict row({1});
   row.set("observation", obs.narrow(0, 2, 1));
-  CHECK(torch::equal(policy.forward({obs.narrow(0, 2, 1)}).toTensor(), actor(row).get("action")));
+  CHECK(same(policy.forward({obs.narrow(0, 2, 1)}).toTensor(), actor(row).get("action")));
   std::vector<std::string> names;
   for (const auto& p : policy.named_parameters()) names.push_back(p.name);
   CHECK(names == rlobj::state_dict(*actor).keys());
@@ -466,7 +471,7 @@ TEST_CASE("export_policy: a TorchScript policy that acts as the actor, with the 
     auto p2 = torch::jit::load(path.string());
     rlobj::TensorDict td2({5});
     td2.set("observation", obs);
-    CHECK(torch::equal(p2.forward({obs}).toTensor(), seq(td2).get("action")));
+    CHECK(same(p2.forward({obs}).toTensor(), seq(td2).get("action")));
     std::vector<std::string> buffers;
     for (const auto& b : p2.named_buffers()) buffers.push_back(b.name);
     CHECK(buffers == std::vector<std::string>{"1.scale", "1.shift"});

@@ -1,5 +1,7 @@
 #include <rlobj/modules/mlp.h>
 
+#include <cmath>
+#include <limits>
 #include <thread>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -41,7 +43,14 @@ TEST_CASE("MLP: TorchRL layout, names and default Tanh", "[modules][mlp]") {
   auto h = torch::tanh(torch::addmm(p["0.bias"], x, p["0.weight"].t()));
   h = torch::tanh(torch::addmm(p["2.bias"], h, p["2.weight"].t()));
   auto expected = torch::addmm(p["4.bias"], h, p["4.weight"].t());
-  CHECK(torch::equal(y, expected));
+  // Within a few ulps: the fused path's tanh is rlobj's vectorised one (see detail/vec_tanh.h).
+  CHECK(torch::allclose(y, expected, /*rtol=*/1e-5, /*atol=*/1e-6));
+  {
+    MLP plain(MLPOptions(3, 1).num_cells({32, 32}).fused(false));
+    torch::NoGradGuard no_grad;
+    for (const auto& item : plain->named_parameters()) item.value().copy_(p[item.key()]);
+    CHECK(torch::equal(plain->forward(x), expected));  // the per-layer path: LibTorch's ops exactly
+  }
 
   // Works on any leading batch shape.
   CHECK(mlp->forward(torch::randn({2, 5, 3})).sizes() == torch::IntArrayRef({2, 5, 1}));
@@ -176,4 +185,132 @@ TEST_CASE("MLP: a clone keeps the source's training mode", "[modules][mlp]") {
     INFO(item.key());
     CHECK(mixed->named_modules()[item.key()]->is_training() == item.value()->is_training());
   }
+}
+
+namespace {
+// A fused and a per-layer MLP with the same weights.
+std::pair<MLP, MLP> twins(MLPOptions options) {
+  MLP fused(options.fused(true));
+  MLP plain(options.fused(false));
+  torch::NoGradGuard no_grad;
+  auto a = fused->parameters(), b = plain->parameters();
+  for (size_t i = 0; i < a.size(); ++i) b[i].copy_(a[i]);
+  return {fused, plain};
+}
+}  // namespace
+
+namespace {
+// Bit for bit, but for Tanh: the fused path's float32 tanh is rlobj's vectorised one (within
+// 1 ulp of the exact tanh, LibTorch's within 2), so values may move by a few ulps.
+void check_same(const torch::Tensor& fused, const torch::Tensor& plain, Activation act) {
+  if (act != Activation::Tanh) {
+    CHECK(torch::equal(fused, plain));
+  } else {
+    CHECK(torch::allclose(fused, plain, /*rtol=*/1e-5, /*atol=*/1e-6));
+  }
+}
+}  // namespace
+
+TEST_CASE("MLP: the fused path gives the per-layer path's values and gradients, bit for bit", "[modules][mlp]") {
+  torch::manual_seed(3);
+  struct Case {
+    Activation act;
+    bool activate_last, bias_last;
+    std::vector<int64_t> input_shape;
+  };
+  const std::vector<Case> cases = {
+      {Activation::Tanh, false, true, {16, 5}},       {Activation::ReLU, false, true, {16, 5}},
+      {Activation::Sigmoid, true, true, {4, 3, 5}},   {Activation::LeakyReLU, true, false, {5}},
+      {Activation::Identity, false, false, {7, 5}},   {Activation::ReLU, true, true, {0, 5}},
+  };
+  for (const auto& c : cases) {
+    INFO(rlobj::modules::activation_name(c.act) << " input " << c.input_shape);
+    auto [fused, plain] = twins(MLPOptions(5, 3).num_cells({8, 6}).activation(c.act).negative_slope(0.1)
+                                    .activate_last_layer(c.activate_last).bias_last_layer(c.bias_last));
+    REQUIRE(fused->is_fused());
+    REQUIRE_FALSE(plain->is_fused());
+    auto x1 = torch::randn(c.input_shape).requires_grad_(true);
+    auto x2 = x1.detach().clone().requires_grad_(true);
+    auto y1 = fused->forward(x1), y2 = plain->forward(x2);
+    REQUIRE(y1.sizes() == y2.sizes());
+    check_same(y1, y2, c.act);
+    auto w = torch::randn(y1.sizes());
+    (y1 * w).sum().backward();
+    (y2 * w).sum().backward();
+    check_same(x1.grad(), x2.grad(), c.act);
+    auto p1 = fused->parameters(), p2 = plain->parameters();
+    for (size_t i = 0; i < p1.size(); ++i) check_same(p1[i].grad(), p2[i].grad(), c.act);
+    torch::NoGradGuard no_grad;  // the plain no-graph loop
+    check_same(fused->forward(x1), plain->forward(x1), c.act);
+  }
+}
+
+TEST_CASE("MLP: the fused path skips gradients nobody needs and composes with autograd", "[modules][mlp]") {
+  torch::manual_seed(4);
+  auto [fused, plain] = twins(MLPOptions(4, 2).num_cells({8, 8}).activation(Activation::ReLU));
+  // Frozen weights (a loss's detached critic), input gradient only: the same input gradient.
+  for (auto& p : fused->parameters()) p.requires_grad_(false);
+  for (auto& p : plain->parameters()) p.requires_grad_(false);
+  auto x1 = torch::randn({6, 4}).requires_grad_(true);
+  auto x2 = x1.detach().clone().requires_grad_(true);
+  fused->forward(torch::tanh(x1)).pow(2).sum().backward();
+  plain->forward(torch::tanh(x2)).pow(2).sum().backward();
+  CHECK(torch::equal(x1.grad(), x2.grad()));
+  for (auto& p : fused->parameters()) CHECK_FALSE(p.grad().defined());
+  // Trainable weights, constant input: weight gradients, none for the input; the output can
+  // be used twice in one graph.
+  for (auto& p : fused->parameters()) p.requires_grad_(true);
+  for (auto& p : plain->parameters()) p.requires_grad_(true);
+  auto x = torch::randn({6, 4});
+  auto y1 = fused->forward(x), y2 = plain->forward(x);
+  (y1.sum() + y1.pow(2).mean()).backward();
+  (y2.sum() + y2.pow(2).mean()).backward();
+  auto p1 = fused->parameters(), p2 = plain->parameters();
+  for (size_t i = 0; i < p1.size(); ++i) CHECK(torch::equal(p1[i].grad(), p2[i].grad()));
+}
+
+TEST_CASE("MLP: options without a fused form take the per-layer path", "[modules][mlp]") {
+  CHECK_FALSE(MLP(MLPOptions(3, 1).num_cells({4}).activation(Activation::ELU))->is_fused());
+  CHECK_FALSE(MLP(MLPOptions(3, 1).num_cells({4}).activation(Activation::GELU))->is_fused());
+  CHECK_FALSE(MLP(MLPOptions(3, 1).num_cells({4}).activation(Activation::LeakyReLU).negative_slope(-0.5))->is_fused());
+  CHECK_FALSE(MLP(MLPOptions(3, 1).num_cells({4}).dropout(0.1))->is_fused());
+  CHECK_FALSE(MLP(MLPOptions(3, 1).num_cells({4}).layer_norm(true))->is_fused());
+  CHECK(MLP(MLPOptions(3, 1).num_cells({4}))->is_fused());  // TorchRL's default Tanh
+  // A clone keeps the path.
+  MLP net(MLPOptions(3, 1).num_cells({4}));
+  CHECK(std::dynamic_pointer_cast<rlobj::modules::MLPImpl>(net->clone())->is_fused());
+}
+
+TEST_CASE("MLP: the vectorised tanh is within 2 ulp of LibTorch's and keeps its special values", "[modules][mlp]") {
+  // A dense sweep of [-10, 10] (beyond it both round to +-1), odd sizes to reach the tail loop.
+  auto x = torch::linspace(-10, 10, 2000003, torch::kFloat);
+  auto fast = x.clone();
+  rlobj::detail::tanh_inplace(fast);
+  auto ref = torch::tanh(x);
+  // Distance in ulps of float32, through the ordered integer representation.
+  auto ordered = [](const torch::Tensor& f) {
+    auto i = f.view(torch::kInt).to(torch::kLong);
+    return torch::where(i < 0, -(i & 0x7fffffff), i);
+  };
+  CHECK((ordered(fast) - ordered(ref)).abs().max().item<int64_t>() <= 2);
+  // Against float64's tanh rounded to float32: within 1 ulp.
+  auto exact = torch::tanh(x.to(torch::kDouble)).to(torch::kFloat);
+  CHECK((ordered(fast) - ordered(exact)).abs().max().item<int64_t>() <= 1);
+  auto special = torch::tensor({0.0f, -0.0f, std::numeric_limits<float>::infinity(),
+                                -std::numeric_limits<float>::infinity(), 100.0f, -100.0f, 1e-30f});
+  auto s = special.clone();
+  rlobj::detail::tanh_inplace(s);
+  CHECK(torch::equal(s, torch::tanh(special)));
+  CHECK(std::signbit(s[1].item<float>()));
+  auto nan = torch::full({5}, std::numeric_limits<float>::quiet_NaN());
+  rlobj::detail::tanh_inplace(nan);
+  CHECK(nan.isnan().all().item<bool>());
+  // Other dtypes and strided tensors take LibTorch's kernel: exactly its values.
+  auto d = torch::randn({7, 3}, torch::kDouble), d2 = d.clone();
+  rlobj::detail::tanh_inplace(d2);
+  CHECK(torch::equal(d2, torch::tanh(d)));
+  auto t = torch::randn({6, 4}).t(), t2 = t.clone();  // clone keeps the transposed strides
+  REQUIRE_FALSE(t2.is_contiguous());
+  rlobj::detail::tanh_inplace(t2);
+  CHECK(torch::equal(t2, torch::tanh(t)));
 }

@@ -15,13 +15,16 @@
 #include <vector>
 
 #include <ATen/core/Generator.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/util/Exception.h>
+#include <rlobj/detail/vec_tanh.h>
 #include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
+#include <torch/autograd.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 #include <torch/version.h>
@@ -67,6 +70,115 @@ inline Activation activation_from_string(const std::string& name) {
                     "\"; expected one of tanh, relu, elu, leaky_relu, gelu, sigmoid, silu, identity");
 }
 
+namespace detail {
+
+/// Whether `MLP`'s fused path differentiates `a` by hand (from the activation's output, as
+/// autograd's own formulas do). ELU, GELU and SiLU need their input and take the plain path;
+/// so does a LeakyReLU with a negative slope (its output does not tell the input's sign).
+inline bool fusable_activation(Activation a, double negative_slope) {
+  switch (a) {
+    case Activation::Tanh:
+    case Activation::ReLU:
+    case Activation::Sigmoid:
+    case Activation::Identity: return true;
+    case Activation::LeakyReLU: return negative_slope >= 0.0;
+    default: return false;
+  }
+}
+
+/// `x = act(x)` in place: the same kernels as the out-of-place ops, hence the same values, but
+/// for Tanh, whose float32 CPU kernel is rlobj's vectorised one (`detail/vec_tanh.h`: within
+/// 1 ulp of the exact tanh; LibTorch's scalar `tanhf` is within 2).
+inline void activate_inplace(torch::Tensor& x, Activation a, double negative_slope) {
+  switch (a) {
+    case Activation::Tanh: rlobj::detail::tanh_inplace(x); break;
+    case Activation::ReLU: x.relu_(); break;
+    case Activation::Sigmoid: x.sigmoid_(); break;
+    case Activation::LeakyReLU: at::leaky_relu_(x, negative_slope); break;
+    default: break;  // Identity (others never reach the fused path)
+  }
+}
+
+/// `grad * act'(.)` from the activation's output `y`: the ops autograd's ReLU/Tanh/Sigmoid/
+/// LeakyReLU backward nodes run.
+inline torch::Tensor activation_backward(const torch::Tensor& grad, const torch::Tensor& y, Activation a,
+                                         double negative_slope) {
+  switch (a) {
+    case Activation::Tanh: return at::tanh_backward(grad, y);
+    case Activation::ReLU: return at::threshold_backward(grad, y, 0);
+    case Activation::Sigmoid: return at::sigmoid_backward(grad, y);
+    case Activation::LeakyReLU: return at::leaky_relu_backward(grad, y, negative_slope, /*self_is_result=*/true);
+    default: return grad;
+  }
+}
+
+/// A whole MLP as one autograd node: the forward runs `addmm` and an in-place activation per
+/// layer with no graph recorded; the backward is written out (activation backward from the
+/// saved output, `g^T x` for the weight, a row sum for the bias, `g W` for the input), the
+/// same ops and operand layouts autograd's `AddmmBackward` uses for a `Linear`, so gradients
+/// match the per-layer graph. Gradients of inputs that do not need them (a frozen copy's
+/// weights, a detached input) are not computed.
+///
+/// `params` is `w0, [b0], w1, [b1], ...`; `layout` packs, per layer, whether it has a bias
+/// (bit 0) and is activated (bit 1).
+struct FusedMLPFunction : public torch::autograd::Function<FusedMLPFunction> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input,
+                               at::TensorList params, const std::vector<int64_t>& layout, int64_t activation,
+                               double negative_slope) {
+    const auto act = static_cast<Activation>(activation);
+    std::vector<torch::Tensor> saved;
+    saved.reserve(1 + params.size() + layout.size());
+    saved.push_back(input);
+    torch::Tensor x = input;
+    size_t j = 0;
+    for (size_t i = 0; i < layout.size(); ++i) {
+      const torch::Tensor& w = params[j++];
+      saved.push_back(w);
+      torch::Tensor y = (layout[i] & 1) ? at::addmm(params[j++], x, w.t()) : at::mm(x, w.t());
+      if (layout[i] & 2) activate_inplace(y, act, negative_slope);
+      if (i + 1 < layout.size() || (layout[i] & 2)) saved.push_back(y);
+      x = std::move(y);
+    }
+    ctx->save_for_backward(saved);
+    ctx->saved_data["layout"] = c10::IValue(c10::List<int64_t>(layout));
+    ctx->saved_data["activation"] = activation;
+    ctx->saved_data["negative_slope"] = negative_slope;
+    return x;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const auto layout = ctx->saved_data["layout"].toIntVector();
+    const auto act = static_cast<Activation>(ctx->saved_data["activation"].toInt());
+    const double slope = ctx->saved_data["negative_slope"].toDouble();
+    const size_t n = layout.size();
+    // saved = input, then per layer its weight and (but for an unactivated last layer) its output.
+    std::vector<size_t> weight_at(n), output_at(n), param_at(n);
+    size_t k = 1, p = 1;  // edge 0 is the input
+    for (size_t i = 0; i < n; ++i) {
+      weight_at[i] = k++;
+      output_at[i] = (i + 1 < n || (layout[i] & 2)) ? k++ : 0;
+      param_at[i] = p;
+      p += (layout[i] & 1) ? 2 : 1;
+    }
+    torch::autograd::variable_list grads(p + 3);  // + layout, activation, negative_slope
+    torch::Tensor g = grad_outputs[0];
+    for (size_t i = n; i-- > 0;) {
+      if (layout[i] & 2) g = activation_backward(g, saved[output_at[i]], act, slope);
+      const torch::Tensor& x = i == 0 ? saved[0] : saved[output_at[i - 1]];
+      if (ctx->needs_input_grad(param_at[i])) grads[param_at[i]] = g.t().mm(x);
+      if ((layout[i] & 1) && ctx->needs_input_grad(param_at[i] + 1)) grads[param_at[i] + 1] = g.sum(0);
+      if (i == 0 && !ctx->needs_input_grad(0)) break;
+      g = g.mm(saved[weight_at[i]]);
+      if (i == 0) grads[0] = g;
+    }
+    return grads;
+  }
+};
+
+}  // namespace detail
+
 /// Options for `MLP`, with TorchRL's keyword names.
 ///
 /// ```
@@ -106,6 +218,16 @@ struct MLPOptions {
   /// initialisation, which is overwritten). Pass one generator to several networks to draw
   /// them in sequence. `clone()` does not draw from it.
   TORCH_ARG(std::optional<at::Generator>, generator) = std::nullopt;
+  /// Run the whole network as one autograd node (`detail::FusedMLPFunction`: no per-layer
+  /// graph, in-place activations, a written-out backward; under `NoGradGuard`/`InferenceMode`
+  /// a plain loop of `addmm` and in-place activations). Same values and gradients as the
+  /// per-layer path. It applies when there is no dropout or layer norm and the activation is
+  /// Tanh, ReLU, Sigmoid, Identity or a LeakyReLU with a slope >= 0; other MLPs take the
+  /// per-layer path whatever this says, and so does every MLP under the JIT tracer. With Tanh
+  /// the values move by a few ulps (float32 on the CPU: rlobj's vectorised tanh, within 1 ulp
+  /// of the exact tanh where LibTorch's is within 2; see `detail/vec_tanh.h`). Turn it off for double backward (`create_graph`):
+  /// the written-out backward is not itself differentiable.
+  TORCH_ARG(bool, fused) = true;
 };
 
 /// A multi-layer perceptron with TorchRL's layout (see `MLPOptions`). Layers are registered
@@ -151,7 +273,8 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
         hidden_(other.hidden_),
         linears_(other.linears_),
         dropouts_(other.dropouts_),
-        norms_(other.norms_) {
+        norms_(other.norms_),
+        layout_(other.layout_) {
     options.generator(std::nullopt);
   }
 
@@ -211,6 +334,14 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
       }
       in = out;
     }
+    layout_.clear();
+    if (options.fused() && options.dropout() == 0.0 && !options.layer_norm() &&
+        detail::fusable_activation(options.activation(), options.negative_slope())) {
+      for (size_t i = 0; i < n_layers; ++i) {
+        const bool last = i + 1 == n_layers;
+        layout_.push_back((linears_[i]->bias.defined() ? 1 : 0) | ((!last || options.activate_last_layer()) ? 2 : 0));
+      }
+    }
   }
 
   /// Runs the network on `input` (`[*, in_features]`).
@@ -218,6 +349,11 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
     TORCH_CHECK(input.dim() >= 1 && input.size(-1) == options.in_features(),
                 "MLP: expected an input with last dim ", options.in_features(), ", got shape ",
                 input.sizes());
+    // Under the JIT tracer (`rlobj::trace_policy`), the per-layer ops: a trace records
+    // dispatched ops only, and the fused path's tanh writes memory directly.
+    if (!layout_.empty() && !c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::Tracer)) {
+      return fused_forward(input);
+    }
     torch::Tensor x = input;
     const size_t n = linears_.size();
     for (size_t i = 0; i < n; ++i) {
@@ -230,6 +366,9 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
     }
     return x;
   }
+
+  /// Whether `forward` takes the fused path (see `MLPOptions::fused`).
+  bool is_fused() const noexcept { return !layout_.empty(); }
 
   /// The hidden layer sizes actually used (after expanding `depth`).
   const std::vector<int64_t>& hidden_sizes() const noexcept { return hidden_; }
@@ -259,6 +398,37 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
       case Activation::Identity: return x;
     }
     return x;
+  }
+
+  torch::Tensor fused_forward(const torch::Tensor& input) {
+    const auto act = options.activation();
+    const double slope = options.negative_slope();
+    torch::Tensor x = input.dim() == 2 ? input : input.reshape({-1, options.in_features()});
+    bool record = torch::GradMode::is_enabled() && x.requires_grad();
+    std::vector<torch::Tensor> params;
+    params.reserve(2 * linears_.size());
+    for (const auto& l : linears_) {
+      params.push_back(l->weight);
+      record = record || (torch::GradMode::is_enabled() && l->weight.requires_grad());
+      if (l->bias.defined()) {
+        params.push_back(l->bias);
+        record = record || (torch::GradMode::is_enabled() && l->bias.requires_grad());
+      }
+    }
+    if (record) {
+      x = detail::FusedMLPFunction::apply(x, at::TensorList(params), layout_, static_cast<int64_t>(act), slope);
+    } else {
+      size_t j = 0;
+      for (int64_t layer : layout_) {
+        const torch::Tensor& w = params[j++];
+        x = (layer & 1) ? at::addmm(params[j++], x, w.t()) : at::mm(x, w.t());
+        if (layer & 2) detail::activate_inplace(x, act, slope);
+      }
+    }
+    if (input.dim() == 2) return x;
+    std::vector<int64_t> shape = input.sizes().vec();
+    shape.back() = options.out_features();
+    return x.reshape(shape);
   }
 
   // The activation modules are registered only so that the children list (and printing)
@@ -297,6 +467,8 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
   std::vector<torch::nn::Linear> linears_;
   std::vector<torch::nn::Dropout> dropouts_;
   std::vector<torch::nn::LayerNorm> norms_;
+  // Per layer, for the fused path: bit 0 a bias, bit 1 activated. Empty: the per-layer path.
+  std::vector<int64_t> layout_;
 };
 
 /// Holder of `MLPImpl` (`std::shared_ptr` semantics), as `TORCH_MODULE` makes.

@@ -225,11 +225,20 @@ class TD3LossImpl : public LossModuleImpl {
 
   TensorDict actor_loss_unchecked(const TensorDict& td) {
     // Critic 0 of the frozen critics on (s, mu(s)); all N evaluated for logging (TorchRL's
-    // state_action_value_actor).
-    torch::Tensor q_actor = evaluate(qvalue_net_.frozen, with_action_of(*actor_, td));  // [N, B]
+    // state_action_value_actor). Only critic 0 is differentiated: the others are evaluated
+    // without a graph (same values; TorchRL's backward through them carries zeros).
+    const TensorDict in = with_action_of(*actor_, td);
+    const auto& critics = qvalue_net_.frozen;
+    std::vector<torch::Tensor> q_actor;
+    q_actor.reserve(critics.size());
+    q_actor.push_back(evaluate_one(*critics.front(), in, /*squeeze=*/true));  // [B]
+    {
+      torch::NoGradGuard no_grad;
+      for (size_t i = 1; i < critics.size(); ++i) q_actor.push_back(evaluate_one(*critics[i], in, /*squeeze=*/true));
+    }
     TensorDict out(TensorDict::BatchSize{});
-    out.set("loss_actor", reduce(-q_actor[0], options.reduction()));
-    out.set("state_action_value_actor", q_actor.detach());
+    out.set("loss_actor", reduce(-q_actor.front(), options.reduction()));
+    out.set("state_action_value_actor", torch::stack(q_actor, 0).detach());  // [N, B]
     return out;
   }
 
@@ -286,14 +295,17 @@ class TD3LossImpl : public LossModuleImpl {
                          bool squeeze = true) const {
     std::vector<torch::Tensor> values;
     values.reserve(critics.size());
-    for (const auto& critic : critics) {
-      TensorDict out = critic->forward(in.copy());
-      const torch::Tensor* q = out.find(keys_.state_action_value);
-      TORCH_CHECK(q != nullptr, "TD3Loss: the qvalue network did not write \"", keys_.state_action_value.str(),
-                  "\"; set its out_keys or call set_keys({{\"state_action_value\", ...}})");
-      values.push_back(squeeze ? q->squeeze(-1) : *q);
-    }
+    for (const auto& critic : critics) values.push_back(evaluate_one(*critic, in, squeeze));
     return torch::stack(values, 0);
+  }
+
+  // One critic on `in`: [*batch] (squeezed) or [*batch, 1].
+  torch::Tensor evaluate_one(QValueImpl& critic, const TensorDict& in, bool squeeze) const {
+    TensorDict out = critic.forward(in.copy());
+    const torch::Tensor* q = out.find(keys_.state_action_value);
+    TORCH_CHECK(q != nullptr, "TD3Loss: the qvalue network did not write \"", keys_.state_action_value.str(),
+                "\"; set its out_keys or call set_keys({{\"state_action_value\", ...}})");
+    return squeeze ? q->squeeze(-1) : *q;
   }
 
   void keys_changed() {

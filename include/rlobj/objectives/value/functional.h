@@ -105,7 +105,11 @@ inline void check_gamma_tensor(const char* where, const torch::Tensor& gamma, co
                     rlobj::detail::dtype_str(gamma.scalar_type()), " ", rlobj::detail::shape_str(gamma.sizes()));
   TORCH_CHECK_VALUE(gamma.device() == reward.device() || (gamma.dim() == 0 && gamma.is_cpu()), where,
                     ": gamma is on ", gamma.device().str(), " but the reward on ", reward.device().str());
-  if (gamma.is_cpu()) {
+  if (gamma.is_cpu() && gamma.dim() == 0) {
+    // The usual case (an estimator's scalar gamma), checked with one read instead of four ops.
+    const double g = gamma.item<double>();
+    TORCH_CHECK_VALUE(g >= 0 && g <= 1, where, ": gamma must be in [0, 1], got ", g);
+  } else if (gamma.is_cpu()) {
     TORCH_CHECK_VALUE(((gamma >= 0) & (gamma <= 1)).all().item<bool>(), where, ": gamma must be in [0, 1], got ",
                       gamma.min().item<double>(), " .. ", gamma.max().item<double>());
   }
