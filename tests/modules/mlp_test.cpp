@@ -318,3 +318,17 @@ TEST_CASE("MLP: the vectorised tanh is within 2 ulp of LibTorch's and keeps its 
   rlobj::detail::tanh_inplace(t2);
   CHECK(torch::equal(t2, torch::tanh(t)));
 }
+
+TEST_CASE("MLP: the fused path refuses double backward with a clear error", "[modules][mlp]") {
+  torch::manual_seed(5);
+  auto [fused, plain] = twins(MLPOptions(3, 1).num_cells({4}).activation(Activation::Tanh));
+  auto x = torch::randn({5, 3}).requires_grad_(true);
+  auto g = torch::autograd::grad({fused->forward(x).sum()}, {x}, {}, /*retain_graph=*/true, /*create_graph=*/false);
+  CHECK(g[0].sizes() == x.sizes());  // first order is fine
+  REQUIRE_THROWS_WITH(
+      torch::autograd::grad({fused->forward(x).sum()}, {x}, {}, /*retain_graph=*/true, /*create_graph=*/true),
+      Contains("fused path has no double backward"));
+  // The per-layer path differentiates twice.
+  auto g1 = torch::autograd::grad({plain->forward(x).sum()}, {x}, {}, /*retain_graph=*/true, /*create_graph=*/true);
+  CHECK(g1[0].requires_grad());
+}

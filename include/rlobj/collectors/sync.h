@@ -69,7 +69,12 @@ class SyncDataCollector {
     steps_per_batch_ = frames_per_batch / n_envs;
   }
 
-  /// The next batch, or nothing once `total_frames` have been collected.
+  /// The next batch, or nothing once `total_frames` have been collected. With one step per
+  /// batch (`frames_per_batch` = the number of environments), the batch holds views of that
+  /// step's tensors rather than copies, and its `next` entries are the collector's next root:
+  /// a policy must write new tensors (`td.set`), not modify its input's in place, and a batch
+  /// you keep must not be modified in place before the next call (the library's environments,
+  /// modules and replay buffer never do either).
   std::optional<TensorDict> next() {
     if (total_frames_ > 0 && frames_ >= total_frames_) return std::nullopt;
     if (!root_) root_ = env_->reset();

@@ -242,6 +242,7 @@ class ReplayBuffer {
         buf.stride(1) != 1) {
       return false;
     }
+    if (slot.numel == 0) return true;  // a zero-size entry: nothing to write
     const auto elem = static_cast<int64_t>(buf.element_size());
     const auto row_bytes = static_cast<size_t>(slot.numel * elem);
     const char* from = static_cast<const char*>(src.data_ptr()) + skip * slot.numel * elem;

@@ -153,6 +153,11 @@ struct FusedMLPFunction : public torch::autograd::Function<FusedMLPFunction> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
+    // backward(create_graph=true) runs this with grad mode on: the activations were saved
+    // without history, so a second derivative would silently miss terms.
+    TORCH_CHECK(!at::GradMode::is_enabled(),
+                "MLP: the fused path has no double backward (backward with create_graph); build the MLP with "
+                "MLPOptions().fused(false)");
     const auto saved = ctx->get_saved_variables();
     const auto layout = ctx->saved_data["layout"].toIntVector();
     const auto act = static_cast<Activation>(ctx->saved_data["activation"].toInt());
@@ -228,8 +233,9 @@ struct MLPOptions {
   /// a plain loop of `addmm` and in-place activations). Same values and gradients as the
   /// per-layer path. It applies when there is no dropout or layer norm and the activation is
   /// Tanh, ReLU, Sigmoid, Identity or a LeakyReLU with a slope >= 0; other MLPs take the
-  /// per-layer path whatever this says, and so does every MLP under the JIT tracer. Turn it off for double backward (`create_graph`):
-  /// the written-out backward is not itself differentiable.
+  /// per-layer path whatever this says, and so does every MLP under the JIT tracer or
+  /// autocast. Turn it off for double backward (`create_graph`): the written-out backward is
+  /// not itself differentiable, and says so with a `c10::Error`.
   TORCH_ARG(bool, fused) = true;
   /// On the fused path, compute float32 Tanh on the CPU with rlobj's vectorised tanh
   /// (`detail/vec_tanh.h`): about twice LibTorch's speed (9.6 against 18.2 us for 256x32 with
@@ -358,10 +364,15 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
     TORCH_CHECK(input.dim() >= 1 && input.size(-1) == options.in_features(),
                 "MLP: expected an input with last dim ", options.in_features(), ", got shape ",
                 input.sizes());
-    // Under the JIT tracer (`rlobj::trace_policy`), the per-layer ops: a trace records
-    // dispatched ops only, and the fused path's tanh writes memory directly.
-    if (!layout_.empty() && !c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::Tracer)) {
-      return fused_forward(input);
+    // The per-layer ops under the JIT tracer (`rlobj::trace_policy`: a trace records
+    // dispatched ops only, and `fast_tanh` writes memory directly) and under autocast (its
+    // casts happen per op, and the fused backward would meet reduced-precision activations
+    // with full-precision weights).
+    if (!layout_.empty()) {
+      const auto tls = c10::impl::tls_local_dispatch_key_set();
+      if (!tls.included_.has(c10::DispatchKey::Tracer) && !tls.included_.has_any(c10::autocast_dispatch_keyset)) {
+        return fused_forward(input);
+      }
     }
     torch::Tensor x = input;
     const size_t n = linears_.size();
