@@ -98,10 +98,7 @@ class SyncDataCollector {
       root_ = std::move(stepped.second);
     }
     frames_ += frames_per_batch_;
-    // One step per batch (one update per frame, the off-policy examples' loop): a view with a
-    // time dim of 1 instead of a copy of every entry. The step's tensors are fresh ones (the
-    // environments and policies write new tensors, never into their inputs), so the batch
-    // does not change when the collector goes on.
+    // One step per batch: views, not copies (see above).
     if (steps.size() == 1) return steps.front().unsqueeze(-1);
     return TensorDict::stack(steps, -1);
   }

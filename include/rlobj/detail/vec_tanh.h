@@ -1,10 +1,10 @@
 #pragma once
 
 /// \file
-/// A vectorised float `tanh` for `MLP`'s fused path. LibTorch's CPU `tanh` calls the C
-/// library's scalar `tanhf` per element (1.13 from Debian and 2.x from pip alike: ~19 us for
-/// 256x32 floats against ~1 us for `relu`), which made TorchRL's default Tanh networks spend
-/// more time in the activation than in their matmuls.
+/// A vectorised float `tanh` for `MLP`'s fused path, opt-in (`MLPOptions::fast_tanh`).
+/// LibTorch's CPU `tanh` is slow (1.13 from Debian and 2.x from pip alike: ~19 us for 256x32
+/// floats against ~1 us for `relu`), which makes TorchRL's default Tanh networks spend more
+/// time in the activation than in their matmuls.
 ///
 /// The algorithm is the classic Cephes one: `x + x^3 P(x^2)` below |x| = 0.625, else
 /// `1 - 2 / (exp(2|x|) + 1)` with the sign of x, `exp` by Cody-Waite range reduction and a

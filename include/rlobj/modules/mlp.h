@@ -18,13 +18,13 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/util/Exception.h>
 #include <rlobj/detail/vec_tanh.h>
+#include <torch/autograd.h>
 #include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
-#include <torch/autograd.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 #include <torch/version.h>
@@ -424,18 +424,15 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
     const auto act = options.activation();
     const double slope = options.negative_slope();
     torch::Tensor x = input.dim() == 2 ? input : input.reshape({-1, options.in_features()});
-    bool record = torch::GradMode::is_enabled() && x.requires_grad();
     std::vector<torch::Tensor> params;
     params.reserve(2 * linears_.size());
+    bool any_requires_grad = x.requires_grad();
     for (const auto& l : linears_) {
       params.push_back(l->weight);
-      record = record || (torch::GradMode::is_enabled() && l->weight.requires_grad());
-      if (l->bias.defined()) {
-        params.push_back(l->bias);
-        record = record || (torch::GradMode::is_enabled() && l->bias.requires_grad());
-      }
+      if (l->bias.defined()) params.push_back(l->bias);
     }
-    if (record) {
+    for (const auto& p : params) any_requires_grad = any_requires_grad || p.requires_grad();
+    if (torch::GradMode::is_enabled() && any_requires_grad) {
       x = detail::FusedMLPFunction::apply(x, at::TensorList(params), layout_, static_cast<int64_t>(act), slope,
                                           options.fast_tanh());
     } else {
