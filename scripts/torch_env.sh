@@ -11,7 +11,7 @@ rlobj_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RLOBJ_TORCH="${RLOBJ_TORCH:-debian}"
 RLOBJ_CMAKE_ARGS=()
 # The build tools, fmt for Debian's LibTorch, and what the tests, examples and benchmarks use.
-rlobj_common=(g++ make cmake catch2 libcli11-dev libbenchmark-dev nlohmann-json3-dev)
+rlobj_common=(g++ make cmake catch2 libcli11-dev libbenchmark-dev nlohmann-json3-dev libgloo-dev)
 case "$RLOBJ_TORCH" in
   debian)
     RLOBJ_TORCH_NAME=debian

@@ -1,0 +1,174 @@
+#pragma once
+
+/// \file
+/// `rlobj::distributed::DataParallel`: data-parallel learners. Each rank computes gradients on
+/// its own data; `average_gradients` all-reduces each parameter group as one flat buffer (one
+/// collective per network) before the optimizer step, so every rank takes the same step and
+/// the parameters stay identical, bit for bit.
+///
+/// ```
+/// rlobj::distributed::DataParallel dp(pg);
+/// dp.add_group("actor", loss->parameters_of("actor_network"));
+/// dp.add_group("critic", loss->parameters_of("qvalue_network"));
+/// dp.broadcast_parameters();            // rank 0's initial weights everywhere
+/// ...
+/// loss_value.backward();
+/// dp.average_gradients("critic");       // before optim_critic.step()
+/// optim_critic.step();
+/// ```
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <c10/util/Exception.h>
+#include <torch/types.h>
+#include <torch/utils.h>
+
+#include "rlobj/distributed/process_group.h"
+
+namespace rlobj {
+namespace distributed {
+
+/// Named groups of parameters kept identical across the ranks of a `ProcessGroup`.
+class DataParallel {
+ public:
+  explicit DataParallel(ProcessGroup& group) : group_(&group) {}
+
+  /// Registers `params` (CPU tensors, the same shapes and order on every rank; checked when
+  /// first broadcast or averaged) under `name`.
+  void add_group(const std::string& name, std::vector<torch::Tensor> params) {
+    TORCH_CHECK_VALUE(!name.empty(), "DataParallel::add_group: the name is empty");
+    for (const auto& g : groups_) {
+      TORCH_CHECK_VALUE(g.name != name, "DataParallel::add_group: a group named '", name, "' exists already");
+    }
+    TORCH_CHECK_VALUE(!params.empty(), "DataParallel::add_group('", name, "'): no parameters");
+    std::string layout;
+    for (size_t i = 0; i < params.size(); ++i) {
+      const auto& p = params[i];
+      TORCH_CHECK_VALUE(p.defined() && p.device().is_cpu() && p.scalar_type() == params[0].scalar_type(),
+                        "DataParallel::add_group('", name, "'): parameter ", i,
+                        " must be a defined CPU tensor of the group's dtype ", params[0].scalar_type());
+      layout += std::to_string(p.numel()) + ",";
+    }
+    groups_.push_back(Group{name, std::move(params), layout, false});
+  }
+
+  /// Copies `root`'s parameters of every group to every rank (one broadcast per group).
+  void broadcast_parameters(int64_t root = 0) {
+    torch::NoGradGuard no_grad;
+    for (auto& g : groups_) {
+      check_layout(g);
+      torch::Tensor flat = flatten(g.params, /*grads=*/false);
+      group_->broadcast_(flat, root, g.name + " parameters");
+      unflatten(flat, g.params, /*grads=*/false);
+    }
+  }
+
+  /// Replaces the gradients of group `name` by their mean over the ranks: one all-reduce of a
+  /// flat buffer. A gradient that is undefined on every rank stays undefined (as the optimizer
+  /// then skips it); one undefined on some ranks only is an error.
+  void average_gradients(const std::string& name) { average(find(name)); }
+
+  /// `average_gradients` for every group.
+  void average_gradients() {
+    for (auto& g : groups_) average(g);
+  }
+
+  /// True when every rank holds bit-identical parameters in every group (an all-gather of each
+  /// flat buffer); for tests and debugging, as it moves world_size copies of the parameters.
+  bool parameters_identical() {
+    torch::NoGradGuard no_grad;
+    bool same = true;
+    for (auto& g : groups_) {
+      torch::Tensor flat = flatten(g.params, /*grads=*/false);
+      for (const auto& other : group_->all_gather(flat, g.name + " parameters")) same = same && torch::equal(other, flat);
+    }
+    return same;
+  }
+
+  ProcessGroup& process_group() { return *group_; }
+
+ private:
+  struct Group {
+    std::string name;
+    std::vector<torch::Tensor> params;
+    std::string layout;
+    bool checked;
+  };
+
+  Group& find(const std::string& name) {
+    for (auto& g : groups_) {
+      if (g.name == name) return g;
+    }
+    TORCH_CHECK_VALUE(false, "DataParallel: no parameter group named '", name, "'");
+  }
+
+  void check_layout(Group& g) {
+    if (g.checked) return;
+    group_->check_same("layout of parameter group '" + g.name + "'",
+                       std::string(c10::toString(g.params[0].scalar_type())) + ":" + g.layout);
+    g.checked = true;
+  }
+
+  static torch::Tensor flatten(const std::vector<torch::Tensor>& params, bool grads) {
+    std::vector<torch::Tensor> parts;
+    parts.reserve(params.size());
+    for (const auto& p : params) {
+      if (!grads) {
+        parts.push_back(p.detach().reshape({-1}));
+      } else {
+        const auto& g = p.grad();
+        parts.push_back(g.defined() ? g.reshape({-1}) : torch::zeros({p.numel()}, p.options()));
+      }
+    }
+    return torch::cat(parts).contiguous();
+  }
+
+  static void unflatten(const torch::Tensor& flat, std::vector<torch::Tensor>& params, bool grads) {
+    int64_t offset = 0;
+    for (auto& p : params) {
+      const auto part = flat.narrow(0, offset, p.numel()).view(p.sizes());
+      if (grads) {
+        p.mutable_grad().copy_(part);
+      } else {
+        p.detach().copy_(part);
+      }
+      offset += p.numel();
+    }
+  }
+
+  void average(Group& g) {
+    check_layout(g);
+    torch::NoGradGuard no_grad;
+    const int64_t n = static_cast<int64_t>(g.params.size());
+    // The gradients, then one flag per parameter (1: defined here), in one buffer.
+    torch::Tensor flat = flatten(g.params, /*grads=*/true);
+    torch::Tensor defined = torch::empty({n}, flat.options());
+    for (int64_t i = 0; i < n; ++i) defined[i] = g.params[i].grad().defined() ? 1.0 : 0.0;
+    torch::Tensor buffer = torch::cat({flat, defined});
+    group_->allreduce_sum_(buffer, g.name + " gradients");
+    const torch::Tensor counts = buffer.narrow(0, flat.numel(), n);
+    const auto world = static_cast<double>(group_->world_size());
+    torch::Tensor mean = buffer.narrow(0, 0, flat.numel()).div_(world);
+    int64_t offset = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      auto& p = g.params[i];
+      const double count = counts[i].item<double>();
+      TORCH_CHECK(count == 0 || count == world, "DataParallel: the gradient of parameter ", i, " of group '", g.name,
+                  "' is defined on ", count, " of ", world, " ranks (every rank must run the same backward)");
+      if (count == world) {
+        if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+        p.mutable_grad().copy_(mean.narrow(0, offset, p.numel()).view(p.sizes()));
+      }
+      offset += p.numel();
+    }
+  }
+
+  ProcessGroup* group_;
+  std::vector<Group> groups_;
+};
+
+}  // namespace distributed
+}  // namespace rlobj

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Starts N copies of a command as one torch.distributed job on this machine, the way
+# `torchrun --nproc_per_node N` does, for machines without Python: each copy gets RANK,
+# LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT. When one copy fails,
+# the others get --grace seconds to notice (rlobj's collectives fail fast and name the rank)
+# before they are killed; the launcher exits with the first failure's status.
+#
+#   scripts/launch.sh -n 3 -- build/examples/td3_pendulum --collectors 2
+#   scripts/launch.sh -n 2 --port 29600 -- ./my_trainer --flag
+#
+# Options: -n|--nproc N (>= 1), --port P (default: a free port from 29500 up), --addr A
+# (default 127.0.0.1), --grace S (default 30).
+set -uo pipefail
+
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+nproc=""
+port=""
+addr="127.0.0.1"
+grace=30
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -n|--nproc) nproc="${2:-}"; shift 2 ;;
+    --port) port="${2:-}"; shift 2 ;;
+    --addr) addr="${2:-}"; shift 2 ;;
+    --grace) grace="${2:-}"; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    --) shift; break ;;
+    *) echo "launch.sh: unknown option '$1' (the command goes after --)" >&2; exit 2 ;;
+  esac
+done
+[[ "$nproc" =~ ^[1-9][0-9]*$ ]] || { echo "launch.sh: -n needs a positive number of processes, got '$nproc'" >&2; exit 2; }
+[[ "$grace" =~ ^[0-9]+$ ]] || { echo "launch.sh: --grace needs a number of seconds, got '$grace'" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "launch.sh: no command given (scripts/launch.sh -n N -- command args...)" >&2; exit 2; }
+
+port_in_use() { (exec 3<>"/dev/tcp/$addr/$1") 2>/dev/null; }
+if [ -z "$port" ]; then
+  port=29500
+  while port_in_use "$port"; do port=$((port + 1)); done
+fi
+[[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] ||
+  { echo "launch.sh: --port needs a TCP port (1..65535), got '$port'" >&2; exit 2; }
+
+pids=()
+for ((rank = 0; rank < nproc; ++rank)); do
+  RANK=$rank LOCAL_RANK=$rank WORLD_SIZE=$nproc LOCAL_WORLD_SIZE=$nproc MASTER_ADDR=$addr MASTER_PORT=$port \
+    "$@" &
+  pids+=($!)
+done
+stop_all() { for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done; }
+trap 'stop_all; exit 130' INT TERM
+
+rank_of() { for i in "${!pids[@]}"; do [ "${pids[$i]}" = "$1" ] && echo "$i"; done; }
+status=0
+running=("${pids[@]}")
+killer=""
+while [ "${#running[@]}" -gt 0 ]; do
+  finished=""
+  # wait -n -p (bash >= 5.1) names the process that ended.
+  wait -n -p finished "${running[@]}"
+  code=$?
+  [ -n "$finished" ] || continue
+  still=()
+  for pid in "${running[@]}"; do [ "$pid" = "$finished" ] || still+=("$pid"); done
+  running=("${still[@]}")
+  rank=$(rank_of "$finished")
+  if [ "$code" -ne 0 ]; then
+    echo "launch.sh: rank $rank exited with status $code" >&2
+    if [ "$status" -eq 0 ]; then
+      status=$code
+      # The others get --grace seconds to notice and exit on their own.
+      (trap 'kill "$sp" 2>/dev/null; exit 0' TERM
+       sleep "$grace" & sp=$!
+       wait "$sp"
+       echo "launch.sh: ranks still running ${grace} s after the first failure; stopping them" >&2
+       for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done) &
+      killer=$!
+    fi
+  fi
+done
+[ -n "$killer" ] && kill "$killer" 2>/dev/null
+exit "$status"
