@@ -30,6 +30,7 @@
 #include <fmt/ranges.h>  // fmt::join (there since fmt 11)
 
 #include "common/cli.h"
+#include "offpolicy/distributed.h"
 #include "offpolicy/trainer.h"
 
 namespace offpolicy {
@@ -187,6 +188,20 @@ int run(int argc, char** argv) {
   app.add_option("--resume", resume, "Resume from this checkpoint")->check(CLI::ExistingFile);
   app.add_option("--log-csv", log_csv, "Append evaluation returns and losses to this CSV file");
   app.add_flag("--quiet", quiet, "Only print the final summary");
+  DistributedSettings dist;
+  app.add_option("--collectors", dist.collectors,
+                 "Collector processes (0: one process). Launch N+1 processes: scripts/launch.sh -n N+1 -- ... or "
+                 "torchrun --nproc_per_node N+1 ...; rank 0 learns")
+      ->capture_default_str()
+      ->check(int_at_least(0));
+  app.add_option("--weights-every", dist.weights_every, "With --collectors: push the policy to the collectors every "
+                 "N rounds, >= 1")
+      ->capture_default_str()
+      ->check(int_at_least(1));
+  app.add_option("--dist-timeout", dist.timeout_s, "With --collectors: seconds any collective or message may take "
+                 "before the run fails, > 0")
+      ->capture_default_str()
+      ->check(real([](double v) { return v > 0; }, "a positive number"));
   try {
     app.parse(argc, argv);
     check_consistency(cfg);
@@ -195,11 +210,48 @@ int run(int argc, char** argv) {
   }
   cfg.seed = static_cast<uint64_t>(seed);
 
+  // A multi-process run: torchrun's variables name this process's rank (none set: one process).
+  namespace dist_ns = rlobj::distributed;
+  const auto launch = dist_ns::LaunchInfo::from_env();
+  if (dist.collectors == 0 && launch.world_size > 1) {
+    throw std::invalid_argument(fmt::format(
+        "{}: started as rank {} of WORLD_SIZE={} without --collectors: pass --collectors {} (rank 0 learns, the "
+        "others collect)", Algo::kProgram, launch.rank, launch.world_size, launch.world_size - 1));
+  }
+  if (dist.collectors > 0 && launch.world_size != dist.collectors + 1) {
+    throw std::invalid_argument(fmt::format(
+        "{}: --collectors {} needs {} processes (the learner and {} collectors), but WORLD_SIZE={}: launch it with "
+        "scripts/launch.sh -n {} -- {} ... or torchrun --nproc_per_node {} ...", Algo::kProgram, dist.collectors,
+        dist.collectors + 1, dist.collectors, launch.world_size, dist.collectors + 1, Algo::kProgram,
+        dist.collectors + 1));
+  }
+  std::optional<dist_ns::ProcessGroup> pg;
+  std::optional<dist_ns::DistributedCollector> channel;
+  if (dist.collectors > 0) {
+    pg.emplace(launch, dist_ns::ProcessGroupOptions().timeout(
+                           std::chrono::milliseconds(static_cast<int64_t>(dist.timeout_s * 1000))));
+    pg->check_same("configuration", cfg.fingerprint() + " " + dist.fingerprint() + " resume=" +
+                                        std::to_string(!resume.empty()));
+    channel.emplace(*pg);
+  }
+  // A failure on any rank is left in the store, so that the others name it when they notice.
+  try {
+  if (pg && pg->rank() != 0) {
+    const auto t0 = Clock::now();
+    const int64_t frames = run_collector<Algo>(*pg, *channel, cfg, dist);
+    pg->finish();
+    if (!quiet) {
+      fmt::print("collector rank {}: sent {} frames in {:.1f} s\n", pg->rank(), frames, seconds_since(t0));
+    }
+    return 0;
+  }
+
   {
     const auto t0 = Clock::now();
     // Opened before the (slower) trainer, so that an unwritable CSV fails at once.
     CsvLog csv(log_csv, /*append=*/!resume.empty(), kCsvHeader);
     Trainer<Algo> trainer(cfg);
+    if (pg) trainer.set_remote_collection();
     if (!resume.empty()) {
       trainer.load(resume);
       if (!quiet) fmt::print("resumed from {} at frame {}\n", resume, trainer.frames());
@@ -211,6 +263,13 @@ int run(int argc, char** argv) {
                  cfg.activation, cfg.device, preset.empty() ? std::string() : ", preset " + preset);
     }
 
+    if (pg && !quiet) {
+      fmt::print("distributed: rank 0 learns, {} collector processes, weights pushed every {} round(s) of {} frames\n",
+                 dist.collectors, dist.weights_every, dist.collectors * cfg.num_envs);
+    }
+    std::optional<Learner<Algo>> learner;
+    if (pg) learner.emplace(*channel, trainer, dist);
+    const auto step = [&] { return learner ? learner->step() : trainer.step(); };
     const int64_t start_frames = trainer.frames();
     double last_eval = std::nan("");
     auto last_print = Clock::now();
@@ -240,7 +299,7 @@ int run(int argc, char** argv) {
 
     // Periodic evaluations; the one at the last frame is the final evaluation below.
     int64_t next_eval = (trainer.frames() / cfg.eval_every + 1) * cfg.eval_every;
-    while (trainer.step()) {
+    while (step()) {
       if (cfg.eval_every > 0 && trainer.frames() >= next_eval && trainer.frames() < cfg.total_frames) {
         last_eval = trainer.evaluate();
         csv.row(csv_row(trainer, seconds_since(t0), last_eval));
@@ -261,6 +320,11 @@ int run(int argc, char** argv) {
                "{:.1f} (mean of {} deterministic episodes of 200 steps)\n",
                cfg.seed, wall, trainer.frames(), trainer.updates(), trainer.episodes(), final_return,
                cfg.eval_episodes);
+  }
+  if (pg) pg->finish();
+  } catch (const std::exception& e) {
+    if (pg) pg->report_failure(first_line(e.what()));
+    throw;
   }
   rlobj_examples::check_stdout();  // the summary is the job's result
   return 0;

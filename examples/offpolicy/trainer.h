@@ -11,6 +11,7 @@
 #include <deque>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -299,6 +300,45 @@ class Trainer {
     return true;
   }
 
+  /// Distributed learner (`--collectors N`, examples/offpolicy/distributed.h): the transitions
+  /// come from collector processes instead of this trainer's own environments. Set it before
+  /// `load`: such a run's checkpoints have their own format (a single-process run cannot resume
+  /// one, nor the reverse).
+  void set_remote_collection() {
+    remote_ = true;
+    remote_started_ = false;
+  }
+  bool remote_collection() const { return remote_; }
+
+  /// Distributed learner: one round of batches collected elsewhere (`[rows, 1]`, the
+  /// `transition_keys()`), into the replay buffer, then (past the warm-up) one update per row.
+  void consume(const rl::TensorDict& batch) {
+    TORCH_CHECK(remote_, Algo::kProgram, ": consume() needs set_remote_collection()");
+    const int64_t rows = batch.batch_size().at(0);
+    // Collectors start fresh episodes at every (re)start: partial returns do not carry over.
+    if (!remote_started_ || running_return_.numel() != rows) running_return_ = torch::zeros({rows});
+    remote_started_ = true;
+    const int64_t before = recent_done_;
+    track_returns(batch);
+    remote_episodes_ += recent_done_ - before;
+    rb_.extend(batch.select(transition_keys()));
+    remote_frames_ += rows;
+    if (frames() >= cfg_.init_random_frames && rb_.size() >= cfg_.batch_size) {
+      for (int64_t i = 0; i < rows; ++i) update();
+    }
+  }
+
+  /// Distributed collector: the next batch of this trainer's environments (`transition_keys()`
+  /// only), or nothing once `total_frames` are collected. No updates.
+  std::optional<rl::TensorDict> collect() {
+    auto batch = collector_->next();
+    if (!batch) return std::nullopt;
+    return batch->select(transition_keys());
+  }
+
+  /// The policy's weights (the actor network's flat parameters), as pushed to collectors.
+  std::vector<torch::Tensor> policy_parameters() const { return loss_->parameters_of("actor_network"); }
+
   /// One gradient step of the critic; every `policy_delay`-th update also one of the actor (and
   /// SAC's temperature) and a soft target update (TD3's delayed policy update; DDPG and SAC
   /// have `policy_delay` 1). TD3 follows TorchRL's TD3 example: the critic loss, the critic's
@@ -357,7 +397,7 @@ class Trainer {
   /// Writes everything needed to continue exactly where we are.
   void save(const std::string& path) const {
     torch::serialize::OutputArchive archive, loss, optim_a, optim_c, optim_alpha, noise, rb, collector;
-    rl::write_format(archive, format_name());
+    rl::write_format(archive, checkpoint_format());
     archive.write("config", c10::IValue(cfg_.fingerprint()));
     loss_->save(loss);
     archive.write("loss", loss);
@@ -383,6 +423,7 @@ class Trainer {
     archive.write("recent_returns", torch::tensor(std::vector<double>(recent_returns_.begin(), recent_returns_.end()),
                                                   torch::kFloat64));
     archive.write("counters", torch::tensor({updates_}, torch::kInt64));
+    if (remote_) archive.write("remote_counters", torch::tensor({remote_frames_, remote_episodes_}, torch::kInt64));
     archive.write("last_losses", torch::tensor({last_loss_actor(), last_loss_value()}, torch::kFloat64));
     rl::save_atomic(archive, path);
   }
@@ -393,7 +434,7 @@ class Trainer {
     // Verified record by record before anything is read. No map_location: the fingerprint
     // pins the device, and CPU-side state (generator states, return tracking) must stay put.
     rl::load_archive(archive, path);
-    rl::check_format(archive, format_name(), Algo::kProgram);
+    rl::check_format(archive, checkpoint_format(), Algo::kProgram);
     c10::IValue fingerprint;
     archive.read("config", fingerprint);
     TORCH_CHECK(fingerprint.toStringRef() == cfg_.fingerprint(), Algo::kProgram, ": checkpoint \"", path,
@@ -424,13 +465,19 @@ class Trainer {
     recent_returns_.assign(recent.data_ptr<double>(), recent.data_ptr<double>() + recent.numel());
     archive.read("counters", counters);
     updates_ = counters[0].item<int64_t>();
+    if (remote_) {
+      torch::Tensor remote;
+      archive.read("remote_counters", remote);
+      remote_frames_ = remote[0].item<int64_t>();
+      remote_episodes_ = remote[1].item<int64_t>();
+    }
     archive.read("last_losses", losses);
     last_loss_actor_ = losses[0];
     last_loss_value_ = losses[1];
   }
 
-  int64_t frames() const { return collector_->frames(); }
-  int64_t episodes() const { return collector_->episodes(); }
+  int64_t frames() const { return collector_->frames() + remote_frames_; }
+  int64_t episodes() const { return collector_->episodes() + remote_episodes_; }
   int64_t updates() const { return updates_; }
   double last_loss_actor() const { return last_loss_actor_.defined() ? last_loss_actor_.item<double>() : std::nan(""); }
   double last_loss_value() const { return last_loss_value_.defined() ? last_loss_value_.item<double>() : std::nan(""); }
@@ -442,6 +489,8 @@ class Trainer {
   const Config& config() const { return cfg_; }
   /// The checkpoint format: one per algorithm (a TD3 checkpoint cannot resume a SAC run).
   static std::string format_name() { return std::string("rlobj.examples.") + Algo::kProgram; }
+  /// This run's checkpoint format: `format_name()`, with ".collectors" for a distributed learner.
+  std::string checkpoint_format() const { return format_name() + (remote_ ? ".collectors" : ""); }
   /// Seed of the evaluation episodes' start states (derived from the run's seed).
   uint64_t eval_seed() const { return cfg_.seed + 1000003; }
   Loss& loss() { return loss_; }
@@ -456,6 +505,7 @@ class Trainer {
     for (int64_t i = 0; i < done.numel(); ++i) {
       if (done[i].item<bool>()) {
         recent_returns_.push_back(running_return_[i].item<double>());
+        ++recent_done_;
         if (recent_returns_.size() > 10) recent_returns_.pop_front();
         running_return_[i] = 0;
       }
@@ -478,6 +528,8 @@ class Trainer {
   torch::Tensor running_return_;
   std::deque<double> recent_returns_;
   int64_t updates_ = 0;
+  bool remote_ = false, remote_started_ = false;
+  int64_t remote_frames_ = 0, remote_episodes_ = 0, recent_done_ = 0;
   torch::Tensor last_loss_actor_, last_loss_value_;
 };
 
