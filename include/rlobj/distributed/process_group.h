@@ -31,6 +31,7 @@
 #include <vector>
 
 #include <c10/util/Exception.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/arg.h>
@@ -211,7 +212,7 @@ class ProcessGroup {
   /// rank 0, with both values.
   void check_same(const std::string& what, const std::string& value) {
     if (world_size() == 1) return;
-    const std::string prefix = "rlobj/same/" + std::to_string(state_->same_checks++) + "/";
+    const std::string prefix = state_->prefix + "same/" + std::to_string(state_->same_checks++) + "/";
     store_call("publish " + what, [&] { state_->store->set(prefix + std::to_string(rank()), bytes(value)); });
     std::string differ;
     std::string reference;
@@ -255,6 +256,7 @@ class ProcessGroup {
     c10::intrusive_ptr<c10d::TCPStore> store;
     c10::intrusive_ptr<c10d::ProcessGroupGloo> backend;
     int64_t same_checks = 0;
+    std::string prefix = "rlobj/";  ///< of every key rlobj sets (torchrun's agent store is shared)
     std::thread heartbeat;
     std::mutex mutex;
     std::condition_variable wake;
@@ -273,13 +275,21 @@ class ProcessGroup {
 
   static std::vector<uint8_t> bytes(const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); }
   static std::string text(const std::vector<uint8_t>& b) { return std::string(b.begin(), b.end()); }
-  static std::string heartbeat_key(int64_t r) { return "rlobj/heartbeat/" + std::to_string(r); }
-  static std::string failed_key(int64_t r) { return "rlobj/failed/" + std::to_string(r); }
+  std::string heartbeat_key(int64_t r) const { return state_->prefix + "heartbeat/" + std::to_string(r); }
+  std::string failed_key(int64_t r) const { return state_->prefix + "failed/" + std::to_string(r); }
   std::string where() const {
     return "rank " + std::to_string(rank()) + " of " + std::to_string(world_size());
   }
   std::string store_address() const {
     return state_->info.master_addr + ":" + std::to_string(state_->info.master_port);
+  }
+
+  /// Under torchrun (2.x), its agent already hosts a TCPStore at MASTER_ADDR:MASTER_PORT and
+  /// says so with TORCHELASTIC_USE_AGENT_STORE=True: then every rank connects as a client, as
+  /// `torch.distributed.init_process_group` does.
+  static bool agent_store() {
+    const char* v = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
+    return v != nullptr && std::string(v) == "True";
   }
 
   c10d::TCPStoreOptions store_options(bool server) const {
@@ -294,11 +304,14 @@ class ProcessGroup {
 
   void connect() {
     const LaunchInfo& info = state_->info;
+    const bool host = rank() == 0 && !agent_store();
+    // A restarted torchrun job reuses its agent's store: keys of this attempt only.
+    if (const char* restart = std::getenv("TORCHELASTIC_RESTART_COUNT")) state_->prefix += std::string(restart) + "/";
     try {
-      state_->store = c10::make_intrusive<c10d::TCPStore>(info.master_addr, store_options(rank() == 0));
+      state_->store = c10::make_intrusive<c10d::TCPStore>(info.master_addr, store_options(host));
     } catch (const std::exception& e) {
       const std::string reason = e.what();
-      if (rank() == 0) {
+      if (host) {
         TORCH_CHECK(false, "rlobj::distributed: rank 0 cannot host the rendezvous store on ", store_address(),
                     (reason.find("EADDRINUSE") != std::string::npos || reason.find("in use") != std::string::npos
                          ? ": the port is in use (another run?); choose another MASTER_PORT"
@@ -310,7 +323,7 @@ class ProcessGroup {
                   "and MASTER_PORT? (", first_line(reason), ")");
     }
     // WORLD_SIZE must agree: each rank publishes its own and compares with rank 0's.
-    const std::string world_key = "rlobj/world_size/";
+    const std::string world_key = state_->prefix + "world_size/";
     store_call("publish WORLD_SIZE",
                [&] { state_->store->set(world_key + std::to_string(rank()), bytes(std::to_string(world_size()))); });
     std::string root_world;
@@ -328,7 +341,8 @@ class ProcessGroup {
     try {
       opts->devices.push_back(address.empty() ? c10d::ProcessGroupGloo::createDefaultDevice()
                                               : c10d::ProcessGroupGloo::createDeviceForHostname(address));
-      state_->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(state_->store, static_cast<int>(rank()),
+      auto gloo_store = c10::make_intrusive<c10d::PrefixStore>(state_->prefix + "gloo", state_->store);
+      state_->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(gloo_store, static_cast<int>(rank()),
                                                                      static_cast<int>(world_size()), opts);
     } catch (const std::exception& e) {
       TORCH_CHECK(false, "rlobj::distributed: ", where(), ": Gloo's rendezvous failed: ", diagnose(), " (",
@@ -341,10 +355,10 @@ class ProcessGroup {
   void start_heartbeat() {
     auto state = state_;
     const auto client_options = store_options(false);
-    state->heartbeat = std::thread([state, client_options] {
+    const std::string key = heartbeat_key(rank());
+    state->heartbeat = std::thread([state, client_options, key] {
       try {
         auto client = c10::make_intrusive<c10d::TCPStore>(state->info.master_addr, client_options);
-        const std::string key = heartbeat_key(state->info.rank);
         for (int64_t beat = 1;; ++beat) {
           client->set(key, bytes(std::to_string(beat)));
           std::unique_lock<std::mutex> lock(state->mutex);
@@ -386,6 +400,7 @@ class ProcessGroup {
       return "every rank is still alive: a peer is slow or stuck in other work (timeout " +
              std::to_string(state_->options.timeout().count()) + " ms)";
     } catch (const std::exception&) {
+      if (agent_store()) return "the store at " + store_address() + " (torchrun's agent) no longer answers";
       return "rank 0 stopped (it hosts the store at " + store_address() + ", which no longer answers: it died)";
     }
   }
