@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts N copies of a command as one torch.distributed job on this machine, the way
 # `torchrun --nproc_per_node N` does, for machines without Python: each copy gets RANK,
-# LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT. When one copy fails,
+# LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT (and, as torchrun,
+# OMP_NUM_THREADS=1 unless it is set). When one copy fails,
 # the others get --grace seconds to notice (rlobj's collectives fail fast and name the rank)
 # before they are killed; the launcher exits with the first failure's status.
 #
@@ -39,6 +40,10 @@ if [ -z "$port" ]; then
 fi
 [[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] ||
   { echo "launch.sh: --port needs a TCP port (1..65535), got '$port'" >&2; exit 2; }
+
+# As torchrun: one intra-op thread per process unless OMP_NUM_THREADS says otherwise (N
+# processes with a thread per core each would oversubscribe the machine).
+if [ "$nproc" -gt 1 ] && [ -z "${OMP_NUM_THREADS:-}" ]; then export OMP_NUM_THREADS=1; fi
 
 pids=()
 for ((rank = 0; rank < nproc; ++rank)); do

@@ -36,8 +36,8 @@ class DataParallel {
  public:
   explicit DataParallel(ProcessGroup& group) : group_(&group) {}
 
-  /// Registers `params` (CPU tensors, the same shapes and order on every rank; checked when
-  /// first broadcast or averaged) under `name`.
+  /// Registers `params` (float32 CPU tensors, the same shapes and order on every rank; checked
+  /// when first broadcast or averaged) under `name`.
   void add_group(const std::string& name, std::vector<torch::Tensor> params) {
     TORCH_CHECK_VALUE(!name.empty(), "DataParallel::add_group: the name is empty");
     for (const auto& g : groups_) {
@@ -47,9 +47,10 @@ class DataParallel {
     std::string layout;
     for (size_t i = 0; i < params.size(); ++i) {
       const auto& p = params[i];
-      TORCH_CHECK_VALUE(p.defined() && p.device().is_cpu() && p.scalar_type() == params[0].scalar_type(),
-                        "DataParallel::add_group('", name, "'): parameter ", i,
-                        " must be a defined CPU tensor of the group's dtype ", params[0].scalar_type());
+      TORCH_CHECK_VALUE(p.defined() && p.device().is_cpu() && p.scalar_type() == torch::kFloat32,
+                        "DataParallel::add_group('", name, "'): parameter ", i, " must be a defined float32 CPU tensor",
+                        p.defined() ? std::string(", got ") + c10::toString(p.scalar_type()) + " on " + p.device().str()
+                                    : std::string());
       layout += std::to_string(p.numel()) + ",";
     }
     groups_.push_back(Group{name, std::move(params), layout, false});
@@ -69,11 +70,14 @@ class DataParallel {
   /// Replaces the gradients of group `name` by their mean over the ranks: one all-reduce of a
   /// flat buffer. A gradient that is undefined on every rank stays undefined (as the optimizer
   /// then skips it); one undefined on some ranks only is an error.
-  void average_gradients(const std::string& name) { average(find(name)); }
+  void average_gradients(const std::string& name) { average({&find(name)}); }
 
-  /// `average_gradients` for every group.
+  /// `average_gradients` for every group at once: one all-reduce for all of them (a loss whose
+  /// networks share one backward, as DDPG's and SAC's, pays the collective's latency once).
   void average_gradients() {
-    for (auto& g : groups_) average(g);
+    std::vector<Group*> all;
+    for (auto& g : groups_) all.push_back(&g);
+    average(all);
   }
 
   /// True when every rank holds bit-identical parameters in every group (an all-gather of each
@@ -139,26 +143,36 @@ class DataParallel {
     }
   }
 
-  void average(Group& g) {
-    check_layout(g);
+  void average(const std::vector<Group*>& groups) {
+    if (groups.empty()) return;
+    for (Group* g : groups) check_layout(*g);
     torch::NoGradGuard no_grad;
-    const int64_t n = static_cast<int64_t>(g.params.size());
-    // The gradients, then one flag per parameter (1: defined here), in one buffer.
-    torch::Tensor flat = flatten(g.params, /*grads=*/true);
-    torch::Tensor defined = torch::empty({n}, flat.options());
-    for (int64_t i = 0; i < n; ++i) defined[i] = g.params[i].grad().defined() ? 1.0 : 0.0;
-    torch::Tensor buffer = torch::cat({flat, defined});
-    group_->allreduce_sum_(buffer, g.name + " gradients");
-    const torch::Tensor counts = buffer.narrow(0, flat.numel(), n);
-    const auto world = static_cast<double>(group_->world_size());
-    torch::Tensor mean = buffer.narrow(0, 0, flat.numel()).div_(world);
+    // Every group's gradients, then one flag per parameter (1: defined here), in one buffer.
+    std::vector<torch::Tensor> parts;
+    std::vector<torch::Tensor*> params;
+    std::string names;
+    for (Group* g : groups) {
+      parts.push_back(flatten(g->params, /*grads=*/true));
+      for (auto& p : g->params) params.push_back(&p);
+      names += (names.empty() ? "" : "+") + g->name;
+    }
+    const int64_t n = static_cast<int64_t>(params.size());
+    torch::Tensor defined = torch::empty({n}, parts[0].options());
+    auto* flags = defined.data_ptr<float>();
+    for (int64_t i = 0; i < n; ++i) flags[i] = params[i]->grad().defined() ? 1.0F : 0.0F;
+    parts.push_back(defined);
+    torch::Tensor buffer = torch::cat(parts);
+    group_->allreduce_sum_(buffer, names + " gradients");
+    const int64_t grads = buffer.numel() - n;
+    const auto* counts = buffer.data_ptr<float>() + grads;
+    const auto world = static_cast<float>(group_->world_size());
+    torch::Tensor mean = buffer.narrow(0, 0, grads).div_(world);
     int64_t offset = 0;
     for (int64_t i = 0; i < n; ++i) {
-      auto& p = g.params[i];
-      const double count = counts[i].item<double>();
-      TORCH_CHECK(count == 0 || count == world, "DataParallel: the gradient of parameter ", i, " of group '", g.name,
-                  "' is defined on ", count, " of ", world, " ranks (every rank must run the same backward)");
-      if (count == world) {
+      auto& p = *params[i];
+      TORCH_CHECK(counts[i] == 0 || counts[i] == world, "DataParallel: the gradient of parameter ", i, " of '", names,
+                  "' is defined on ", counts[i], " of ", world, " ranks (every rank must run the same backward)");
+      if (counts[i] == world) {
         if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
         p.mutable_grad().copy_(mean.narrow(0, offset, p.numel()).view(p.sizes()));
       }
