@@ -3,7 +3,7 @@
 # scripts/launch.sh) checkpoints every 200 frames; once a checkpoint exists, collector rank 1
 # is killed with SIGKILL. The learner and the other collector must exit non-zero on their own,
 # within the timeout, naming rank 1; then the run resumes from the checkpoint with ONE collector
-# and finishes. Usage: dist_crash_resume.sh TD3_PENDULUM LAUNCH_SH WORKDIR
+# and finishes; resuming the finished run with two collectors again stops at once. Usage: dist_crash_resume.sh TD3_PENDULUM LAUNCH_SH WORKDIR
 set -uo pipefail
 program="$1"
 launch="$2"
@@ -36,7 +36,8 @@ wait "$launcher"
 code=$?
 noticed=$((SECONDS - killed_at))
 [ "$code" -ne 0 ] || fail "the run succeeded although collector rank 1 was killed"
-grep -q "td3_pendulum: error: .*rank 1 stopped" "$log" || fail "the learner did not name rank 1"
+named=$(grep -c "td3_pendulum: error: .*rank 1 stopped" "$log")
+[ "$named" -eq 2 ] || fail "$named of the 2 survivors (the learner, collector rank 2) named rank 1"
 [ "$noticed" -lt 20 ] || fail "the others took $noticed s to exit"
 grep -q "summary:" "$log" && fail "the killed run printed a summary"
 echo "killed collector rank 1: the others exited (status $code) after $noticed s, naming it"
@@ -45,4 +46,7 @@ echo "killed collector rank 1: the others exited (status $code) after $noticed s
 "$launch" -n 2 -- "$program" --collectors 1 "${flags[@]}" --resume "$ckpt" >"$log" 2>&1 || fail "the resumed run failed"
 grep -qE "resumed from .* at frame [0-9]+" "$log" || fail "no resume line"
 grep -qE "summary: seed 0 \| wall time [0-9.]+ s \| env steps 3000 \|" "$log" || fail "the resumed run did not reach 3000 frames"
-echo "dist crash test: resumed with 1 collector and finished at 3000 frames"
+# Resuming the finished run (nothing left to collect) with 2 collectors: evaluates and stops.
+"$launch" -n 3 -- "$program" --collectors 2 "${flags[@]}" --resume "$ckpt" >"$log" 2>&1 || fail "resuming a finished run failed"
+grep -qE "summary: seed 0 \| wall time [0-9.]+ s \| env steps 3000 \|" "$log" || fail "resuming a finished run collected more"
+echo "dist crash test: resumed with 1 collector and finished at 3000 frames; a finished run resumes as finished"

@@ -13,17 +13,22 @@
 # (default 127.0.0.1), --grace S (default 30).
 set -uo pipefail
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+if [ "${BASH_VERSINFO[0]}" -lt 5 ] || { [ "${BASH_VERSINFO[0]}" -eq 5 ] && [ "${BASH_VERSINFO[1]}" -lt 1 ]; }; then
+  echo "launch.sh: needs bash >= 5.1 (wait -n -p), this is $BASH_VERSION" >&2
+  exit 2
+fi
+value() { [ $# -ge 2 ] || { echo "launch.sh: $1 needs a value" >&2; exit 2; }; }
 nproc=""
 port=""
 addr="127.0.0.1"
 grace=30
 while [ $# -gt 0 ]; do
   case "$1" in
-    -n|--nproc) nproc="${2:-}"; shift 2 ;;
-    --port) port="${2:-}"; shift 2 ;;
-    --addr) addr="${2:-}"; shift 2 ;;
-    --grace) grace="${2:-}"; shift 2 ;;
+    -n|--nproc) value "$@"; nproc="$2"; shift 2 ;;
+    --port) value "$@"; port="$2"; shift 2 ;;
+    --addr) value "$@"; addr="$2"; shift 2 ;;
+    --grace) value "$@"; grace="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     --) shift; break ;;
     *) echo "launch.sh: unknown option '$1' (the command goes after --)" >&2; exit 2 ;;
@@ -51,13 +56,20 @@ for ((rank = 0; rank < nproc; ++rank)); do
     "$@" &
   pids+=($!)
 done
+killer=""
 stop_all() { for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done; }
-trap 'stop_all; exit 130' INT TERM
+on_signal() {
+  [ -n "$killer" ] && kill "$killer" 2>/dev/null
+  stop_all
+  wait
+  exit "$1"
+}
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
 
 rank_of() { for i in "${!pids[@]}"; do [ "${pids[$i]}" = "$1" ] && echo "$i"; done; }
 status=0
 running=("${pids[@]}")
-killer=""
 while [ "${#running[@]}" -gt 0 ]; do
   finished=""
   # wait -n -p (bash >= 5.1) names the process that ended.

@@ -78,7 +78,7 @@ int64_t run_collector(rlobj::distributed::ProcessGroup& pg, rlobj::distributed::
     auto batch = collector.collect();
     TORCH_CHECK(batch.has_value(), Algo::kProgram, ": collector rank ", pg.rank(), " ran out of frames at round ", round);
     frames += batch->batch_size().at(0);
-    channel.send(*batch);
+    channel.send(batch->to(torch::kCPU));  // messages travel from CPU memory (--device cuda)
     if ((round + 1) % settings.weights_every == 0) channel.pull_weights(weights);
   }
   return frames;
@@ -92,7 +92,8 @@ class Learner {
       : channel_(&channel), trainer_(&trainer), settings_(s) {
     plan_ = share_plan(channel.process_group(),
                        CollectionPlan::make(trainer.config(), trainer.frames(), settings_.collectors));
-    channel_->push_weights(trainer_->policy_parameters());
+    // The collectors pull the current policy before their first round (none: nothing to collect).
+    if (plan_.rounds > 0) channel_->push_weights(trainer_->policy_parameters());
   }
 
   /// False once every round is in.

@@ -12,7 +12,8 @@ trap 'rm -f "$out"' EXIT
 fail() { echo "FAIL ($case_name): $*"; echo "--- output:"; cat "$out"; exit 1; }
 expect_in_output() { grep -qE -- "$1" "$out" || fail "expected output matching '$1'"; }
 free_port() {
-  local p=$((20000 + RANDOM % 20000))
+  # Below Linux's ephemeral range (32768-60999), where Gloo's and the store's sockets live.
+  local p=$((20000 + RANDOM % 12000))
   while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
   echo "$p"
 }
@@ -31,6 +32,11 @@ case "$case_name" in
     launch "$n" dp
     [ "$code" -eq 0 ] || fail "exit status $code"
     [ "$(grep -c 'dp ok: parameters identical after 20 steps' "$out")" -eq "$n" ] || fail "not every rank reported identical parameters"
+    ;;
+  dp_errors)
+    launch 2 dp_errors
+    [ "$code" -eq 0 ] || fail "exit status $code"
+    [ "$(grep -c 'dp errors ok' "$out")" -eq 2 ] || fail "not every rank saw every error"
     ;;
   collect_2|collect_4)
     n=${case_name#collect_}
@@ -73,7 +79,7 @@ case "$case_name" in
     port=$(free_port)
     RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port "$worker" hold >/dev/null 2>&1 &
     holder=$!
-    sleep 1
+    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
     RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port "$worker" init >"$out" 2>&1 && fail "two rank 0s shared port $port"
     kill "$holder" 2>/dev/null
     wait "$holder" 2>/dev/null

@@ -5,6 +5,8 @@
 //   dp        data-parallel DDPG updates: ranks start from different weights, broadcast makes
 //             them rank 0's; after every step the parameters are identical bit for bit, and the
 //             averaged gradient equals the gradient of the whole (all ranks') batch
+//   dp_errors DataParallel's bad input: names, dtypes, layouts that differ between ranks, a
+//             gradient defined on some ranks only
 //   collect   every collector's transitions reach the learner exactly once, in order; the
 //             collectors see each weight push
 //   die       the last rank kills itself mid-run (SIGKILL); the others must fail fast
@@ -111,6 +113,43 @@ int data_parallel(dist::ProcessGroup& pg) {
   return 0;
 }
 
+/// Runs `f`, which must throw a c10::Error whose message contains `needle`.
+template <typename F>
+void expect_error(F&& f, const std::string& needle) {
+  try {
+    f();
+  } catch (const c10::Error& e) {
+    const std::string what = e.what_without_backtrace();
+    EXPECT(what.find(needle) != std::string::npos, "error \"{}\" does not say \"{}\"", what, needle);
+    return;
+  }
+  EXPECT(false, "no error (expected one saying \"{}\")", needle);
+}
+
+int data_parallel_errors(dist::ProcessGroup& pg) {
+  dist::DataParallel dp(pg);
+  expect_error([&] { dp.add_group("", {torch::zeros({2})}); }, "the name is empty");
+  expect_error([&] { dp.add_group("a", {}); }, "'a'): no parameters");
+  expect_error([&] { dp.add_group("a", {torch::zeros({2}, torch::kFloat64)}); },
+               "parameter 0 must be a defined float32 CPU tensor (Gloo), got Double on cpu");
+  dp.add_group("a", {torch::zeros({2})});
+  expect_error([&] { dp.add_group("a", {torch::zeros({2})}); }, "a group named 'a' exists already");
+  expect_error([&] { dp.average_gradients("b"); }, "no parameter group named 'b'");
+  // Another layout on rank 1: every rank refuses, naming the group; the group stays usable.
+  dist::DataParallel uneven(pg);
+  uneven.add_group("net", {torch::zeros({pg.rank() == 1 ? 3 : 2}, torch::requires_grad())});
+  expect_error([&] { uneven.broadcast_parameters(); }, "layout of parameter group 'net' differs between ranks");
+  // A gradient defined on rank 0 only.
+  torch::Tensor w = torch::zeros({2}, torch::requires_grad());
+  dist::DataParallel half(pg);
+  half.add_group("w", {w});
+  if (pg.rank() == 0) w.mutable_grad() = torch::ones({2});
+  expect_error([&] { half.average_gradients(); }, "is defined on 1 of 2 ranks");
+  pg.finish();
+  fmt::print("rank {}: dp errors ok\n", pg.rank());
+  return 0;
+}
+
 int collect(dist::ProcessGroup& pg) {
   dist::DistributedCollector channel(pg);
   const int64_t rounds = 25, rows = 3, weights_every = 4;
@@ -195,6 +234,7 @@ int main(int argc, char** argv) {
     auto pg = dist::ProcessGroup::from_env(options());
     if (mode == "dp") return data_parallel(pg);
     if (mode == "collect") return collect(pg);
+    if (mode == "dp_errors") return data_parallel_errors(pg);
     if (mode == "die") return die(pg, pg.world_size() - 1);
     if (mode == "die0") return die(pg, 0);
     if (mode == "config") {
@@ -206,7 +246,7 @@ int main(int argc, char** argv) {
       fmt::print("rank {} of {}: ready\n", pg.rank(), pg.world_size());
       return 0;
     }
-    fmt::print(stderr, "usage: {} dp|collect|die|die0|config|hold|init\n", argv[0]);
+    fmt::print(stderr, "usage: {} dp|dp_errors|collect|die|die0|config|hold|init\n", argv[0]);
     return 2;
   } catch (const c10::Error& e) {
     fmt::print(stderr, "error: {}\n", e.what_without_backtrace());

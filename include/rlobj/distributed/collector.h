@@ -57,6 +57,9 @@ class DistributedCollector {
  public:
   explicit DistributedCollector(ProcessGroup& group, DistributedCollectorOptions options = {})
       : group_(&group), options_(options) {
+    TORCH_CHECK_VALUE(group.backend_type() == BackendType::Gloo,
+                      "DistributedCollector: batches travel as CPU messages: build the ProcessGroup with the Gloo "
+                      "backend (a learner on CUDA moves each received batch itself)");
     TORCH_CHECK_VALUE(group.world_size() >= 2, "DistributedCollector: needs a learner and at least one collector "
                       "(WORLD_SIZE >= 2), got WORLD_SIZE=", group.world_size());
     TORCH_CHECK_VALUE(options.learner_rank() >= 0 && options.learner_rank() < group.world_size(),

@@ -36,8 +36,8 @@ class DataParallel {
  public:
   explicit DataParallel(ProcessGroup& group) : group_(&group) {}
 
-  /// Registers `params` (float32 CPU tensors, the same shapes and order on every rank; checked
-  /// when first broadcast or averaged) under `name`.
+  /// Registers `params` (float32, on the CPU with Gloo or on one CUDA device with NCCL; the same
+  /// shapes and order on every rank, checked when first broadcast or averaged) under `name`.
   void add_group(const std::string& name, std::vector<torch::Tensor> params) {
     TORCH_CHECK_VALUE(!name.empty(), "DataParallel::add_group: the name is empty");
     for (const auto& g : groups_) {
@@ -47,8 +47,11 @@ class DataParallel {
     std::string layout;
     for (size_t i = 0; i < params.size(); ++i) {
       const auto& p = params[i];
-      TORCH_CHECK_VALUE(p.defined() && p.device().is_cpu() && p.scalar_type() == torch::kFloat32,
-                        "DataParallel::add_group('", name, "'): parameter ", i, " must be a defined float32 CPU tensor",
+      const bool cuda = group_->backend_type() == BackendType::Nccl;
+      TORCH_CHECK_VALUE(p.defined() && p.scalar_type() == torch::kFloat32 &&
+                            (cuda ? p.device() == params[0].device() && p.device().is_cuda() : p.device().is_cpu()),
+                        "DataParallel::add_group('", name, "'): parameter ", i, " must be a defined float32 ",
+                        cuda ? "CUDA tensor on the group's device (NCCL)" : "CPU tensor (Gloo)",
                         p.defined() ? std::string(", got ") + c10::toString(p.scalar_type()) + " on " + p.device().str()
                                     : std::string());
       layout += std::to_string(p.numel()) + ",";
@@ -58,6 +61,7 @@ class DataParallel {
 
   /// Copies `root`'s parameters of every group to every rank (one broadcast per group).
   void broadcast_parameters(int64_t root = 0) {
+    if (group_->world_size() == 1) return;
     torch::NoGradGuard no_grad;
     for (auto& g : groups_) {
       check_layout(g);
@@ -144,7 +148,7 @@ class DataParallel {
   }
 
   void average(const std::vector<Group*>& groups) {
-    if (groups.empty()) return;
+    if (groups.empty() || group_->world_size() == 1) return;  // the mean of one is itself
     for (Group* g : groups) check_layout(*g);
     torch::NoGradGuard no_grad;
     // Every group's gradients, then one flag per parameter (1: defined here), in one buffer.
@@ -157,14 +161,15 @@ class DataParallel {
       names += (names.empty() ? "" : "+") + g->name;
     }
     const int64_t n = static_cast<int64_t>(params.size());
-    torch::Tensor defined = torch::empty({n}, parts[0].options());
+    torch::Tensor defined = torch::empty({n}, torch::kFloat32);
     auto* flags = defined.data_ptr<float>();
     for (int64_t i = 0; i < n; ++i) flags[i] = params[i]->grad().defined() ? 1.0F : 0.0F;
-    parts.push_back(defined);
+    parts.push_back(defined.to(parts[0].device()));
     torch::Tensor buffer = torch::cat(parts);
     group_->allreduce_sum_(buffer, names + " gradients");
     const int64_t grads = buffer.numel() - n;
-    const auto* counts = buffer.data_ptr<float>() + grads;
+    const torch::Tensor counts_cpu = buffer.narrow(0, grads, n).to(torch::kCPU).contiguous();
+    const auto* counts = counts_cpu.data_ptr<float>();
     const auto world = static_cast<float>(group_->world_size());
     torch::Tensor mean = buffer.narrow(0, 0, grads).div_(world);
     int64_t offset = 0;

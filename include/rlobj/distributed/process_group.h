@@ -1,7 +1,7 @@
 #pragma once
 
 /// \file
-/// `rlobj::distributed::ProcessGroup`: a Gloo process group (LibTorch's c10d) set up from the
+/// `rlobj::distributed::ProcessGroup`: a Gloo (or NCCL) process group (LibTorch's c10d) set up from the
 /// variables `torchrun` sets (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`),
 /// with a timeout on every collective and errors that say which rank failed.
 ///
@@ -27,13 +27,22 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include <c10/util/Exception.h>
+#include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+// NCCL: LibTorch's CUDA builds define USE_C10D_NCCL for their users (torch_cuda's interface);
+// rlobj::distributed adds RLOBJ_NO_NCCL when it cannot find nccl.h for them.
+#if defined(USE_C10D_NCCL) && !defined(RLOBJ_NO_NCCL)
+#define RLOBJ_DISTRIBUTED_NCCL 1
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 #include <torch/arg.h>
 #include <torch/types.h>
 
@@ -43,6 +52,28 @@
 
 namespace rlobj {
 namespace distributed {
+
+namespace detail {
+/// The class c10d's backends derive from: `c10d::Backend` in LibTorch 2.x, `c10d::ProcessGroup`
+/// in 1.13 (whose `Backend.hpp` exists but is not the backends' base yet).
+using BackendBase = std::conditional_t<std::is_base_of<c10d::Backend, c10d::ProcessGroupGloo>::value, c10d::Backend,
+                                       c10d::ProcessGroup>;
+}  // namespace detail
+
+/// The c10d backend a `ProcessGroup` runs on.
+enum class BackendType {
+  Gloo,  ///< CPU tensors, TCP (every LibTorch build with c10d)
+  Nccl,  ///< CUDA tensors (a LibTorch built with NCCL, and nccl.h found: see `has_nccl()`)
+};
+
+/// True when this build can make an NCCL process group.
+constexpr bool has_nccl() {
+#if defined(RLOBJ_DISTRIBUTED_NCCL)
+  return true;
+#else
+  return false;
+#endif
+}
 
 /// Where this process sits in a multi-process run: torchrun's variables.
 struct LaunchInfo {
@@ -113,6 +144,9 @@ struct ProcessGroupOptions {
   /// How often each rank tells the store it is alive; a failed call reads these to name the
   /// rank that stopped.
   TORCH_ARG(std::chrono::milliseconds, heartbeat) = std::chrono::milliseconds(250);
+  /// Gloo (CPU tensors) or NCCL (CUDA tensors, one GPU per rank: the caller selects
+  /// `cuda:LOCAL_RANK` before building the group). `DistributedCollector` needs Gloo.
+  TORCH_ARG(BackendType, backend) = BackendType::Gloo;
 };
 
 /// A Gloo process group over a `c10d::TCPStore` hosted by rank 0. Every operation waits at most
@@ -133,23 +167,38 @@ class ProcessGroup {
   ProcessGroup(LaunchInfo info, ProcessGroupOptions options = {}) : state_(std::make_shared<State>()) {
     state_->info = std::move(info);
     state_->options = std::move(options);
-    TORCH_CHECK_VALUE(state_->options.timeout().count() > 0, "rlobj::distributed: timeout must be positive");
-    if (state_->info.world_size > 1) connect();
+    TORCH_CHECK_VALUE(state_->options.timeout().count() > 0, "rlobj::distributed: timeout must be positive, got ",
+                      state_->options.timeout().count(), " ms");
+    TORCH_CHECK_VALUE(state_->options.heartbeat().count() > 0,
+                      "rlobj::distributed: heartbeat must be positive, got ", state_->options.heartbeat().count(), " ms");
+    TORCH_CHECK_VALUE(state_->options.backend() != BackendType::Nccl || has_nccl(),
+                      "rlobj::distributed: backend NCCL asked for, but this build has no NCCL (a LibTorch without "
+                      "CUDA/NCCL, or nccl.h not found when rlobj::distributed was configured)");
+    if (state_->info.world_size > 1) {
+      try {
+        connect();
+      } catch (...) {
+        state_->stop_heartbeat();  // no destructor will run
+        throw;
+      }
+    }
   }
 
-  ProcessGroup(ProcessGroup&&) = default;
-  ProcessGroup& operator=(ProcessGroup&&) = default;
-  ~ProcessGroup() {
-    if (state_) state_->stop_heartbeat();
-  }
+  // Neither copied nor moved: `DataParallel` and `DistributedCollector` keep a reference to it
+  // (`auto pg = ProcessGroup::from_env();` needs neither, C++17 constructs it in place).
+  ProcessGroup(const ProcessGroup&) = delete;
+  ProcessGroup& operator=(const ProcessGroup&) = delete;
+  ~ProcessGroup() { state_->stop_heartbeat(); }
 
   int64_t rank() const { return state_->info.rank; }
   int64_t world_size() const { return state_->info.world_size; }
   int64_t local_rank() const { return state_->info.local_rank; }
   const LaunchInfo& info() const { return state_->info; }
   const ProcessGroupOptions& options() const { return state_->options; }
-  /// The Gloo backend (null in a world of one), for collectives not wrapped here.
-  const c10::intrusive_ptr<c10d::ProcessGroupGloo>& backend() const { return state_->backend; }
+  /// The c10d backend (Gloo's or NCCL's; null in a world of one), for collectives not wrapped
+  /// here: a `c10d::Backend` in LibTorch 2.x, a `c10d::ProcessGroup` in 1.13.
+  const c10::intrusive_ptr<detail::BackendBase>& backend() const { return state_->backend; }
+  BackendType backend_type() const { return state_->options.backend(); }
 
   /// Sums `tensor` (CPU, contiguous) over all ranks, in place. `what` names it in errors.
   void allreduce_sum_(torch::Tensor& tensor, const std::string& what) {
@@ -203,7 +252,8 @@ class ProcessGroup {
     if (world_size() == 1) return;
     // Gloo's barrier is an allreduce of nothing; an allreduce of one number carries the same
     // guarantee on every LibTorch version.
-    torch::Tensor one = torch::ones({1});
+    torch::Tensor one = torch::ones({1}, backend_type() == BackendType::Nccl ? torch::Device(torch::kCUDA)
+                                                                              : torch::Device(torch::kCPU));
     allreduce_sum_(one, what);
   }
 
@@ -240,12 +290,24 @@ class ProcessGroup {
   }
 
   /// Records `message` in the store as this rank's reason to stop, so that the ranks left waiting
-  /// report it. Never throws.
+  /// quote it once this rank has exited. On the rank hosting the store (rank 0 unless torchrun
+  /// hosts it), also closes the backend's connections, so that every peer's pending call fails
+  /// now, and keeps the store up long enough for them to read the heartbeats and name the rank
+  /// that stopped (about 6 heartbeats). Call it before exiting on an error; the wrapped
+  /// collectives call it when they fail. Never throws.
   void report_failure(const std::string& message) noexcept {
     if (world_size() == 1 || !state_->store) return;
     try {
       state_->store->set(failed_key(rank()), bytes(message));
     } catch (...) {
+    }
+    if (state_->hosts_store && !state_->reported) {
+      state_->reported = true;
+      try {
+        state_->backend.reset();
+      } catch (...) {
+      }
+      std::this_thread::sleep_for(6 * state_->options.heartbeat() + std::chrono::milliseconds(250));
     }
   }
 
@@ -254,8 +316,10 @@ class ProcessGroup {
     LaunchInfo info;
     ProcessGroupOptions options;
     c10::intrusive_ptr<c10d::TCPStore> store;
-    c10::intrusive_ptr<c10d::ProcessGroupGloo> backend;
+    c10::intrusive_ptr<detail::BackendBase> backend;
     int64_t same_checks = 0;
+    bool hosts_store = false;
+    bool reported = false;
     std::string prefix = "rlobj/";  ///< of every key rlobj sets (torchrun's agent store is shared)
     std::thread heartbeat;
     std::mutex mutex;
@@ -268,7 +332,12 @@ class ProcessGroup {
         stopping = true;
       }
       wake.notify_all();
-      if (heartbeat.joinable()) heartbeat.join();
+      if (!heartbeat.joinable()) return;
+      if (heartbeat.get_id() == std::this_thread::get_id()) {
+        heartbeat.detach();  // the thread itself dropped the last reference
+      } else {
+        heartbeat.join();
+      }
     }
     ~State() { stop_heartbeat(); }
   };
@@ -305,6 +374,7 @@ class ProcessGroup {
   void connect() {
     const LaunchInfo& info = state_->info;
     const bool host = rank() == 0 && !agent_store();
+    state_->hosts_store = host;
     // A restarted torchrun job reuses its agent's store: keys of this attempt only.
     if (const char* restart = std::getenv("TORCHELASTIC_RESTART_COUNT")) state_->prefix += std::string(restart) + "/";
     try {
@@ -335,18 +405,31 @@ class ProcessGroup {
       TORCH_CHECK(false, message);
     }
     start_heartbeat();
-    auto opts = c10d::ProcessGroupGloo::Options::create(state_->options.timeout());
-    std::string address = state_->options.interface_address();
-    if (address.empty() && (info.master_addr == "127.0.0.1" || info.master_addr == "localhost")) address = "127.0.0.1";
+    const bool nccl = state_->options.backend() == BackendType::Nccl;
     try {
-      opts->devices.push_back(address.empty() ? c10d::ProcessGroupGloo::createDefaultDevice()
-                                              : c10d::ProcessGroupGloo::createDeviceForHostname(address));
-      auto gloo_store = c10::make_intrusive<c10d::PrefixStore>(state_->prefix + "gloo", state_->store);
-      state_->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(gloo_store, static_cast<int>(rank()),
-                                                                     static_cast<int>(world_size()), opts);
+      auto backend_store = c10::make_intrusive<c10d::PrefixStore>(state_->prefix + (nccl ? "nccl" : "gloo"),
+                                                                  state_->store);
+      if (nccl) {
+#if defined(RLOBJ_DISTRIBUTED_NCCL)
+        auto opts = c10d::ProcessGroupNCCL::Options::create();
+        opts->timeout = state_->options.timeout();
+        state_->backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(backend_store, static_cast<int>(rank()),
+                                                                       static_cast<int>(world_size()), opts);
+#endif
+      } else {
+        auto opts = c10d::ProcessGroupGloo::Options::create(state_->options.timeout());
+        std::string address = state_->options.interface_address();
+        if (address.empty() && (info.master_addr == "127.0.0.1" || info.master_addr == "localhost")) {
+          address = "127.0.0.1";
+        }
+        opts->devices.push_back(address.empty() ? c10d::ProcessGroupGloo::createDefaultDevice()
+                                                : c10d::ProcessGroupGloo::createDeviceForHostname(address));
+        state_->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(backend_store, static_cast<int>(rank()),
+                                                                       static_cast<int>(world_size()), opts);
+      }
     } catch (const std::exception& e) {
-      TORCH_CHECK(false, "rlobj::distributed: ", where(), ": Gloo's rendezvous failed: ", diagnose(), " (",
-                  first_line(e.what()), ")");
+      TORCH_CHECK(false, "rlobj::distributed: ", where(), ": ", nccl ? "NCCL" : "Gloo", "'s rendezvous failed: ",
+                  diagnose(), " (", first_line(e.what()), ")");
     }
   }
 
@@ -392,6 +475,9 @@ class ProcessGroup {
         stopped += stopped.empty() ? "" : "; ";
         if (state_->store->check({failed_key(r)})) {
           stopped += "rank " + std::to_string(r) + " failed: " + text(state_->store->get(failed_key(r)));
+        } else if (before[r].empty() && after[r].empty()) {
+          stopped += "rank " + std::to_string(r) + " never joined (no heartbeat in the store: not started, or it "
+                     "failed before connecting)";
         } else {
           stopped += "rank " + std::to_string(r) + " stopped (its heartbeat in the store stopped: it died or hung)";
         }
@@ -418,6 +504,8 @@ class ProcessGroup {
 
   template <typename F>
   void run(const std::string& op, const std::string& what, F&& start) {
+    TORCH_CHECK(state_->backend, "rlobj::distributed: ", op, " of '", what, "' on ", where(),
+                ": this process group failed earlier and closed its connections");
     const auto t0 = std::chrono::steady_clock::now();
     try {
       auto work = start();
@@ -436,8 +524,13 @@ class ProcessGroup {
 
   void check_tensor(const torch::Tensor& t, const std::string& what, const char* op) const {
     TORCH_CHECK_VALUE(t.defined(), "rlobj::distributed: ", op, " of '", what, "': the tensor is undefined");
-    TORCH_CHECK_VALUE(t.device().is_cpu(), "rlobj::distributed: ", op, " of '", what,
-                      "': the tensor is on ", t.device(), "; the Gloo backend takes CPU tensors");
+    if (backend_type() == BackendType::Nccl) {
+      TORCH_CHECK_VALUE(t.device().is_cuda(), "rlobj::distributed: ", op, " of '", what, "': the tensor is on ",
+                        t.device(), "; the NCCL backend takes CUDA tensors");
+    } else {
+      TORCH_CHECK_VALUE(t.device().is_cpu(), "rlobj::distributed: ", op, " of '", what, "': the tensor is on ",
+                        t.device(), "; the Gloo backend takes CPU tensors (ProcessGroupOptions::backend NCCL: CUDA)");
+    }
     TORCH_CHECK_VALUE(t.is_contiguous(), "rlobj::distributed: ", op, " of '", what, "': the tensor must be contiguous");
   }
   void check_root(int64_t root, const char* op) const {
