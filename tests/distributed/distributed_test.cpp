@@ -243,7 +243,8 @@ int main(int argc, char** argv) {
     }
     if (mode == "init") {
       pg.finish();
-      fmt::print("rank {} of {}: ready\n", pg.rank(), pg.world_size());
+      fmt::print("rank {} of {}: ready (NCCL backend compiled in: {})\n", pg.rank(), pg.world_size(),
+                 dist::has_nccl() ? "yes" : "no");
       return 0;
     }
     fmt::print(stderr, "usage: {} dp|dp_errors|collect|die|die0|config|hold|init\n", argv[0]);

@@ -197,7 +197,10 @@ class DistributedCollector {
 
   static std::string join(c10::IntArrayRef shape) {
     std::string s;
-    for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
+    for (size_t i = 0; i < shape.size(); ++i) {
+      if (i > 0) s += ',';
+      s += std::to_string(shape[i]);
+    }
     return s;
   }
 

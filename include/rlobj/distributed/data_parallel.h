@@ -158,7 +158,8 @@ class DataParallel {
     for (Group* g : groups) {
       parts.push_back(flatten(g->params, /*grads=*/true));
       for (auto& p : g->params) params.push_back(&p);
-      names += (names.empty() ? "" : "+") + g->name;
+      if (!names.empty()) names += '+';
+      names += g->name;
     }
     const int64_t n = static_cast<int64_t>(params.size());
     torch::Tensor defined = torch::empty({n}, torch::kFloat32);
