@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test suite under AddressSanitizer + UndefinedBehaviorSanitizer, then the libFuzzer
+# The test suite and the multi-process cases under AddressSanitizer + UndefinedBehaviorSanitizer, then the libFuzzer
 # targets for a bounded time (Clang, Debug -O1, against Debian's LibTorch unless RLOBJ_TORCH
 # says otherwise). Fails on any sanitizer report; LibTorch's own known reports are suppressed
 # in sanitizers/*.supp, each with the reason.
@@ -21,7 +21,8 @@ CC=clang CXX=clang++ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Debug \
   -DRLOBJ_SANITIZE=address,undefined -DRLOBJ_BUILD_FUZZERS=ON -DRLOBJ_BUILD_TESTS=ON \
   -DRLOBJ_BUILD_EXAMPLES=OFF -DRLOBJ_BUILD_BENCHMARKS=OFF -DRLOBJ_CHECK_HEADERS=OFF \
   -DRLOBJ_INSTALL=OFF
-cmake --build "$build" -j "$jobs" --target rlobj_tests rlobj_fuzz_tensordict rlobj_fuzz_state_dict
+cmake --build "$build" -j "$jobs" --target rlobj_tests rlobj_fuzz_tensordict rlobj_fuzz_state_dict \
+  rlobj_distributed_test
 
 # Any report fails the run: halt on the first one, with a stack.
 export ASAN_OPTIONS="halt_on_error=1:abort_on_error=1:detect_leaks=1:strict_init_order=1:detect_stack_use_after_return=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
@@ -33,6 +34,9 @@ fi
 
 echo "== sanitize: test suite under ASan + UBSan"
 (cd "$build/tests" && ./rlobj_tests ${RLOBJ_SANITIZE_TESTS:+"$RLOBJ_SANITIZE_TESTS"} --reporter compact)
+
+echo "== sanitize: the multi-process cases (tests/distributed) under ASan + UBSan"
+ctest --test-dir "$build" -R '^distributed\.' --output-on-failure
 
 for fuzzer in "$build"/fuzz/rlobj_fuzz_*; do
   name="$(basename "$fuzzer")"
