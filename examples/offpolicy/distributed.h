@@ -76,7 +76,8 @@ int64_t run_collector(rlobj::distributed::ProcessGroup& pg, rlobj::distributed::
   int64_t frames = 0;
   for (int64_t round = 0; round < plan.rounds; ++round) {
     auto batch = collector.collect();
-    TORCH_CHECK(batch.has_value(), Algo::kProgram, ": collector rank ", pg.rank(), " ran out of frames at round ", round);
+    TORCH_CHECK(batch.has_value(), Algo::kProgram, ": collector rank ", pg.rank(), " ran out of frames at round ",
+                round);
     frames += batch->batch_size().at(0);
     channel.send(batch->to(torch::kCPU));  // messages travel from CPU memory (--device cuda)
     if ((round + 1) % settings.weights_every == 0) channel.pull_weights(weights);

@@ -199,9 +199,9 @@ int run(int argc, char** argv) {
       ->capture_default_str()
       ->check(int_at_least(1));
   app.add_option("--dist-timeout", dist.timeout_s, "With --collectors: seconds any collective or message may take "
-                 "before the run fails, > 0")
+                 "before the run fails, in (0, 86400]")
       ->capture_default_str()
-      ->check(real([](double v) { return v > 0; }, "a positive number"));
+      ->check(real([](double v) { return v > 0 && v <= 86400; }, "in (0, 86400]"));
   try {
     app.parse(argc, argv);
     check_consistency(cfg);
@@ -212,12 +212,13 @@ int run(int argc, char** argv) {
 
   // A multi-process run: torchrun's variables name this process's rank (none set: one process).
   namespace dist_ns = rlobj::distributed;
-  const auto launch = dist_ns::LaunchInfo::from_env();
-  if (dist.collectors == 0 && launch.world_size > 1) {
+  // Without --collectors only WORLD_SIZE is looked at (a stray RANK in the environment is ignored).
+  if (const char* world = std::getenv("WORLD_SIZE"); dist.collectors == 0 && world && std::string(world) != "1") {
     throw std::invalid_argument(fmt::format(
-        "{}: started as rank {} of WORLD_SIZE={} without --collectors: pass --collectors {} (rank 0 learns, the "
-        "others collect)", Algo::kProgram, launch.rank, launch.world_size, launch.world_size - 1));
+        "{}: started as one of WORLD_SIZE={} processes without --collectors: pass --collectors N with N+1 processes "
+        "(rank 0 learns, the others collect)", Algo::kProgram, world));
   }
+  const auto launch = dist.collectors > 0 ? dist_ns::LaunchInfo::from_env() : dist_ns::LaunchInfo{};
   if (dist.collectors > 0 && launch.world_size != dist.collectors + 1) {
     throw std::invalid_argument(fmt::format(
         "{}: --collectors {} needs {} processes (the learner and {} collectors), but WORLD_SIZE={}: launch it with "
@@ -236,92 +237,92 @@ int run(int argc, char** argv) {
   }
   // A failure on any rank is left in the store, so that the others name it when they notice.
   try {
-  if (pg && pg->rank() != 0) {
-    const auto t0 = Clock::now();
-    const int64_t frames = run_collector<Algo>(*pg, *channel, cfg, dist);
-    pg->finish();
-    if (!quiet) {
-      fmt::print("collector rank {}: sent {} frames in {:.1f} s\n", pg->rank(), frames, seconds_since(t0));
-    }
-    return 0;
-  }
-
-  {
-    const auto t0 = Clock::now();
-    // Opened before the (slower) trainer, so that an unwritable CSV fails at once.
-    CsvLog csv(log_csv, /*append=*/!resume.empty(), kCsvHeader);
-    Trainer<Algo> trainer(cfg);
-    if (pg) trainer.set_remote_collection();
-    if (!resume.empty()) {
-      trainer.load(resume);
-      if (!quiet) fmt::print("resumed from {} at frame {}\n", resume, trainer.frames());
-    }
-    const bool tty = ::isatty(STDOUT_FILENO) != 0;
-    if (!quiet) {
-      fmt::print("{} on Pendulum-v1: seed {}, {} frames, {} env(s), batch {}, cells [{}], {}, device {}{}\n", Algo::kName,
-                 cfg.seed, cfg.total_frames, cfg.num_envs, cfg.batch_size, fmt::join(cfg.num_cells, ", "),
-                 cfg.activation, cfg.device, preset.empty() ? std::string() : ", preset " + preset);
+    if (pg && pg->rank() != 0) {
+      const auto t0 = Clock::now();
+      const int64_t frames = run_collector<Algo>(*pg, *channel, cfg, dist);
+      pg->finish();
+      if (!quiet) {
+        fmt::print("collector rank {}: sent {} frames in {:.1f} s\n", pg->rank(), frames, seconds_since(t0));
+      }
+      return 0;
     }
 
-    if (pg && !quiet) {
-      fmt::print("distributed: rank 0 learns, {} collector processes, weights pushed every {} round(s) of {} frames\n",
-                 dist.collectors, dist.weights_every, dist.collectors * cfg.num_envs);
-    }
-    std::optional<Learner<Algo>> learner;
-    if (pg) learner.emplace(*channel, trainer, dist);
-    const auto step = [&] { return learner ? learner->step() : trainer.step(); };
-    const int64_t start_frames = trainer.frames();
-    double last_eval = std::nan("");
-    auto last_print = Clock::now();
-    auto progress = [&](bool force) {
-      if (quiet) return;
-      // Decide before formatting: the line reads losses and counters back from the device.
-      const bool print = force || (tty && seconds_since(last_print) > 0.2);
-      if (!print) return;
+    {
+      const auto t0 = Clock::now();
+      // Opened before the (slower) trainer, so that an unwritable CSV fails at once.
+      CsvLog csv(log_csv, /*append=*/!resume.empty(), kCsvHeader);
+      Trainer<Algo> trainer(cfg);
+      if (pg) trainer.set_remote_collection();
+      if (!resume.empty()) {
+        trainer.load(resume);
+        if (!quiet) fmt::print("resumed from {} at frame {}\n", resume, trainer.frames());
+      }
+      const bool tty = ::isatty(STDOUT_FILENO) != 0;
+      if (!quiet) {
+        fmt::print("{} on Pendulum-v1: seed {}, {} frames, {} env(s), batch {}, cells [{}], {}, device {}{}\n",
+                   Algo::kName, cfg.seed, cfg.total_frames, cfg.num_envs, cfg.batch_size, fmt::join(cfg.num_cells, ", "),
+                   cfg.activation, cfg.device, preset.empty() ? std::string() : ", preset " + preset);
+      }
+
+      if (pg && !quiet) {
+        fmt::print("distributed: rank 0 learns, {} collector processes, weights pushed every {} round(s) of {} "
+                   "frames\n", dist.collectors, dist.weights_every, dist.collectors * cfg.num_envs);
+      }
+      std::optional<Learner<Algo>> learner;
+      if (pg) learner.emplace(*channel, trainer, dist);
+      const auto step = [&] { return learner ? learner->step() : trainer.step(); };
+      const int64_t start_frames = trainer.frames();
+      double last_eval = std::nan("");
+      auto last_print = Clock::now();
+      auto progress = [&](bool force) {
+        if (quiet) return;
+        // Decide before formatting: the line reads losses and counters back from the device.
+        const bool print = force || (tty && seconds_since(last_print) > 0.2);
+        if (!print) return;
+        const double wall = seconds_since(t0);
+        const double fps = (trainer.frames() - start_frames) / std::max(wall, 1e-9);
+        const double eta = fps > 0 ? (cfg.total_frames - trainer.frames()) / fps : 0;
+        const std::string line = fmt::format(
+            "frames {:>6}/{} | episodes {:>4} | recent return {:>7} | eval {:>7} | loss actor {:>7.3f} value "
+            "{:>7.4f} | {:>5.0f} frames/s | ETA {:>4.0f}s",
+            trainer.frames(), cfg.total_frames, trainer.episodes(), fmt_num(trainer.recent_return()),
+            fmt_num(last_eval), trainer.last_loss_actor(), trainer.last_loss_value(), fps, eta);
+        if (tty) {
+          // A live line redrawn in place, at most 5 times a second.
+          fmt::print("\r{}", line);
+          std::fflush(stdout);
+          last_print = Clock::now();
+        } else {
+          fmt::print("{}\n", line);  // logs get one line per evaluation, not a flood,
+          std::fflush(stdout);         // and get it now (tail -f, a supervisor watching progress)
+        }
+      };
+
+      // Periodic evaluations; the one at the last frame is the final evaluation below.
+      int64_t next_eval = (trainer.frames() / cfg.eval_every + 1) * cfg.eval_every;
+      while (step()) {
+        if (cfg.eval_every > 0 && trainer.frames() >= next_eval && trainer.frames() < cfg.total_frames) {
+          last_eval = trainer.evaluate();
+          csv.row(csv_row(trainer, seconds_since(t0), last_eval));
+          if (!checkpoint.empty()) trainer.save(checkpoint);
+          next_eval += cfg.eval_every;
+          progress(/*force=*/true);
+          if (tty && !quiet) fmt::print("\n");
+        } else {
+          progress(/*force=*/false);
+        }
+      }
+      const double final_return = trainer.evaluate();
       const double wall = seconds_since(t0);
-      const double fps = (trainer.frames() - start_frames) / std::max(wall, 1e-9);
-      const double eta = fps > 0 ? (cfg.total_frames - trainer.frames()) / fps : 0;
-      const std::string line = fmt::format(
-          "frames {:>6}/{} | episodes {:>4} | recent return {:>7} | eval {:>7} | loss actor {:>7.3f} value {:>7.4f} | "
-          "{:>5.0f} frames/s | ETA {:>4.0f}s",
-          trainer.frames(), cfg.total_frames, trainer.episodes(), fmt_num(trainer.recent_return()), fmt_num(last_eval),
-          trainer.last_loss_actor(), trainer.last_loss_value(), fps, eta);
-      if (tty) {
-        // A live line redrawn in place, at most 5 times a second.
-        fmt::print("\r{}", line);
-        std::fflush(stdout);
-        last_print = Clock::now();
-      } else {
-        fmt::print("{}\n", line);  // logs get one line per evaluation, not a flood,
-        std::fflush(stdout);         // and get it now (tail -f, a supervisor watching progress)
-      }
-    };
-
-    // Periodic evaluations; the one at the last frame is the final evaluation below.
-    int64_t next_eval = (trainer.frames() / cfg.eval_every + 1) * cfg.eval_every;
-    while (step()) {
-      if (cfg.eval_every > 0 && trainer.frames() >= next_eval && trainer.frames() < cfg.total_frames) {
-        last_eval = trainer.evaluate();
-        csv.row(csv_row(trainer, seconds_since(t0), last_eval));
-        if (!checkpoint.empty()) trainer.save(checkpoint);
-        next_eval += cfg.eval_every;
-        progress(/*force=*/true);
-        if (tty && !quiet) fmt::print("\n");
-      } else {
-        progress(/*force=*/false);
-      }
+      csv.row(csv_row(trainer, wall, final_return));
+      if (!checkpoint.empty()) trainer.save(checkpoint);
+      if (tty && !quiet) fmt::print("\n");
+      fmt::print("summary: seed {} | wall time {:.1f} s | env steps {} | updates {} | episodes {} | final eval return "
+                 "{:.1f} (mean of {} deterministic episodes of 200 steps)\n",
+                 cfg.seed, wall, trainer.frames(), trainer.updates(), trainer.episodes(), final_return,
+                 cfg.eval_episodes);
     }
-    const double final_return = trainer.evaluate();
-    const double wall = seconds_since(t0);
-    csv.row(csv_row(trainer, wall, final_return));
-    if (!checkpoint.empty()) trainer.save(checkpoint);
-    if (tty && !quiet) fmt::print("\n");
-    fmt::print("summary: seed {} | wall time {:.1f} s | env steps {} | updates {} | episodes {} | final eval return "
-               "{:.1f} (mean of {} deterministic episodes of 200 steps)\n",
-               cfg.seed, wall, trainer.frames(), trainer.updates(), trainer.episodes(), final_return,
-               cfg.eval_episodes);
-  }
-  if (pg) pg->finish();
+    if (pg) pg->finish();
   } catch (const std::exception& e) {
     if (pg) pg->report_failure(first_line(e.what()));
     throw;
