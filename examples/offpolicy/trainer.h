@@ -304,23 +304,15 @@ class Trainer {
   /// come from collector processes instead of this trainer's own environments. Set it before
   /// `load`: such a run's checkpoints have their own format (a single-process run cannot resume
   /// one, nor the reverse).
-  void set_remote_collection() {
-    remote_ = true;
-    remote_started_ = false;
-  }
-  bool remote_collection() const { return remote_; }
+  void set_remote_collection() { remote_ = true; }
 
   /// Distributed learner: one round of batches collected elsewhere (`[rows, 1]`, the
   /// `transition_keys()`), into the replay buffer, then (past the warm-up) one update per row.
   void consume(const rl::TensorDict& batch) {
     TORCH_CHECK(remote_, Algo::kProgram, ": consume() needs set_remote_collection()");
     const int64_t rows = batch.batch_size().at(0);
-    // Collectors start fresh episodes at every (re)start: partial returns do not carry over.
-    if (!remote_started_ || running_return_.numel() != rows) running_return_ = torch::zeros({rows});
-    remote_started_ = true;
-    const int64_t before = recent_done_;
-    track_returns(batch);
-    remote_episodes_ += recent_done_ - before;
+    if (running_return_.numel() != rows) running_return_ = torch::zeros({rows});
+    remote_episodes_ += track_returns(batch);
     rb_.extend(batch.select(transition_keys()));
     remote_frames_ += rows;
     if (frames() >= cfg_.init_random_frames && rb_.size() >= cfg_.batch_size) {
@@ -461,6 +453,9 @@ class Trainer {
     collector_->load(collector);
     torch::Tensor recent, counters, losses;
     archive.read("running_return", running_return_);
+    // Collectors start fresh episodes at every (re)start: partial returns do not carry over
+    // (`consume` sizes the tracker to the rounds it receives).
+    if (remote_) running_return_ = torch::zeros({0});
     archive.read("recent_returns", recent);
     recent_returns_.assign(recent.data_ptr<double>(), recent.data_ptr<double>() + recent.numel());
     archive.read("counters", counters);
@@ -497,19 +492,22 @@ class Trainer {
   ActorNet& actor() { return actor_; }
 
  private:
-  void track_returns(const rl::TensorDict& batch) {
+  /// Adds `batch`'s rewards to the running returns; returns how many episodes it finished.
+  int64_t track_returns(const rl::TensorDict& batch) {
     // batch: [num_envs, 1]
     auto reward = batch.get({"next", "reward"}).reshape({-1}).to(torch::kCPU, torch::kFloat32);
     auto done = batch.get({"next", "done"}).reshape({-1}).to(torch::kCPU);
     running_return_ += reward;
+    int64_t finished = 0;
     for (int64_t i = 0; i < done.numel(); ++i) {
       if (done[i].item<bool>()) {
         recent_returns_.push_back(running_return_[i].item<double>());
-        ++recent_done_;
+        ++finished;
         if (recent_returns_.size() > 10) recent_returns_.pop_front();
         running_return_[i] = 0;
       }
     }
+    return finished;
   }
 
   Config cfg_;
@@ -528,8 +526,8 @@ class Trainer {
   torch::Tensor running_return_;
   std::deque<double> recent_returns_;
   int64_t updates_ = 0;
-  bool remote_ = false, remote_started_ = false;
-  int64_t remote_frames_ = 0, remote_episodes_ = 0, recent_done_ = 0;
+  bool remote_ = false;
+  int64_t remote_frames_ = 0, remote_episodes_ = 0;
   torch::Tensor last_loss_actor_, last_loss_value_;
 };
 

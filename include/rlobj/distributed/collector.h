@@ -195,14 +195,7 @@ class DistributedCollector {
     int64_t bytes = 0;
   };
 
-  static std::string join(c10::IntArrayRef shape) {
-    std::string s;
-    for (size_t i = 0; i < shape.size(); ++i) {
-      if (i > 0) s += ',';
-      s += std::to_string(shape[i]);
-    }
-    return s;
-  }
+  static std::string join(c10::IntArrayRef shape) { return fmt::format("{}", fmt::join(shape, ",")); }
 
   /// "b0,b1|key/parts:dtype:d0,d1;..." (keys joined by '/').
   static std::string layout_of(const TensorDict& batch) {
@@ -263,23 +256,16 @@ class DistributedCollector {
   void exchange(const std::vector<torch::Tensor>& params) {
     TORCH_CHECK_VALUE(!params.empty(), "DistributedCollector: no weights to exchange");
     torch::NoGradGuard no_grad;
-    std::vector<torch::Tensor> parts;
-    std::string layout;
-    for (const auto& p : params) {
-      parts.push_back(p.detach().reshape({-1}).to(torch::kCPU, torch::kFloat32));
-      layout += join(p.sizes()) + ";";
-    }
     if (!weights_checked_) {
+      std::string layout;
+      for (const auto& p : params) layout += join(p.sizes()) + ";";
       group_->check_same("policy weight shapes", layout);
       weights_checked_ = true;
     }
-    torch::Tensor flat = torch::cat(parts).contiguous();
+    const auto cpu_float = torch::TensorOptions().dtype(torch::kFloat32).device(torch::kCPU);
+    torch::Tensor flat = detail::flatten_values(params, cpu_float);
     group_->broadcast_(flat, options_.learner_rank(), "policy weights");
-    int64_t offset = 0;
-    for (const auto& p : params) {
-      p.detach().copy_(flat.narrow(0, offset, p.numel()).view(p.sizes()));
-      offset += p.numel();
-    }
+    detail::copy_from_flat(flat, params);
   }
 
   ProcessGroup* group_;

@@ -65,9 +65,9 @@ class DataParallel {
     torch::NoGradGuard no_grad;
     for (auto& g : groups_) {
       check_layout(g);
-      torch::Tensor flat = flatten(g.params, /*grads=*/false);
+      torch::Tensor flat = detail::flatten_values(g.params, g.params[0].options());
       group_->broadcast_(flat, root, g.name + " parameters");
-      unflatten(flat, g.params, /*grads=*/false);
+      detail::copy_from_flat(flat, g.params);
     }
   }
 
@@ -90,7 +90,7 @@ class DataParallel {
     torch::NoGradGuard no_grad;
     bool same = true;
     for (auto& g : groups_) {
-      torch::Tensor flat = flatten(g.params, /*grads=*/false);
+      torch::Tensor flat = detail::flatten_values(g.params, g.params[0].options());
       for (const auto& other : group_->all_gather(flat, g.name + " parameters")) same = same && torch::equal(other, flat);
     }
     return same;
@@ -120,52 +120,28 @@ class DataParallel {
     g.checked = true;
   }
 
-  static torch::Tensor flatten(const std::vector<torch::Tensor>& params, bool grads) {
-    std::vector<torch::Tensor> parts;
-    parts.reserve(params.size());
-    for (const auto& p : params) {
-      if (!grads) {
-        parts.push_back(p.detach().reshape({-1}));
-      } else {
-        const auto& g = p.grad();
-        parts.push_back(g.defined() ? g.reshape({-1}) : torch::zeros({p.numel()}, p.options()));
-      }
-    }
-    return torch::cat(parts).contiguous();
-  }
-
-  static void unflatten(const torch::Tensor& flat, std::vector<torch::Tensor>& params, bool grads) {
-    int64_t offset = 0;
-    for (auto& p : params) {
-      const auto part = flat.narrow(0, offset, p.numel()).view(p.sizes());
-      if (grads) {
-        p.mutable_grad().copy_(part);
-      } else {
-        p.detach().copy_(part);
-      }
-      offset += p.numel();
-    }
-  }
-
   void average(const std::vector<Group*>& groups) {
     if (groups.empty() || group_->world_size() == 1) return;  // the mean of one is itself
     for (Group* g : groups) check_layout(*g);
     torch::NoGradGuard no_grad;
-    // Every group's gradients, then one flag per parameter (1: defined here), in one buffer.
+    // Every parameter's gradient (zeros where undefined), then one flag per parameter (1:
+    // defined here), in one buffer.
     std::vector<torch::Tensor> parts;
     std::vector<torch::Tensor*> params;
+    std::vector<float> flags;
     std::string names;
     for (Group* g : groups) {
-      parts.push_back(flatten(g->params, /*grads=*/true));
-      for (auto& p : g->params) params.push_back(&p);
+      for (auto& p : g->params) {
+        const auto& grad = p.grad();
+        parts.push_back(grad.defined() ? grad.reshape({-1}) : torch::zeros({p.numel()}, p.options()));
+        flags.push_back(grad.defined() ? 1.0F : 0.0F);
+        params.push_back(&p);
+      }
       if (!names.empty()) names += '+';
       names += g->name;
     }
-    const int64_t n = static_cast<int64_t>(params.size());
-    torch::Tensor defined = torch::empty({n}, torch::kFloat32);
-    auto* flags = defined.data_ptr<float>();
-    for (int64_t i = 0; i < n; ++i) flags[i] = params[i]->grad().defined() ? 1.0F : 0.0F;
-    parts.push_back(defined.to(parts[0].device()));
+    const auto n = static_cast<int64_t>(flags.size());
+    parts.push_back(torch::tensor(flags).to(parts[0].device()));
     torch::Tensor buffer = torch::cat(parts);
     group_->allreduce_sum_(buffer, names + " gradients");
     const int64_t grads = buffer.numel() - n;

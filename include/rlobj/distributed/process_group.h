@@ -32,6 +32,7 @@
 #include <vector>
 
 #include <c10/util/Exception.h>
+#include <fmt/format.h>
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
@@ -58,6 +59,25 @@ namespace detail {
 /// in 1.13 (whose `Backend.hpp` exists but is not the backends' base yet).
 using BackendBase = std::conditional_t<std::is_base_of<c10d::Backend, c10d::ProcessGroupGloo>::value, c10d::Backend,
                                        c10d::ProcessGroup>;
+
+/// `tensors`' values, each converted to `options`, as one contiguous 1-D tensor: what a
+/// collective over a list of parameters moves in one message.
+inline torch::Tensor flatten_values(const std::vector<torch::Tensor>& tensors, const torch::TensorOptions& options) {
+  std::vector<torch::Tensor> parts;
+  parts.reserve(tensors.size());
+  for (const auto& t : tensors) parts.push_back(t.detach().reshape({-1}).to(options));
+  return torch::cat(parts).contiguous();
+}
+
+/// The inverse of `flatten_values`: copies consecutive slices of `flat` into `tensors` (in place,
+/// converting back to each one's dtype and device).
+inline void copy_from_flat(const torch::Tensor& flat, const std::vector<torch::Tensor>& tensors) {
+  int64_t offset = 0;
+  for (const auto& t : tensors) {
+    t.detach().copy_(flat.narrow(0, offset, t.numel()).view(t.sizes()));
+    offset += t.numel();
+  }
+}
 }  // namespace detail
 
 /// The c10d backend a `ProcessGroup` runs on.
@@ -285,7 +305,7 @@ class ProcessGroup {
   /// A last barrier, so that rank 0 (which hosts the store) outlives every rank's last use of
   /// it; then stops the heartbeat. Call it at the end of a successful run.
   void finish() {
-    if (world_size() > 1) barrier("finish");
+    barrier("finish");
     state_->stop_heartbeat();
   }
 
@@ -512,9 +532,8 @@ class ProcessGroup {
       work->wait(state_->options.timeout());
     } catch (const std::exception& e) {
       const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      const std::string message = "rlobj::distributed: " + op + " of '" + what + "' failed on " + where() + " after " +
-                                  std::to_string(waited).substr(0, std::to_string(waited).find('.') + 3) + " s: " +
-                                  diagnose() + " (" + first_line(e.what()) + ")";
+      const std::string message = fmt::format("rlobj::distributed: {} of '{}' failed on {} after {:.2f} s: {} ({})", op,
+                                              what, where(), waited, diagnose(), first_line(e.what()));
       report_failure(message);
       TORCH_CHECK(false, message);
     }
