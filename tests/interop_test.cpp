@@ -1,5 +1,5 @@
 // Interop with Python: TorchRL's state dicts in, state dicts and TorchScript policies out.
-// Checked against the real TorchRL 0.4.0 files of ../shared/reference/interop/; the Python side
+// Checked against the real TorchRL 0.4.0 files of tests/data/reference/interop/; the Python side
 // of the round trip (torch.load / torch.jit.load of what rlobj writes) is the ctest entry
 // `interop.python` (tests/interop/check_python.cmake), which runs the "[interop-files]" case.
 
@@ -42,7 +42,7 @@ using rlobj_test::spit;
 const std::vector<std::string> kMlpKeys = {"0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"};
 
 std::string interop_file(const std::string& name) {
-  return std::string(RLOBJ_SHARED_REFERENCE_DIR) + "/interop/" + name;
+  return std::string(RLOBJ_TEST_DATA_DIR) + "/reference/interop/" + name;
 }
 
 const nlohmann::json& expected() { return rlobj_test::reference_file("interop/expected_actor_outputs.json"); }

@@ -1,9 +1,9 @@
 # ctest entry interop.python: the Python side of rlobj's interop files.
-#   cmake -DTESTS=<rlobj_tests> -DPYTHON=<python> -DDIR=<scratch dir> -DREFERENCE=<shared/reference/interop>
+#   cmake -DTESTS=<rlobj_tests> -DPYTHON=<python> -DDIR=<scratch dir> -DREFERENCE=<tests/data/reference/interop>
 #         -DSCRIPTS=<tests/interop> -P check_python.cmake
 # Runs the C++ test "interop: files for the Python checks" (which writes a state dict with
 # TorchRL's Actor names, one with its MLP's, a TorchScript policy and the actions it must give),
-# then, with PYTHON's torch: ../shared/reference/interop/check_export.py on both state dicts
+# then, with PYTHON's torch: tests/interop/check_export.py on both state dicts
 # (torch.load -> dict -> load_state_dict into the actor -> TorchRL's expected actions) and
 # check_torchscript.py on the policy (torch.jit.load -> the C++ actions). Skipped, saying why,
 # when PYTHON cannot import torch.
@@ -25,7 +25,7 @@ file(READ ${DIR}/action_atol.txt atol)
 string(STRIP "${atol}" atol)
 set(failed "")
 foreach(file actor_export.pt mlp_export.pt)
-  execute_process(COMMAND ${PYTHON} ${REFERENCE}/check_export.py --plain --atol ${atol} ${DIR}/${file}
+  execute_process(COMMAND ${PYTHON} ${SCRIPTS}/check_export.py --expected ${REFERENCE}/expected_actor_outputs.json --plain --atol ${atol} ${DIR}/${file}
                   RESULT_VARIABLE rc)
   if(NOT rc EQUAL 0)
     list(APPEND failed "check_export.py ${file}")

@@ -934,17 +934,3 @@ TEST_CASE("separate_losses: gradients through the critic's clone survive zero_gr
   for (size_t i = 0; i < expected.size(); ++i) CHECK(torch::equal(got[i], expected[i]));
   CHECK(expected[1].abs().sum().item<double>() > 0);
 }
-
-TEST_CASE("The vendored reference data matches ../shared/reference when both exist", "[ddpg][parity]") {
-  std::ifstream shared(std::string(RLOBJ_SHARED_REFERENCE_DIR) + "/ddpg_torchrl.json");
-  std::ifstream vendored(std::string(RLOBJ_TEST_DATA_DIR) + "/reference/ddpg_torchrl.json");
-  REQUIRE(vendored.good());
-  if (!shared.good()) {
-    WARN("../shared/reference not found beside the checkout: the parity tests use the vendored copy");
-    return;
-  }
-  std::stringstream a, b;
-  a << shared.rdbuf();
-  b << vendored.rdbuf();
-  CHECK(a.str() == b.str());  // refresh tests/data/reference/ when the shared files change
-}

@@ -41,21 +41,20 @@
 
 namespace rlobj_test {
 
-/// Reads a reference file: `$RLOBJ_REFERENCE_DIR`, else `../shared/reference` beside the
-/// checkout, else the vendored copy under tests/data/reference.
+/// Reads a reference file: `$RLOBJ_REFERENCE_DIR` when set (to try regenerated files, see
+/// tools/reference/), else the vendored copy under tests/data/reference.
 inline const nlohmann::json& reference_file(const std::string& name) {
   static std::map<std::string, nlohmann::json> cache;
   auto it = cache.find(name);
   if (it != cache.end()) return it->second;
   std::vector<std::string> dirs;
   if (const char* env = std::getenv("RLOBJ_REFERENCE_DIR")) dirs.emplace_back(env);
-  dirs.emplace_back(RLOBJ_SHARED_REFERENCE_DIR);
   dirs.emplace_back(std::string(RLOBJ_TEST_DATA_DIR) + "/reference");
   for (const auto& dir : dirs) {
     std::ifstream in(dir + "/" + name);
     if (in.good()) return cache.emplace(name, nlohmann::json::parse(in)).first->second;
   }
-  FAIL("reference file " << name << " not found in $RLOBJ_REFERENCE_DIR, ../shared/reference or tests/data/reference");
+  FAIL("reference file " << name << " not found in $RLOBJ_REFERENCE_DIR or tests/data/reference");
   throw std::logic_error("unreachable");
 }
 

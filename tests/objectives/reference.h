@@ -1,6 +1,6 @@
 #pragma once
 
-// Rebuilds the deterministic networks and batch of shared/reference/ddpg_torchrl.json, as its
+// Rebuilds the deterministic networks and batch of tests/data/reference/ddpg_torchrl.json, as its
 // `meta` describes, optionally perturbed (see parity.h).
 
 #include <cmath>
