@@ -29,10 +29,17 @@ case "$RLOBJ_TORCH" in
     want="${spec#torch==}"
     have="$("$venv/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)"
     if [ -z "$have" ] || { [ "$want" != "$spec" ] && [ "$have" != "$want" ]; }; then
+      if [ "${RLOBJ_NO_INSTALL:-0}" = 1 ]; then
+        echo "error: $venv has no $spec (found: ${have:-none}); RLOBJ_NO_INSTALL=1 is set, so rlobj installs" \
+             "nothing: create it with python3 -m venv $venv && $venv/bin/pip install $spec, or point" \
+             "RLOBJ_TORCH at a LibTorch directory" >&2
+        exit 1
+      fi
       if ! python3 -m venv --help >/dev/null 2>&1; then
         "$rlobj_root/scripts/install_deps.sh" python3 python3-venv
       fi
-      echo "rlobj: installing $spec into $venv (a few GB: LibTorch with its CUDA libraries)"
+      echo "rlobj: installing $spec with pip into the virtual environment $venv (a few GB: LibTorch with" \
+           "its CUDA libraries; RLOBJ_NO_INSTALL=1 skips this)"
       python3 -m venv "$venv"
       "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$spec"
     fi
