@@ -140,6 +140,7 @@ inline void flatten_state_dict(const pickle::Object& dict, const std::string& pr
 
 }  // namespace detail
 
+/// \fn StateDict read_state_dict(const std::string& path)
 /// Reads a state dict saved by Python's `torch.save` (`module.state_dict()`, a plain dict of
 /// tensors, or dicts of those, flattened to dotted keys) or by `write_state_dict`. Tensors
 /// come back on the CPU with their saved dtype. Never runs code from the file: any object other
@@ -334,6 +335,7 @@ LoadStateDictResult load_state_dict(const torch::nn::ModuleHolder<Impl>& module,
                                     bool strict = true) {
   return load_state_dict(static_cast<torch::nn::Module&>(*module.ptr()), path, strict);
 }
+/// The same for a module holder, from a `StateDict`.
 template <typename Impl>
 LoadStateDictResult load_state_dict(const torch::nn::ModuleHolder<Impl>& module, const StateDict& sd,
                                     bool strict = true) {
@@ -345,6 +347,7 @@ LoadStateDictResult load_state_dict(const torch::nn::ModuleHolder<Impl>& module,
 inline void save_state_dict(const torch::nn::Module& module, const std::string& path) {
   write_state_dict(state_dict(module), path);
 }
+/// The same for a module holder.
 template <typename Impl>
 void save_state_dict(const torch::nn::ModuleHolder<Impl>& module, const std::string& path) {
   save_state_dict(static_cast<const torch::nn::Module&>(*module), path);
@@ -489,6 +492,7 @@ void export_policy(const torch::nn::ModuleHolder<Impl>& actor, const Inputs& exa
                    const ExportPolicyOptions& options = {}) {
   export_policy(static_cast<const modules::TensorDictModuleBase&>(*actor), example_inputs, path, options);
 }
+/// The same for a module holder (`rlobj::modules::Actor`, `ProbabilisticActor`, ...).
 template <typename Impl, typename = std::enable_if_t<std::is_base_of<modules::TensorDictModuleBase, Impl>::value>>
 torch::jit::Module trace_policy(const torch::nn::ModuleHolder<Impl>& actor, const std::vector<torch::Tensor>& example_inputs,
                                 const ExportPolicyOptions& options = {}) {

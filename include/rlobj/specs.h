@@ -37,7 +37,9 @@ class TensorSpec {
 
   /// Full shape, batch dims included.
   const std::vector<int64_t>& shape() const noexcept { return shape_; }
+  /// The dtype of values in the spec.
   torch::Dtype dtype() const noexcept { return dtype_; }
+  /// The device of values in the spec.
   torch::Device device() const noexcept { return device_; }
 
   /// A random tensor of shape `[*batch, *shape()]` inside the spec, drawn from `generator`
@@ -67,6 +69,7 @@ class TensorSpec {
   virtual std::string repr() const = 0;
 
  protected:
+  /// For subclasses; throws `c10::ValueError` on a negative dim.
   TensorSpec(std::vector<int64_t> shape, torch::Dtype dtype, torch::Device device)
       : shape_(std::move(shape)), dtype_(dtype), device_(device) {
     for (auto s : shape_) {
@@ -74,16 +77,20 @@ class TensorSpec {
                         detail::shape_str(shape_));
     }
   }
+  /// Tensor options with the spec's dtype and device.
   torch::TensorOptions options() const { return torch::TensorOptions().dtype(dtype_).device(device_); }
   /// Options for drawing with `generator`: on the generator's device (a CPU generator can
   /// seed a CUDA spec; the sample is moved afterwards by `on_device`).
   static torch::Device draw_device(const std::optional<at::Generator>& generator, torch::Device fallback) {
     return generator ? generator->device() : fallback;
   }
+  /// `generator` as the `c10::optional` LibTorch's factory functions take.
   static c10::optional<at::Generator> c10_generator(const std::optional<at::Generator>& g) {
     return g ? c10::optional<at::Generator>(*g) : c10::nullopt;
   }
+  /// `t` moved to the spec's device (unchanged if it is there).
   torch::Tensor on_device(const torch::Tensor& t) const { return t.device() == device_ ? t : t.to(device_); }
+  /// `[*batch, *shape()]`.
   std::vector<int64_t> full_shape(c10::IntArrayRef batch) const {
     std::vector<int64_t> s(batch.begin(), batch.end());
     s.insert(s.end(), shape_.begin(), shape_.end());
@@ -110,6 +117,7 @@ class TensorSpec {
     }
     return {};
   }
+  /// `shape=..., dtype=..., device=...`: the part of `repr()` every spec shares.
   std::string common_repr() const {
     return fmt::format("shape={}, dtype={}, device={}", detail::shape_str(shape_),
                        detail::dtype_str(dtype_), device_.str());
@@ -121,12 +129,14 @@ class TensorSpec {
   torch::Device device_;
 };
 
+/// Prints `spec.repr()`.
 inline std::ostream& operator<<(std::ostream& os, const TensorSpec& spec) { return os << spec.repr(); }
 
 /// Any value of the right shape and dtype (TorchRL's `Unbounded`). `rand` draws from a
 /// standard normal (integers: from [-100, 100)).
 class Unbounded : public TensorSpec {
  public:
+  /// Any value of `shape` (batch dims included, for an environment's spec), `dtype` and `device`.
   explicit Unbounded(std::vector<int64_t> shape = {}, torch::Dtype dtype = torch::kFloat32,
                      torch::Device device = torch::kCPU)
       : TensorSpec(std::move(shape), dtype, device) {}
@@ -258,6 +268,8 @@ inline std::pair<torch::Tensor, torch::Tensor> action_bounds(const TensorSpec& s
 /// the spec of done flags.
 class Categorical : public TensorSpec {
  public:
+  /// Integers in `[0, n)` of `shape`; `c10::ValueError` if `n` is not positive, `dtype` is
+  /// floating point, or a bool spec has `n != 2`.
   Categorical(int64_t n, std::vector<int64_t> shape = {}, torch::Dtype dtype = torch::kInt64,
               torch::Device device = torch::kCPU)
       : TensorSpec(std::move(shape), dtype, device), n_(n) {
@@ -430,6 +442,7 @@ class Composite {
     TORCH_CHECK(false, "Composite.ptr: no spec \"", key, "\"; keys present: ",
                 detail::keys_str(nested_keys()));
   }
+  /// True if there is a spec under `key`.
   bool contains(const std::string& key) const noexcept {
     for (const auto& kv : entries_) {
       if (kv.first == key) return true;
@@ -494,6 +507,7 @@ class Composite {
     return c;
   }
 
+  /// The specs of the entries, one per line, and the composite's shape.
   std::string repr() const {
     std::vector<std::string> lines;
     for (const auto& kv : entries_) lines.push_back(fmt::format("    {}: {}", kv.first, kv.second->repr()));
@@ -517,10 +531,12 @@ class Composite {
   std::vector<std::pair<std::string, std::shared_ptr<const TensorSpec>>> entries_;
 };
 
+/// Prints `spec.repr()`.
 inline std::ostream& operator<<(std::ostream& os, const Composite& spec) { return os << spec.repr(); }
 
 }  // namespace rlobj
 
+/// \cond FMT_FORMATTERS
 /// `fmt::format("{}", spec)` for any leaf spec.
 template <typename Spec>
 struct fmt::formatter<Spec, char, std::enable_if_t<std::is_base_of<rlobj::TensorSpec, Spec>::value>>
@@ -530,7 +546,9 @@ struct fmt::formatter<Spec, char, std::enable_if_t<std::is_base_of<rlobj::Tensor
     return fmt::formatter<std::string>::format(spec.repr(), ctx);
   }
 };
+/// \endcond
 
+/// \cond FMT_FORMATTERS
 /// `fmt::format("{}", composite)`.
 template <>
 struct fmt::formatter<rlobj::Composite> : fmt::formatter<std::string> {
@@ -539,3 +557,4 @@ struct fmt::formatter<rlobj::Composite> : fmt::formatter<std::string> {
     return fmt::formatter<std::string>::format(spec.repr(), ctx);
   }
 };
+/// \endcond

@@ -132,16 +132,21 @@ struct TensorDictImpl;
 /// ```
 class TensorDict {
  public:
+  /// The batch dims, outermost first.
   using BatchSize = std::vector<int64_t>;
 
   /// An entry: a tensor or a nested TensorDict. Converts implicitly to `const torch::Tensor&`
   /// (throwing if it holds a TensorDict), so summing `items()` reads naturally.
   class Value {
    public:
+    /// A tensor entry.
     Value(torch::Tensor tensor) : tensor_(std::move(tensor)) {}  // NOLINT(runtime/explicit)
+    /// A nested TensorDict entry (aliased, not copied).
     Value(const TensorDict& td);                                 // NOLINT(runtime/explicit)
 
+    /// True if the entry is a tensor.
     bool is_tensor() const noexcept { return td_ == nullptr; }
+    /// True if the entry is a nested TensorDict.
     bool is_tensordict() const noexcept { return td_ != nullptr; }
     /// The tensor; throws if the entry is a TensorDict.
     const torch::Tensor& tensor() const {
@@ -150,6 +155,7 @@ class TensorDict {
     }
     /// The nested TensorDict (aliased); throws if the entry is a tensor.
     TensorDict tensordict() const;
+    /// The tensor (`tensor()`); throws if the entry is a TensorDict.
     operator const torch::Tensor&() const { return tensor(); }  // NOLINT(runtime/explicit)
 
    private:
@@ -159,6 +165,7 @@ class TensorDict {
     std::shared_ptr<detail::TensorDictImpl> td_;
   };
 
+  /// A `(key, entry)` pair, as `items()` returns them.
   using Item = std::pair<NestedKey, Value>;
 
   /// An empty TensorDict with `batch_size` `[]` and no device.
@@ -330,6 +337,7 @@ class TensorDict {
   std::shared_ptr<detail::TensorDictImpl> impl_;
 };
 
+/// Prints `td.repr()`, TorchRL's listing.
 inline std::ostream& operator<<(std::ostream& os, const TensorDict& td) { return os << td.repr(); }
 
 // ---------------------------------------------------------------------------------------------
@@ -1662,6 +1670,7 @@ inline std::string TensorDict::repr() const { return detail::repr(*impl_, 0); }
 
 }  // namespace rlobj
 
+/// \cond FMT_FORMATTERS
 /// `fmt::format("{}", key)` prints a NestedKey dotted.
 template <>
 struct fmt::formatter<rlobj::NestedKey> : fmt::formatter<std::string> {
@@ -1670,7 +1679,9 @@ struct fmt::formatter<rlobj::NestedKey> : fmt::formatter<std::string> {
     return fmt::formatter<std::string>::format(key.str(), ctx);
   }
 };
+/// \endcond
 
+/// \cond FMT_FORMATTERS
 /// `fmt::format("{}", td)` prints the TorchRL-like listing of a TensorDict.
 template <>
 struct fmt::formatter<rlobj::TensorDict> : fmt::formatter<std::string> {
@@ -1679,3 +1690,4 @@ struct fmt::formatter<rlobj::TensorDict> : fmt::formatter<std::string> {
     return fmt::formatter<std::string>::format(td.repr(), ctx);
   }
 };
+/// \endcond

@@ -42,6 +42,7 @@ namespace collectors {
 /// ```
 class SyncDataCollector {
  public:
+  /// The type-erased policy: called on each step's root TensorDict, it writes the action.
   using Policy = std::function<void(TensorDict&)>;
 
   /// `env` must outlive the collector. `policy` is anything callable on a TensorDict (a module
@@ -106,6 +107,7 @@ class SyncDataCollector {
   /// The exploration type the policy acts under (TorchRL's collector argument
   /// `exploration_type`; default `Random`: a `ProbabilisticActor` samples, noise modules add noise).
   void set_exploration_type(modules::ExplorationType type) noexcept { exploration_type_ = type; }
+  /// The exploration type the policy acts under (see `set_exploration_type`).
   modules::ExplorationType exploration_type() const noexcept { return exploration_type_; }
 
   /// Frames collected so far.
@@ -113,7 +115,9 @@ class SyncDataCollector {
   /// Episodes finished so far (done flags seen). Reads a counter kept on the environment's
   /// device (a host sync on CUDA).
   int64_t episodes() const { return episodes_ + (done_count_.defined() ? done_count_.item<int64_t>() : 0); }
+  /// Transitions per batch, over all sub-environments.
   int64_t frames_per_batch() const noexcept { return frames_per_batch_; }
+  /// Frames to collect before the iteration ends (-1: no limit).
   int64_t total_frames() const noexcept { return total_frames_; }
   /// Restarts every sub-environment on the next batch.
   void reset() { root_.reset(); }
@@ -167,29 +171,42 @@ class SyncDataCollector {
   /// Input iterator over the batches: `for (TensorDict batch : collector)`.
   class iterator {
    public:
+    /// An input iterator: each batch is collected when the iterator advances.
     using iterator_category = std::input_iterator_tag;
+    /// A batch of transitions.
     using value_type = TensorDict;
+    /// Required by the iterator traits; not meaningful for an input iterator.
     using difference_type = std::ptrdiff_t;
+    /// Pointer to the current batch.
     using pointer = const TensorDict*;
+    /// Reference to the current batch.
     using reference = const TensorDict&;
 
     iterator() = default;
+    /// Starts iterating `c`: collects its next batch.
     explicit iterator(SyncDataCollector* c) : collector_(c) { ++*this; }
+    /// The current batch.
     reference operator*() const { return *current_; }
+    /// The current batch.
     pointer operator->() const { return &*current_; }
+    /// Collects the next batch; the iterator becomes `end()` once `total_frames` are collected.
     iterator& operator++() {
       current_ = collector_->next();
       if (!current_) collector_ = nullptr;
       return *this;
     }
+    /// Equal when both are past the end, or both iterate the same collector.
     bool operator==(const iterator& other) const { return collector_ == other.collector_; }
+    /// The negation of `operator==`.
     bool operator!=(const iterator& other) const { return !(*this == other); }
 
    private:
     SyncDataCollector* collector_ = nullptr;
     std::optional<TensorDict> current_;
   };
+  /// An iterator at the next batch (collecting it).
   iterator begin() { return iterator(this); }
+  /// The past-the-end iterator.
   iterator end() { return iterator(); }
 
  private:

@@ -30,6 +30,7 @@ namespace data {
 
 /// Options of `ReplayBuffer`.
 struct ReplayBufferOptions {
+  /// Options of a buffer holding `capacity` transitions.
   explicit ReplayBufferOptions(int64_t capacity = 1000000) : capacity_(capacity) {}
   /// Number of transitions kept; older ones are overwritten (TorchRL's `max_size`).
   TORCH_ARG(int64_t, capacity);
@@ -55,6 +56,8 @@ struct ReplayBufferOptions {
 /// ```
 class ReplayBuffer {
  public:
+  /// An empty buffer (storage is allocated on the first `extend`); throws `c10::ValueError` if
+  /// the capacity is not positive or the batch size is negative.
   explicit ReplayBuffer(ReplayBufferOptions options = ReplayBufferOptions())
       : options_(options), generator_(at::make_generator<at::CPUGeneratorImpl>(options.seed())) {
     TORCH_CHECK_VALUE(options_.capacity() > 0, "ReplayBuffer: capacity must be positive, got ", options_.capacity());
@@ -132,13 +135,17 @@ class ReplayBuffer {
     return gather_rows(order);
   }
 
+  /// Number of transitions stored (at most `capacity()`).
   int64_t size() const noexcept { return size_; }
+  /// True when no transition is stored.
   bool empty() const noexcept { return size_ == 0; }
+  /// Most transitions kept; older ones are overwritten beyond it.
   int64_t capacity() const noexcept { return options_.capacity(); }
   /// Position of the next write.
   int64_t cursor() const noexcept { return cursor_; }
   /// The sampler's generator.
   at::Generator& generator() noexcept { return generator_; }
+  /// The options the buffer was built with.
   const ReplayBufferOptions& options() const noexcept { return options_; }
 
   /// Writes the filled rows of the storage, cursor, size and sampler state into `archive`.

@@ -59,6 +59,7 @@ struct SamplerWithoutReplacementOptions {
 /// ```
 class SamplerWithoutReplacement {
  public:
+  /// A sampler whose generator is seeded with `options.seed()`.
   explicit SamplerWithoutReplacement(SamplerWithoutReplacementOptions options = {})
       : options_(options), generator_(at::make_generator<at::CPUGeneratorImpl>(options.seed())) {}
 
@@ -97,6 +98,7 @@ class SamplerWithoutReplacement {
   }
   /// The sampler's generator.
   at::Generator& generator() noexcept { return generator_; }
+  /// The options the sampler was built with.
   const SamplerWithoutReplacementOptions& options() const noexcept { return options_; }
 
   /// Writes the generator's state and the current pass into `archive`.
@@ -142,6 +144,7 @@ class SamplerWithoutReplacement {
 
 /// Options of `MiniBatches`.
 struct MiniBatchesOptions {
+  /// Options of minibatches of `batch_size` elements.
   explicit MiniBatchesOptions(int64_t batch_size) : batch_size_(batch_size) {}
   /// Elements per minibatch (TorchRL's PPO examples: `mini_batch_size`). Without `drop_last`
   /// it must divide the number of elements of each batch.
@@ -173,6 +176,7 @@ struct MiniBatchesOptions {
 /// batch size that does not divide the number of elements are errors naming both numbers.
 class MiniBatches {
  public:
+  /// Minibatches of `options.batch_size()` elements; throws `c10::ValueError` if it is not positive.
   explicit MiniBatches(MiniBatchesOptions options)
       : options_(options),
         sampler_(SamplerWithoutReplacementOptions()
@@ -186,18 +190,28 @@ class MiniBatches {
   /// One epoch over `data` (an input range of minibatches; iterate it once).
   class Epoch {
    public:
+    /// Input iterator over an epoch's minibatches.
     class iterator {
      public:
+      /// An input iterator: each minibatch is gathered when the iterator advances.
       using iterator_category = std::input_iterator_tag;
+      /// A minibatch (batch size `[batch_size]`).
       using value_type = TensorDict;
+      /// Required by the iterator traits; not meaningful for an input iterator.
       using difference_type = std::ptrdiff_t;
+      /// Pointer to the current minibatch.
       using pointer = const TensorDict*;
+      /// Reference to the current minibatch.
       using reference = const TensorDict&;
 
       iterator() = default;
+      /// Starts at the epoch's first minibatch.
       explicit iterator(Epoch* epoch) : epoch_(epoch) { current_ = epoch_->next(); }
+      /// The current minibatch.
       reference operator*() const { return current_; }
+      /// The current minibatch.
       pointer operator->() const { return &current_; }
+      /// Gathers the next minibatch; the iterator becomes `end()` once the epoch has run out.
       iterator& operator++() {
         if (epoch_->owner_->sampler_.ran_out()) {
           epoch_ = nullptr;
@@ -206,7 +220,9 @@ class MiniBatches {
         }
         return *this;
       }
+      /// Equal when both are past the end, or both iterate the same epoch.
       bool operator==(const iterator& other) const { return epoch_ == other.epoch_; }
+      /// The negation of `operator==`.
       bool operator!=(const iterator& other) const { return !(*this == other); }
 
      private:
@@ -221,6 +237,7 @@ class MiniBatches {
       owner_->sampler_.reset();
       return iterator(this);
     }
+    /// The past-the-end iterator.
     iterator end() { return iterator(); }
     /// Minibatches in this epoch.
     int64_t size() const noexcept { return data_.numel() / owner_->options_.batch_size(); }
@@ -254,6 +271,7 @@ class MiniBatches {
     return n / options_.batch_size();
   }
 
+  /// The options the minibatches were built with.
   const MiniBatchesOptions& options() const noexcept { return options_; }
   /// The sampler (its generator decides the order of every epoch).
   SamplerWithoutReplacement& sampler() noexcept { return sampler_; }

@@ -53,8 +53,13 @@ struct DistributedCollectorOptions {
   TORCH_ARG(int64_t, learner_rank) = 0;
 };
 
+/// Distributed collection (TorchRL's `DistributedDataCollector` pattern) over a Gloo
+/// `ProcessGroup`: collector ranks `send` their batches and `pull_weights`; the learner rank
+/// `receive`s one batch from every collector and `push_weights`.
 class DistributedCollector {
  public:
+  /// Keeps a reference to `group`, which must outlive it. Throws `c10::ValueError` unless
+  /// `group` uses Gloo, has at least two ranks and `options.learner_rank()` is one of them.
   explicit DistributedCollector(ProcessGroup& group, DistributedCollectorOptions options = {})
       : group_(&group), options_(options) {
     TORCH_CHECK_VALUE(group.backend_type() == BackendType::Gloo,
@@ -69,7 +74,9 @@ class DistributedCollector {
     sequence_.assign(group.world_size(), 0);
   }
 
+  /// True on the learner rank.
   bool is_learner() const { return group_->rank() == options_.learner_rank(); }
+  /// Number of collector ranks (`WORLD_SIZE - 1`).
   int64_t num_collectors() const { return group_->world_size() - 1; }
   /// The collector ranks, in the order `receive` concatenates their batches.
   std::vector<int64_t> collector_ranks() const {
@@ -178,6 +185,7 @@ class DistributedCollector {
     exchange(params);
   }
 
+  /// The process group it communicates over.
   ProcessGroup& process_group() { return *group_; }
 
  private:

@@ -34,6 +34,7 @@ namespace distributed {
 /// Named groups of parameters kept identical across the ranks of a `ProcessGroup`.
 class DataParallel {
  public:
+  /// Keeps a reference to `group`, which must outlive it; register parameters with `add_group`.
   explicit DataParallel(ProcessGroup& group) : group_(&group) {}
 
   /// Registers `params` (float32, on the CPU with Gloo or on one CUDA device with NCCL; the same
@@ -96,6 +97,7 @@ class DataParallel {
     return same;
   }
 
+  /// The process group it communicates over.
   ProcessGroup& process_group() { return *group_; }
 
  private:

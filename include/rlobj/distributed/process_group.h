@@ -97,10 +97,15 @@ constexpr bool has_nccl() {
 
 /// Where this process sits in a multi-process run: torchrun's variables.
 struct LaunchInfo {
+  /// `RANK`: this process's rank, from 0.
   int64_t rank = 0;
+  /// `WORLD_SIZE`: the number of processes.
   int64_t world_size = 1;
+  /// `LOCAL_RANK`: this process's rank on its host (default: `RANK`).
   int64_t local_rank = 0;
+  /// `MASTER_ADDR`: the host of rank 0's store.
   std::string master_addr = "127.0.0.1";
+  /// `MASTER_PORT`: the port of rank 0's store.
   int64_t master_port = 29500;
 
   /// Reads `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`. None set: a world of
@@ -210,14 +215,20 @@ class ProcessGroup {
   ProcessGroup& operator=(const ProcessGroup&) = delete;
   ~ProcessGroup() { state_->stop_heartbeat(); }
 
+  /// This process's rank.
   int64_t rank() const { return state_->info.rank; }
+  /// Number of processes in the group.
   int64_t world_size() const { return state_->info.world_size; }
+  /// This process's rank on its host.
   int64_t local_rank() const { return state_->info.local_rank; }
+  /// The launch variables the group was built from.
   const LaunchInfo& info() const { return state_->info; }
+  /// The options the group was built with.
   const ProcessGroupOptions& options() const { return state_->options; }
   /// The c10d backend (Gloo's or NCCL's; null in a world of one), for collectives not wrapped
   /// here: a `c10d::Backend` in LibTorch 2.x, a `c10d::ProcessGroup` in 1.13.
   const c10::intrusive_ptr<detail::BackendBase>& backend() const { return state_->backend; }
+  /// The backend in use (Gloo or NCCL).
   BackendType backend_type() const { return state_->options.backend(); }
 
   /// Sums `tensor` (CPU, contiguous) over all ranks, in place. `what` names it in errors.

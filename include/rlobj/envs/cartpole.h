@@ -38,6 +38,7 @@ struct CartPoleOptions {
   TORCH_ARG(int64_t, max_episode_steps) = 500;
   /// Seed of the generator used for resets and random actions.
   TORCH_ARG(uint64_t, seed) = 0;
+  /// Device of every tensor the env reads and writes (resets are drawn on the CPU generator, then moved).
   TORCH_ARG(torch::Device, device) = torch::kCPU;
   /// Floating dtype of observations and rewards (`kFloat32`, gym's, or `kFloat64`). The state
   /// is float64 whatever this is.
@@ -50,6 +51,7 @@ struct CartPoleOptions {
   /// Reset bounds: each state component is drawn from `U(reset_low, reset_high)` (gym's reset
   /// `options={"low": ..., "high": ...}`; default gym's -0.05, 0.05).
   TORCH_ARG(double, reset_low) = -0.05;
+  /// Upper reset bound (see `reset_low`).
   TORCH_ARG(double, reset_high) = 0.05;
   /// Gym's `CartPoleEnv(sutton_barto_reward=True)`: reward 0 per step and -1 on the
   /// terminating step and after it, instead of 1 per step (0 after termination).

@@ -188,16 +188,25 @@ class EnvBase {
   /// `generator().get_state()`).
   at::Generator& generator() noexcept { return generator_; }
 
+  /// Specs of the root entries a reset or a step writes (observations, state, `step_count`,
+  /// `is_init`), batch dims included.
   const Composite& observation_spec() const noexcept { return observation_spec_; }
+  /// Spec of `"action"`, batch dims included; `rand_action` draws from it.
   const TensorSpec& action_spec() const noexcept { return *action_spec_; }
+  /// Spec of `("next", "reward")`, batch dims included.
   const TensorSpec& reward_spec() const noexcept { return *reward_spec_; }
+  /// Specs of `done`, `terminated` and `truncated` (bool `[*batch, 1]`).
   const Composite& done_spec() const noexcept { return done_spec_; }
+  /// The environment's batch dims (`[]`: a single environment).
   const TensorDict::BatchSize& batch_size() const noexcept { return batch_size_; }
+  /// The device of every tensor the environment reads and writes.
   torch::Device device() const noexcept { return device_; }
   /// The environment's name in error messages.
   virtual const char* name() const { return "EnvBase"; }
 
  protected:
+  /// For subclasses: sets the batch dims, the device and the seed of the CPU generator, and
+  /// adds `is_init` to `observation_spec_`; the subclass's constructor then fills the specs.
   EnvBase(TensorDict::BatchSize batch_size, torch::Device device, uint64_t seed)
       : batch_size_(std::move(batch_size)),
         flag_shape_(with_trailing_one(batch_size_)),
@@ -226,14 +235,21 @@ class EnvBase {
     return *mask;
   }
 
+  /// The batch dims; every entry a subclass writes starts with them.
   TensorDict::BatchSize batch_size_;
   /// `[*batch_size, 1]`: the shape of done flags, rewards and per-environment scalars.
   std::vector<int64_t> flag_shape_;
+  /// The device of every tensor the environment writes.
   torch::Device device_;
+  /// CPU generator of resets and random actions (seeded by the constructor and `set_seed`).
   at::Generator generator_;
+  /// Filled by the subclass: the root entries its resets and steps write (`is_init` is already set).
   Composite observation_spec_;
+  /// Set by the subclass: the action's spec, batch dims included.
   std::shared_ptr<const TensorSpec> action_spec_;
+  /// Set by the subclass: the reward's spec, batch dims included.
   std::shared_ptr<const TensorSpec> reward_spec_;
+  /// Filled by the subclass: `done`, `terminated` and `truncated`, bool `[*batch, 1]`.
   Composite done_spec_;
 
  private:

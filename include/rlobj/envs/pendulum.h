@@ -31,22 +31,30 @@ struct PendulumOptions {
   TORCH_ARG(int64_t, max_episode_steps) = 200;
   /// Seed of the generator used for resets and random actions.
   TORCH_ARG(uint64_t, seed) = 0;
+  /// Device of every tensor the env reads and writes (resets are drawn on the CPU generator, then moved).
   TORCH_ARG(torch::Device, device) = torch::kCPU;
   /// Floating dtype of observations, actions and rewards (`kFloat32` or `kFloat64`). The
   /// state (`th`, `thdot`) is float64 whatever this is, as in gym, which keeps its state in
   /// float64 and casts the observation to float32.
   TORCH_ARG(torch::Dtype, dtype) = torch::kFloat32;
+  /// `thdot` is clipped to `[-max_speed, max_speed]` (gym's 8).
   TORCH_ARG(double, max_speed) = 8.0;
+  /// The action spec is `[-max_torque, max_torque]`; actions are clipped to it (gym's 2).
   TORCH_ARG(double, max_torque) = 2.0;
+  /// Seconds per step (gym's 0.05).
   TORCH_ARG(double, dt) = 0.05;
+  /// Gravity (gym's 10).
   TORCH_ARG(double, g) = 10.0;
+  /// Mass of the pendulum (gym's 1).
   TORCH_ARG(double, m) = 1.0;
+  /// Length of the pendulum (gym's 1).
   TORCH_ARG(double, l) = 1.0;
   /// On the CPU, step batches of up to `fused_cpu_max_batch` pendulums with one fused loop
   /// instead of a chain of tensor ops. Both compute gym's formula in float64; the loop has no
   /// per-op overhead (10.8 us a step at N = 1 against 37 us), the ops are vectorized (108 us
   /// at N = 4096 against 235 us), hence the threshold.
   TORCH_ARG(bool, fused_cpu_step) = true;
+  /// The largest number of pendulums the fused loop steps; larger batches use the tensor ops.
   TORCH_ARG(int64_t, fused_cpu_max_batch) = 512;
 };
 
@@ -72,6 +80,7 @@ struct PendulumOptions {
 /// ```
 class Pendulum : public EnvBase {
  public:
+  /// Checks the options (`c10::ValueError` naming the option) and builds the specs.
   explicit Pendulum(PendulumOptions options = {})
       : EnvBase(options.batch_size(), options.device(), options.seed()), options_(std::move(options)) {
     TORCH_CHECK_VALUE(options_.dtype() == torch::kFloat32 || options_.dtype() == torch::kFloat64,
@@ -113,6 +122,7 @@ class Pendulum : public EnvBase {
     }
   }
 
+  /// The options the env was built with.
   const PendulumOptions& options() const noexcept { return options_; }
   const char* name() const override { return "Pendulum"; }
 

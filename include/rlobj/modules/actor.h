@@ -29,6 +29,8 @@ namespace modules {
 /// ```
 class ActorImpl : public TensorDictModuleImpl {
  public:
+  /// Wraps `module` (a module holder or a `shared_ptr` to a LibTorch module); `spec` and `safe`
+  /// as in `TensorDictModuleImpl::set_spec`.
   template <typename M>
   explicit ActorImpl(const M& module, std::vector<NestedKey> in_keys = {"observation"},
                      std::vector<NestedKey> out_keys = {"action"},
@@ -38,6 +40,7 @@ class ActorImpl : public TensorDictModuleImpl {
     set_spec(std::move(spec), safe);
   }
 
+  /// A deep copy (the wrapped module is cloned too).
   std::shared_ptr<torch::nn::Module> clone(
       const c10::optional<torch::Device>& device = c10::nullopt) const override {
     return clone_as<ActorImpl>(device);
@@ -95,6 +98,7 @@ class TanhModuleImpl : public TensorDictModuleBase {
   const std::vector<NestedKey>& in_keys() const override { return in_keys_; }
   const std::vector<NestedKey>& out_keys() const override { return out_keys_; }
 
+  /// A deep copy, bounds included.
   std::shared_ptr<torch::nn::Module> clone(const c10::optional<torch::Device>& device = c10::nullopt) const override {
     auto copy = std::make_shared<TanhModuleImpl>(in_keys_, out_keys_);
     if (scale_.defined()) {
@@ -123,10 +127,13 @@ class TanhModuleImpl : public TensorDictModuleBase {
 class TanhModule : public detail::TDModuleHolder<TanhModuleImpl> {
  public:
   using detail::TDModuleHolder<TanhModuleImpl>::TDModuleHolder;
+  /// Bounds from a `Bounded` spec (see `TanhModuleImpl`).
   TanhModule(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys, const TensorSpec& spec)
       : TDModuleHolder(std::make_shared<TanhModuleImpl>(std::move(in_keys), std::move(out_keys), spec)) {}
+  /// Scalar bounds.
   TanhModule(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys, double low, double high)
       : TDModuleHolder(std::make_shared<TanhModuleImpl>(std::move(in_keys), std::move(out_keys), low, high)) {}
+  /// No bounds: `out = tanh(x)`.
   TanhModule(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys)
       : TDModuleHolder(std::make_shared<TanhModuleImpl>(std::move(in_keys), std::move(out_keys))) {}
 };
@@ -135,6 +142,7 @@ class TanhModule : public detail::TDModuleHolder<TanhModuleImpl> {
 class Actor : public detail::TDModuleHolder<ActorImpl> {
  public:
   using detail::TDModuleHolder<ActorImpl>::TDModuleHolder;
+  /// An `ActorImpl` around `module` (see its constructor).
   template <typename M, typename = detail::enable_if_module_t<M>>
   explicit Actor(const M& module, std::vector<NestedKey> in_keys = {"observation"},
                  std::vector<NestedKey> out_keys = {"action"},

@@ -77,10 +77,13 @@ class Distribution {
   /// What `ExplorationType::Deterministic` takes: the mode unless a distribution says otherwise.
   virtual torch::Tensor deterministic_sample() const { return mode(); }
 
+  /// The batch shape: the parameters' shape without the event dims.
   const std::vector<int64_t>& batch_shape() const noexcept { return batch_shape_; }
+  /// The shape of one event (a sample's trailing dims).
   const std::vector<int64_t>& event_shape() const noexcept { return event_shape_; }
 
  protected:
+  /// Throws `c10::NotImplementedError`: this distribution does not define `what`.
   [[noreturn]] void not_defined(const char* what) const {
     C10_THROW_ERROR(NotImplementedError, c10::str(name(), " does not define ", what));
   }
@@ -116,7 +119,9 @@ class Distribution {
     event_shape_.assign(sizes.begin() + static_cast<std::ptrdiff_t>(split), sizes.end());
   }
 
+  /// Set by subclasses (`set_shapes`).
   std::vector<int64_t> batch_shape_;
+  /// Set by subclasses (`set_shapes`).
   std::vector<int64_t> event_shape_;
 };
 
@@ -158,6 +163,8 @@ inline void check_loc_scale(const char* name, const torch::Tensor& loc, const to
 /// the event.
 class Delta : public Distribution {
  public:
+  /// All the mass on `param` (its last dim is the event); `atol` and `rtol` are `log_prob`'s
+  /// tolerances.
   explicit Delta(torch::Tensor param, double atol = 1e-6, double rtol = 1e-6)
       : param_(std::move(param)), atol_(atol), rtol_(rtol) {
     TORCH_CHECK_VALUE(param_.defined() && param_.dim() >= 1, "Delta: param must have at least one dim (the event)");
@@ -180,6 +187,7 @@ class Delta : public Distribution {
   }
   torch::Tensor mode() const override { return param_; }
   torch::Tensor mean() const override { return param_; }
+  /// The point the mass sits on.
   const torch::Tensor& param() const noexcept { return param_; }
 
   /// For `ProbabilisticActor`: one parameter, `param`.
@@ -195,12 +203,13 @@ class Delta : public Distribution {
   double atol_, rtol_;
 };
 
-/// A diagonal Gaussian whose last `event_dims` dims are one event (`torch.distributions.
-/// Independent(Normal(loc, scale), event_dims)`, TorchRL's `IndependentNormal` with
-/// `event_dims = 1`). `loc` and `scale` must have the same shape; `scale` is not checked for
-/// positivity (that would read it back to the host on every call).
+/// A diagonal Gaussian whose last `event_dims` dims are one event
+/// (`torch.distributions.Independent(Normal(loc, scale), event_dims)`, TorchRL's
+/// `IndependentNormal` with `event_dims = 1`). `loc` and `scale` must have the same shape;
+/// `scale` is not checked for positivity (that would read it back to the host on every call).
 class IndependentNormal : public Distribution {
  public:
+  /// From `loc` and `scale` of the same shape; their last `event_dims` dims are the event.
   IndependentNormal(torch::Tensor loc, torch::Tensor scale, int64_t event_dims = 1)
       : loc_(std::move(loc)), scale_(std::move(scale)), event_dims_(event_dims) {
     detail::check_loc_scale(name(), loc_, scale_);
@@ -229,7 +238,9 @@ class IndependentNormal : public Distribution {
   torch::Tensor entropy() const override {
     return detail::sum_rightmost(scale_.log() + (0.5 + 0.5 * std::log(2 * M_PI)), event_dims_);
   }
+  /// The location (the mean).
   const torch::Tensor& loc() const noexcept { return loc_; }
+  /// The standard deviation.
   const torch::Tensor& scale() const noexcept { return scale_; }
 
   /// For `ProbabilisticActor`: two parameters, `loc` and `scale`.
@@ -249,7 +260,9 @@ class IndependentNormal : public Distribution {
 /// no event dims.
 class Normal : public IndependentNormal {
  public:
+  /// From `loc` and `scale` of the same shape; every element is its own event.
   Normal(torch::Tensor loc, torch::Tensor scale) : IndependentNormal(std::move(loc), std::move(scale), 0) {}
+  /// For `ProbabilisticActor`: two parameters, `loc` and `scale`.
   static DistributionFactory factory() { return IndependentNormal::factory(0); }
 };
 
@@ -261,6 +274,7 @@ struct TanhNormalOptions {
   TORCH_ARG(torch::Tensor, high);
   /// With `tanh_loc`, `loc` becomes `tanh(loc / upscale) * upscale`.
   TORCH_ARG(double, upscale) = 5.0;
+  /// Squash `loc` with `tanh(loc / upscale) * upscale` (TorchRL's `tanh_loc`).
   TORCH_ARG(bool, tanh_loc) = false;
   /// How many trailing dims form one event.
   TORCH_ARG(int64_t, event_dims) = 1;
@@ -287,6 +301,7 @@ struct TanhNormalOptions {
 /// `entropy()` (TorchRL's SAC estimates the entropy from `-log_prob`).
 class TanhNormal : public Distribution {
  public:
+  /// From `loc` and `scale` of the same shape; bounds and options from `options`.
   TanhNormal(torch::Tensor loc, torch::Tensor scale, TanhNormalOptions options = {})
       : TanhNormal(std::move(loc), std::move(scale), prepare(options)) {}
   const char* name() const override { return "TanhNormal"; }
@@ -315,6 +330,7 @@ class TanhNormal : public Distribution {
   torch::Tensor mode() const override { return squash(base_loc_); }
   /// The Gaussian's location after TorchRL's shift (`loc'`).
   const torch::Tensor& base_loc() const noexcept { return base_loc_; }
+  /// The Gaussian's scale.
   const torch::Tensor& scale() const noexcept { return scale_; }
 
   /// For `ProbabilisticActor`: two parameters, `loc` and `scale`. The bounds are checked once,
@@ -436,6 +452,7 @@ class Categorical : public Distribution {
   const torch::Tensor& logits() const noexcept { return logits_; }
   /// Probabilities, shape `batch_shape + [n]`.
   const torch::Tensor& probs() const noexcept { return probs_; }
+  /// Number of categories (the logits' last dim).
   int64_t num_events() const noexcept { return logits_.size(-1); }
 
   /// For `ProbabilisticActor`: one parameter, `logits`.
@@ -448,18 +465,22 @@ class Categorical : public Distribution {
 
  protected:
   Categorical() = default;
+  /// Throws `c10::ValueError` (naming `name` and `what`) unless `t` is floating point with a
+  /// last dim of at least one category.
   static void check_param(const char* name, const torch::Tensor& t, const char* what) {
     TORCH_CHECK_VALUE(t.defined() && t.dim() >= 1 && t.size(-1) >= 1, name, ": ", what,
                       " must have at least one dim holding the categories, got ",
                       t.defined() ? rlobj::detail::shape_str(t.sizes()) : std::string("an undefined tensor"));
     TORCH_CHECK_VALUE(t.is_floating_point(), name, ": ", what, " must be floating point, got ", t.scalar_type());
   }
+  /// Sets the normalised logits, the probabilities and the batch shape from `logits`.
   void init_logits(const torch::Tensor& logits) {
     check_param(name(), logits, "logits");
     logits_ = logits - logits.logsumexp(-1, /*keepdim=*/true);
     probs_ = torch::softmax(logits_, -1);
     finish();
   }
+  /// Sets the batch shape from the logits (no event dims).
   void finish() {
     const auto sizes = logits_.sizes();
     batch_shape_.assign(sizes.begin(), sizes.end() - 1);
@@ -476,6 +497,7 @@ class Categorical : public Distribution {
     shape.back() = num_events();
     return logits_.expand(shape).gather(-1, expanded).squeeze(-1);
   }
+  /// On the CPU, throws `c10::ValueError` if an index lies outside `[0, num_events())`.
   void check_range(const torch::Tensor& idx) const {
     if (idx.numel() == 0 || !idx.device().is_cpu()) return;
     TORCH_CHECK_VALUE(idx.min().item<int64_t>() >= 0 && idx.max().item<int64_t>() < num_events(), name(),
@@ -483,6 +505,10 @@ class Categorical : public Distribution {
                       ", ", idx.max().item<int64_t>(), "]");
   }
 
+  /// \var logits_
+  /// Normalised log-probabilities, shape `batch_shape + [n]`.
+  /// \var probs_
+  /// Probabilities, shape `batch_shape + [n]`.
   torch::Tensor logits_, probs_;
 };
 
@@ -513,6 +539,7 @@ class OneHotCategorical : public Categorical {
     return (logits_ == std::get<0>(logits_.max(-1, /*keepdim=*/true))).to(torch::kLong);
   }
 
+  /// For `ProbabilisticActor`: one parameter, `logits`.
   static DistributionFactory factory() {
     return [](const std::vector<torch::Tensor>& p) -> std::shared_ptr<Distribution> {
       TORCH_CHECK_VALUE(p.size() == 1, "OneHotCategorical: expects 1 parameter (logits), got ", p.size());
@@ -547,11 +574,14 @@ struct NormalParamExtractorOptions {
 /// `TensorDictModule` with out_keys `{"loc", "scale"}`.
 class NormalParamExtractorImpl : public torch::nn::Cloneable<NormalParamExtractorImpl> {
  public:
+  /// Throws `c10::ValueError` unless `options.scale_lb()` is finite and >= 0.
   explicit NormalParamExtractorImpl(NormalParamExtractorOptions options = {}) : options(options) {
     TORCH_CHECK_VALUE(std::isfinite(options.scale_lb()) && options.scale_lb() >= 0,
                       "NormalParamExtractor: scale_lb must be finite and >= 0, got ", options.scale_lb());
   }
+  /// No parameters or buffers: nothing to reset.
   void reset() override {}
+  /// `(loc, scale)` from the two halves of `x`'s last dim, which must be even.
   std::tuple<torch::Tensor, torch::Tensor> forward(const torch::Tensor& x) {
     TORCH_CHECK_VALUE(x.dim() >= 1 && x.size(-1) % 2 == 0, "NormalParamExtractor: the last dim must be even "
                       "(loc and scale halves), got shape ", rlobj::detail::shape_str(x.sizes()));
@@ -561,9 +591,11 @@ class NormalParamExtractorImpl : public torch::nn::Cloneable<NormalParamExtracto
   }
   /// `log(expm1(0.99))` rounded to float32, as tensordict computes it (0.5254586935043335).
   static double bias() { return 0.5254586935043335; }
+  /// Prints `rlobj::modules::NormalParamExtractor(scale_lb=...)`.
   void pretty_print(std::ostream& stream) const override {
     stream << "rlobj::modules::NormalParamExtractor(scale_lb=" << options.scale_lb() << ")";
   }
+  /// The options the module was built with.
   NormalParamExtractorOptions options;
 };
 TORCH_MODULE(NormalParamExtractor);

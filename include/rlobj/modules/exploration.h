@@ -120,6 +120,8 @@ struct AdditiveGaussianModuleOptions {
 /// `AdditiveGaussianModule`). `step(frames)` anneals `sigma` linearly to `sigma_end`.
 class AdditiveGaussianModuleImpl : public detail::NoiseModuleBase {
  public:
+  /// Noise for actions of `spec` (noisy actions are projected into it); throws
+  /// `c10::ValueError` on a bad option, before any generator draws.
   AdditiveGaussianModuleImpl(const TensorSpec& spec, AdditiveGaussianModuleOptions options = {})
       // checked() runs first: a rejected option leaves even the global generator untouched.
       : NoiseModuleBase(spec, checked(options).action_key(), options.seed()), options(std::move(options)) {
@@ -161,6 +163,7 @@ class AdditiveGaussianModuleImpl : public detail::NoiseModuleBase {
   /// The current noise scale.
   double sigma() const { return sigma_.item<double>(); }
 
+  /// The options the module was built with.
   AdditiveGaussianModuleOptions options;
 
  private:
@@ -178,14 +181,20 @@ struct OrnsteinUhlenbeckProcessModuleOptions {
   TORCH_ARG(double, eps_end) = 0.1;
   /// Number of `step()` frames to go from `eps_init` to `eps_end`.
   TORCH_ARG(int64_t, annealing_num_steps) = 1000;
+  /// Rate of mean reversion.
   TORCH_ARG(double, theta) = 0.15;
+  /// The mean the noise reverts to.
   TORCH_ARG(double, mu) = 0.0;
+  /// Scale of the random term (its starting value when `sigma_min` is set).
   TORCH_ARG(double, sigma) = 0.2;
+  /// Time step of the process.
   TORCH_ARG(double, dt) = 1e-2;
   /// With a value, sigma decreases linearly per environment step from `sigma` to it over
   /// `n_steps_annealing` steps.
   TORCH_ARG(std::optional<double>, sigma_min) = std::nullopt;
+  /// Environment steps over which sigma goes from `sigma` to `sigma_min`.
   TORCH_ARG(int64_t, n_steps_annealing) = 1000;
+  /// Where the action is read and written.
   TORCH_ARG(NestedKey, action_key) = "action";
   /// The flag that resets a sub-environment's noise (written by every rlobj environment).
   TORCH_ARG(NestedKey, is_init_key) = "is_init";
@@ -199,6 +208,8 @@ struct OrnsteinUhlenbeckProcessModuleOptions {
 /// (`_ou_prev_noise`, `_ou_steps`) and restarts from zero wherever `is_init` is true.
 class OrnsteinUhlenbeckProcessModuleImpl : public detail::NoiseModuleBase {
  public:
+  /// Noise for actions of `spec` (noisy actions are projected into it); throws
+  /// `c10::ValueError` on a bad option, before any generator draws.
   OrnsteinUhlenbeckProcessModuleImpl(const TensorSpec& spec, OrnsteinUhlenbeckProcessModuleOptions options = {})
       // checked() runs first: a rejected option leaves even the global generator untouched.
       : NoiseModuleBase(spec, checked(options).action_key(), options.seed()), options(std::move(options)) {
@@ -281,6 +292,7 @@ class OrnsteinUhlenbeckProcessModuleImpl : public detail::NoiseModuleBase {
   /// The current weight of the noise.
   double eps() const { return eps_.item<double>(); }
 
+  /// The options the module was built with.
   OrnsteinUhlenbeckProcessModuleOptions options;
 
  private:
@@ -320,6 +332,8 @@ struct EGreedyModuleOptions {
 /// `eps_init` to `eps_end`. Put it after a `QValueActor`: `TensorDictSequential(qnet, egreedy)`.
 class EGreedyModuleImpl : public detail::NoiseModuleBase {
  public:
+  /// Random actions drawn from `spec` (`OneHot` or `Categorical`); throws `c10::ValueError` on
+  /// a bad option, before any generator draws.
   EGreedyModuleImpl(const TensorSpec& spec, EGreedyModuleOptions options = {})
       // checked() runs first: a rejected option leaves even the global generator untouched.
       : NoiseModuleBase(spec, checked(options).action_key(), options.seed()), options(std::move(options)) {
@@ -388,6 +402,7 @@ class EGreedyModuleImpl : public detail::NoiseModuleBase {
   /// The current probability of a random action.
   double eps() const { return eps_.item<double>(); }
 
+  /// The options the module was built with.
   EGreedyModuleOptions options;
 
  private:

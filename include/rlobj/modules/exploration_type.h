@@ -55,6 +55,7 @@ inline ExplorationType exploration_type() {
 /// `with set_exploration_type(...)`); guards nest.
 class SetExplorationType {
  public:
+  /// Sets `type` on the calling thread until the guard is destroyed, which restores the previous one.
   explicit SetExplorationType(ExplorationType type) : previous_(detail::exploration_type_slot()) {
     detail::exploration_type_slot() = type;
   }

@@ -196,6 +196,7 @@ struct FusedMLPFunction : public torch::autograd::Function<FusedMLPFunction> {
 /// auto deep = rlobj::modules::MLPOptions(4, 1).num_cells({64}).depth(3);  // 64, 64, 64
 /// ```
 struct MLPOptions {
+  /// An MLP from `in_features` inputs to `out_features` outputs; other options at their defaults.
   MLPOptions(int64_t in_features, int64_t out_features)
       : in_features_(in_features), out_features_(out_features) {}
 
@@ -296,9 +297,12 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
   /// Used by `Cloneable::clone_` when a module holding this MLP is cloned.
   MLPImpl& operator=(const MLPImpl&) = default;
 
+  /// `MLPImpl(MLPOptions(in_features, out_features))`.
   MLPImpl(int64_t in_features, int64_t out_features) : MLPImpl(MLPOptions(in_features, out_features)) {}
+  /// Builds the layers from `options` (see `reset`).
   explicit MLPImpl(const MLPOptions& options) : options(options) { reset(); }
 
+  /// Checks the options (`c10::ValueError` naming the option) and builds the layers with new weights.
   void reset() override {
     TORCH_CHECK_VALUE(options.in_features() > 0, "MLPOptions: in_features must be positive, got ",
                       options.in_features());
@@ -395,6 +399,7 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
   /// The Linear layers, input first.
   const std::vector<torch::nn::Linear>& linears() const noexcept { return linears_; }
 
+  /// Prints `rlobj::modules::MLP(in_features=..., out_features=..., num_cells=[...], ...)`.
   void pretty_print(std::ostream& stream) const override {
     stream << "rlobj::modules::MLP(in_features=" << options.in_features()
            << ", out_features=" << options.out_features() << ", num_cells=[";

@@ -53,6 +53,7 @@ struct ProbabilisticActorOptions {
   TORCH_ARG(NestedKey, out_key) = NestedKey("action");
   /// Also write `log_prob(sample)` under `log_prob_key`.
   TORCH_ARG(bool, return_log_prob) = false;
+  /// Where `log_prob(sample)` is written when `return_log_prob` is set.
   TORCH_ARG(NestedKey, log_prob_key) = NestedKey("sample_log_prob");
   /// How the actor acts when no `SetExplorationType` guard is active.
   TORCH_ARG(ExplorationType, default_interaction_type) = ExplorationType::Mode;
@@ -64,6 +65,8 @@ struct ProbabilisticActorOptions {
 /// the child `"module"`. `spec` documents the action space (as TorchRL's, not used to project).
 class ProbabilisticActorImpl : public TensorDictModuleBase {
  public:
+  /// Wraps `module`, which writes the distribution's parameters (`options.in_keys()`), and the
+  /// distribution `factory`; `c10::ValueError` for a null module, an empty factory or no in_keys.
   ProbabilisticActorImpl(std::shared_ptr<TensorDictModuleBase> module, DistributionFactory factory,
                          ProbabilisticActorOptions options = {}, std::shared_ptr<const TensorSpec> spec = nullptr)
       : options_(std::move(options)), factory_(std::move(factory)), spec_(std::move(spec)) {
@@ -134,11 +137,16 @@ class ProbabilisticActorImpl : public TensorDictModuleBase {
 
   const std::vector<NestedKey>& in_keys() const override { return in_keys_; }
   const std::vector<NestedKey>& out_keys() const override { return out_keys_; }
+  /// The options the actor was built with.
   const ProbabilisticActorOptions& options() const noexcept { return options_; }
+  /// The module that writes the distribution's parameters.
   const std::shared_ptr<TensorDictModuleBase>& module() const noexcept { return module_; }
+  /// The factory that builds the distribution from its parameters.
   const DistributionFactory& factory() const noexcept { return factory_; }
+  /// The action spec given at construction, or null.
   const std::shared_ptr<const TensorSpec>& spec() const noexcept { return spec_; }
 
+  /// A deep copy (the module is cloned; the factory and the spec are shared).
   std::shared_ptr<torch::nn::Module> clone(const c10::optional<torch::Device>& device = c10::nullopt) const override {
     auto module = std::dynamic_pointer_cast<TensorDictModuleBase>(module_->clone(device));
     TORCH_CHECK(module != nullptr, "ProbabilisticActor: the module's clone() changed its type");
@@ -147,6 +155,7 @@ class ProbabilisticActorImpl : public TensorDictModuleBase {
     return copy;
   }
 
+  /// Prints `ProbabilisticActor(in_keys=[...], out_keys=[...])`.
   void pretty_print(std::ostream& stream) const override {
     stream << "ProbabilisticActor(in_keys=" << rlobj::detail::keys_str(in_keys_)
            << ", out_keys=" << rlobj::detail::keys_str(out_keys_) << ")";
@@ -164,6 +173,7 @@ class ProbabilisticActorImpl : public TensorDictModuleBase {
 class ProbabilisticActor : public detail::TDModuleHolder<ProbabilisticActorImpl> {
  public:
   using detail::TDModuleHolder<ProbabilisticActorImpl>::TDModuleHolder;
+  /// A `ProbabilisticActorImpl` around `module`, a TensorDict module (see its constructor).
   template <typename M, typename = detail::enable_if_module_t<M>>
   ProbabilisticActor(const M& module, DistributionFactory factory, ProbabilisticActorOptions options = {},
                      std::shared_ptr<const TensorSpec> spec = nullptr)

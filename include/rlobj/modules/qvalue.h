@@ -70,6 +70,8 @@ struct QValueModuleOptions {
 /// masked values are what `action_value` then holds, as in TorchRL).
 class QValueModuleImpl : public TensorDictModuleBase {
  public:
+  /// Reads the action values (and the mask, if any) and writes the action, the action values and
+  /// the chosen action value, under the keys of `options`.
   explicit QValueModuleImpl(QValueModuleOptions options = {}) : options_(std::move(options)) {
     in_keys_ = {options_.action_value_key()};
     if (options_.action_mask_key()) in_keys_.push_back(*options_.action_mask_key());
@@ -118,13 +120,16 @@ class QValueModuleImpl : public TensorDictModuleBase {
 
   const std::vector<NestedKey>& in_keys() const override { return in_keys_; }
   const std::vector<NestedKey>& out_keys() const override { return out_keys_; }
+  /// The options the module was built with.
   const QValueModuleOptions& options() const noexcept { return options_; }
 
+  /// A copy with the same options (the module has no parameters).
   std::shared_ptr<torch::nn::Module> clone(const c10::optional<torch::Device>& = c10::nullopt) const override {
     auto copy = std::make_shared<QValueModuleImpl>(options_);
     copy->train(is_training());
     return copy;
   }
+  /// Prints `QValueModule(action_space=..., in_keys=[...])`.
   void pretty_print(std::ostream& stream) const override {
     stream << "QValueModule(action_space=" << action_space_name(options_.action_space())
            << ", in_keys=" << rlobj::detail::keys_str(in_keys_) << ")";
@@ -160,6 +165,8 @@ TORCH_MODULE(QValueModule);
 /// ```
 class QValueActorImpl : public TensorDictSequentialImpl {
  public:
+  /// Wraps `module` (a LibTorch module reading `in_keys`) as the network writing the action
+  /// values, followed by a `QValueModule` for `action_space`.
   template <typename M>
   QValueActorImpl(const M& module, std::vector<NestedKey> in_keys = {"observation"},
                   ActionSpace action_space = ActionSpace::OneHot, QValueModuleOptions options = {})
@@ -175,8 +182,10 @@ class QValueActorImpl : public TensorDictSequentialImpl {
 
   /// How the action is encoded.
   ActionSpace action_space() const noexcept { return options_.action_space(); }
+  /// The options of its `QValueModule`.
   const QValueModuleOptions& options() const noexcept { return options_; }
 
+  /// A deep copy (the network is cloned).
   std::shared_ptr<torch::nn::Module> clone(const c10::optional<torch::Device>& device = c10::nullopt) const override {
     auto network = std::dynamic_pointer_cast<TensorDictModuleBase>((*this)[0]->clone(device));
     TORCH_CHECK(network != nullptr, "QValueActor: the network's clone() changed its type");
@@ -184,6 +193,7 @@ class QValueActorImpl : public TensorDictSequentialImpl {
     copy->train(is_training());
     return copy;
   }
+  /// Prints `QValueActor(action_space=..., in_keys=[...])`.
   void pretty_print(std::ostream& stream) const override {
     stream << "QValueActor(action_space=" << action_space_name(options_.action_space())
            << ", in_keys=" << rlobj::detail::keys_str(in_keys()) << ")";
@@ -207,6 +217,7 @@ class QValueActorImpl : public TensorDictSequentialImpl {
 class QValueActor : public detail::TDModuleHolder<QValueActorImpl> {
  public:
   using detail::TDModuleHolder<QValueActorImpl>::TDModuleHolder;
+  /// A `QValueActorImpl` around `module` (see its constructor).
   template <typename M, typename = detail::enable_if_module_t<M>>
   explicit QValueActor(const M& module, std::vector<NestedKey> in_keys = {"observation"},
                        ActionSpace action_space = ActionSpace::OneHot, QValueModuleOptions options = {})

@@ -123,6 +123,8 @@ class TensorDictModuleBase : public torch::nn::Module {
 /// ```
 class TensorDictModuleImpl : public TensorDictModuleBase {
  public:
+  /// Wraps `module` (a module holder or a `shared_ptr` to a LibTorch module); `in_keys` and
+  /// `out_keys` must not be empty (`c10::ValueError`).
   template <typename M>
   TensorDictModuleImpl(const M& module, std::vector<NestedKey> in_keys,
                        std::vector<NestedKey> out_keys)
@@ -202,17 +204,21 @@ class TensorDictModuleImpl : public TensorDictModuleBase {
     return clone_as<TensorDictModuleImpl>(device);
   }
 
+  /// Prints `TensorDictModule(in_keys=[...], out_keys=[...])`, with a subclass's own name.
   void pretty_print(std::ostream& stream) const override {
     stream << name_ << "(in_keys=" << rlobj::detail::keys_str(in_keys_)
            << ", out_keys=" << rlobj::detail::keys_str(out_keys_) << ")";
   }
 
  protected:
+  /// The wrapped module's forward, type-erased: reads the inputs, appends the outputs.
   using Call = std::function<void(const std::vector<torch::Tensor>&, std::vector<torch::Tensor>*)>;
+  /// Makes the `Call` of the wrapped module (at construction and after cloning).
   using Binder = Call (*)(torch::nn::Module*);
 
   // Module is a virtual base of Cloneable, so the concrete type is recovered once, here (at
   // construction and after cloning), not on every call.
+  /// The `Call` of a module whose concrete type is `Impl`.
   template <typename Impl>
   static Call bind(torch::nn::Module* module) {
     auto* typed = dynamic_cast<Impl*>(module);
@@ -222,6 +228,8 @@ class TensorDictModuleImpl : public TensorDictModuleBase {
     };
   }
 
+  /// For subclasses: wraps `module`, of concrete type `Impl`; the `int` tag sets this
+  /// constructor apart from the public one.
   template <typename Impl>
   TensorDictModuleImpl(std::shared_ptr<Impl> module, std::vector<NestedKey> in_keys,
                        std::vector<NestedKey> out_keys, int /*tag*/)
@@ -282,6 +290,7 @@ using enable_if_module_t = std::enable_if_t<
 class TensorDictModule : public detail::TDModuleHolder<TensorDictModuleImpl> {
  public:
   using detail::TDModuleHolder<TensorDictModuleImpl>::TDModuleHolder;
+  /// A `TensorDictModuleImpl` around `module` (see its constructor).
   template <typename M, typename = detail::enable_if_module_t<M>>
   TensorDictModule(const M& module, std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys)
       : TDModuleHolder(std::make_shared<TensorDictModuleImpl>(module, std::move(in_keys),
@@ -294,6 +303,7 @@ class TensorDictModule : public detail::TDModuleHolder<TensorDictModuleImpl> {
 /// `in_keys` are the keys read before being written, `out_keys` everything written.
 class TensorDictSequentialImpl : public TensorDictModuleBase {
  public:
+  /// Runs `modules` in order; `c10::ValueError` if there is none or one is null.
   explicit TensorDictSequentialImpl(std::vector<std::shared_ptr<TensorDictModuleBase>> modules) {
     TORCH_CHECK_VALUE(!modules.empty(), "TensorDictSequential: needs at least one module");
     for (size_t i = 0; i < modules.size(); ++i) {
@@ -302,6 +312,7 @@ class TensorDictSequentialImpl : public TensorDictModuleBase {
     }
     compute_keys();
   }
+  /// From module holders: `TensorDictSequentialImpl(actor, noise)`.
   template <typename... Holders>
   explicit TensorDictSequentialImpl(const Holders&... holders)
       : TensorDictSequentialImpl(
@@ -317,8 +328,10 @@ class TensorDictSequentialImpl : public TensorDictModuleBase {
   const std::vector<NestedKey>& out_keys() const override { return out_keys_; }
   /// The i-th module.
   const std::shared_ptr<TensorDictModuleBase>& operator[](size_t i) const { return modules_.at(i); }
+  /// Number of modules.
   size_t size() const noexcept { return modules_.size(); }
 
+  /// A deep copy (every module is cloned).
   std::shared_ptr<torch::nn::Module> clone(
       const c10::optional<torch::Device>& device = c10::nullopt) const override {
     std::vector<std::shared_ptr<TensorDictModuleBase>> copies;
@@ -332,6 +345,7 @@ class TensorDictSequentialImpl : public TensorDictModuleBase {
     return copy;
   }
 
+  /// Prints `TensorDictSequential(in_keys=[...], out_keys=[...])`.
   void pretty_print(std::ostream& stream) const override {
     stream << "TensorDictSequential(in_keys=" << rlobj::detail::keys_str(in_keys_)
            << ", out_keys=" << rlobj::detail::keys_str(out_keys_) << ")";

@@ -33,6 +33,8 @@ inline std::vector<NestedKey> default_value_out_keys(const std::vector<NestedKey
 /// ```
 class ValueOperatorImpl : public TensorDictModuleImpl {
  public:
+  /// Wraps `module`; empty `out_keys` means `{"state_action_value"}` when `"action"` is an
+  /// in_key, else `{"state_value"}`.
   template <typename M>
   explicit ValueOperatorImpl(const M& module, std::vector<NestedKey> in_keys = {"observation"},
                              std::vector<NestedKey> out_keys = {})
@@ -43,6 +45,7 @@ class ValueOperatorImpl : public TensorDictModuleImpl {
     set_name("ValueOperator");
   }
 
+  /// A deep copy (the wrapped module is cloned too).
   std::shared_ptr<torch::nn::Module> clone(
       const c10::optional<torch::Device>& device = c10::nullopt) const override {
     return clone_as<ValueOperatorImpl>(device);
@@ -53,6 +56,7 @@ class ValueOperatorImpl : public TensorDictModuleImpl {
 class ValueOperator : public detail::TDModuleHolder<ValueOperatorImpl> {
  public:
   using detail::TDModuleHolder<ValueOperatorImpl>::TDModuleHolder;
+  /// A `ValueOperatorImpl` around `module` (see its constructor).
   template <typename M, typename = detail::enable_if_module_t<M>>
   explicit ValueOperator(const M& module, std::vector<NestedKey> in_keys = {"observation"},
                          std::vector<NestedKey> out_keys = {})
