@@ -1,4 +1,4 @@
-// TorchRL's "getting started with model optimization", in C++ (DESIGN.md section 1).
+// TorchRL's "getting started with model optimization", in C++ (the README's first example).
 #include <iostream>
 
 #include <rlobj/rlobj.h>

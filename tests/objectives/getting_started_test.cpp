@@ -1,4 +1,4 @@
-// DESIGN.md section 1 (examples/getting_started.cpp) with assertions on every step.
+// The README's first example (examples/getting_started.cpp) with assertions on every step.
 #include <rlobj/rlobj.h>
 
 #include <catch2/catch.hpp>
