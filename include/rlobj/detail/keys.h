@@ -22,7 +22,7 @@ namespace detail {
 /// Assigns every `name -> key` of `keys` to the slot of that name. Unknown names throw a
 /// `c10::ValueError` listing the accepted ones, before anything is assigned.
 inline void set_named_keys(const char* where, const std::map<std::string, NestedKey>& keys,
-                           std::initializer_list<std::pair<const char*, NestedKey*>> slots) {
+                           const std::vector<std::pair<const char*, NestedKey*>>& slots) {
   auto find = [&](const std::string& name) -> NestedKey* {
     for (const auto& slot : slots) {
       if (name == slot.first) return slot.second;

@@ -10,7 +10,7 @@
 ///   reparameterised draws where the distribution has none, e.g. `TanhNormal`);
 ///   `loss_critic = critic_coef * distance(V(s), value_target)`, optionally value-clipped.
 /// * `loss_*` entries are reduced (`reduction`). The forward runs under
-///   `ExplorationType::Mode`, as every TorchRL loss.
+///   the loss's `deterministic_sampling_mode()` (`Mode`), as every TorchRL loss.
 
 #include <cmath>
 #include <memory>
@@ -60,39 +60,21 @@ struct A2CLossOptions {
 /// rlobj::TensorDict out = loss(batch);  // loss_objective, entropy, loss_entropy, loss_critic
 /// ```
 template <typename ActorT = modules::ProbabilisticActor, typename CriticT = modules::ValueOperator>
-class A2CLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
-  using Base = detail::ActorCriticLossBase<ActorT, CriticT>;
+class A2CLossImpl : public ActorCriticLossBase<A2CLossOptions, ActorT, CriticT> {
+  using Base = ActorCriticLossBase<A2CLossOptions, ActorT, CriticT>;
 
  public:
-  A2CLossImpl(ActorT actor_network, CriticT critic_network, A2CLossOptions options = {})
-      : Base("A2CLoss", std::move(actor_network), std::move(critic_network), /*delay_value=*/false,
-             checked(options).separate_losses()),
-        options(options) {
-    this->register_coefficients(options.entropy_coef(), options.critic_coef());
-    this->make_value_estimator(ValueEstimators::GAE);
-  }
+  using Base::options;
 
-  /// The losses and their logging entries (`batch_size` `[]`).
-  TensorDict forward(TensorDict tensordict) {
-    this->check_inputs(tensordict, /*needs_sample_log_prob=*/false);
-    detail::check_finite_inputs("A2CLoss", tensordict, this->input_keys_, options.check_finite());
-    this->ensure_linked();
-    modules::SetExplorationType mode(modules::ExplorationType::Mode);
-    TensorDict td = tensordict.copy();  // TorchRL: tensordict.clone(False)
-    torch::Tensor advantage = this->advantage(td);
-    const torch::Tensor action = this->batch_action(td);
-    auto dist = this->actor_dist(td);
-    torch::Tensor log_prob = this->with_feature_dim(dist->log_prob(action), advantage, "actor's log-probability");
-    TensorDict out(TensorDict::BatchSize{});
-    out.set("loss_objective", Base::reduce_loss(-(log_prob * advantage), options.reduction()));
-    this->add_entropy_and_critic(out, *dist, td, use_entropy_bonus(), options.samples_mc_entropy(),
-                                 options.critic_coef() != 0, options.loss_critic_type(), options.clip_value(),
-                                 options.separate_losses(), options.reduction());
-    return out;
+  A2CLossImpl(ActorT actor_network, CriticT critic_network, A2CLossOptions options = {})
+      : Base("A2CLoss", checked(options), std::move(actor_network), std::move(critic_network), /*delay_value=*/false,
+             options.separate_losses(), /*needs_sample_log_prob=*/false) {
+    this->register_coefficients(options.entropy_coef(), options.critic_coef());
+    this->make_value_estimator();
   }
 
   /// The entries of the output, in order.
-  std::vector<std::string> out_keys() const {
+  std::vector<std::string> out_keys() const override {
     std::vector<std::string> keys = {"loss_objective"};
     if (use_entropy_bonus()) {
       keys.push_back("entropy");
@@ -108,8 +90,21 @@ class A2CLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
            << ", critic_coef=" << options.critic_coef() << ")";
   }
 
-  /// The options the loss was built with.
-  A2CLossOptions options;
+ protected:
+  /// The losses and their logging entries; the caller's batch is not written.
+  TensorDict compute(TensorDict& tensordict) override {
+    TensorDict td = tensordict.copy();  // TorchRL: tensordict.clone(False)
+    torch::Tensor advantage = this->advantage(td);
+    const torch::Tensor action = this->batch_action(td);
+    auto dist = this->actor_dist(td);
+    torch::Tensor log_prob = this->with_feature_dim(dist->log_prob(action), advantage, "actor's log-probability");
+    TensorDict out(TensorDict::BatchSize{});
+    out.set("loss_objective", Base::reduce_loss(-(log_prob * advantage), options.reduction()));
+    this->add_entropy_and_critic(out, *dist, td, use_entropy_bonus(), options.samples_mc_entropy(),
+                                 options.critic_coef() != 0, options.loss_critic_type(), options.clip_value(),
+                                 options.separate_losses(), options.reduction());
+    return out;
+  }
 
  private:
   // TorchRL: entropy_bonus and entropy_coef.
@@ -127,16 +122,12 @@ class A2CLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
 
 /// Holder of `A2CLossImpl`: `auto loss = A2CLoss(actor, critic);`.
 template <typename ActorT = modules::ProbabilisticActor, typename CriticT = modules::ValueOperator>
-class A2CLoss : public torch::nn::ModuleHolder<A2CLossImpl<ActorT, CriticT>> {
+class A2CLoss : public LossHolder<A2CLossImpl<ActorT, CriticT>> {
  public:
-  using Impl = A2CLossImpl<ActorT, CriticT>;
-  using Base = torch::nn::ModuleHolder<Impl>;
-  using Base::get;
-  A2CLoss(std::nullptr_t) : Base(nullptr) {}                      // NOLINT
-  A2CLoss(std::shared_ptr<Impl> impl) : Base(std::move(impl)) {}  // NOLINT
-  A2CLoss(ActorT actor, CriticT critic, A2CLossOptions options = {})
-      : Base(std::make_shared<Impl>(std::move(actor), std::move(critic), options)) {}
+  using LossHolder<A2CLossImpl<ActorT, CriticT>>::LossHolder;
 };
+template <typename ActorT, typename CriticT, typename... Rest>
+A2CLoss(ActorT, CriticT, Rest&&...) -> A2CLoss<ActorT, CriticT>;
 
 }  // namespace objectives
 }  // namespace rlobj

@@ -1,10 +1,11 @@
 #pragma once
 
 /// \file
-/// What TorchRL 0.4's on-policy losses (`PPOLoss` and its variants, `A2CLoss`,
-/// `ReinforceLoss`) share: a stochastic actor and a state-value critic registered with the
-/// loss, the advantage taken from the batch or computed by the loss's value estimator (GAE by
-/// default), the critic's loss (optionally clipped), the entropy bonus and the keys.
+/// `ActorCriticLossBase`: what TorchRL's on-policy losses (`PPOLoss` and its variants,
+/// `A2CLoss`, `ReinforceLoss`) share — a stochastic actor and a state-value critic registered
+/// with the loss, the advantage taken from the batch or computed by the loss's value estimator
+/// (GAE by default), the critic's loss (optionally clipped), the entropy bonus and the keys. A
+/// new on-policy loss derives from it and writes its objective in `compute`.
 
 #include <cmath>
 #include <map>
@@ -46,67 +47,33 @@ struct ActorCriticLossKeys {
   NestedKey reward = "reward";
   NestedKey done = "done";
   NestedKey terminated = "terminated";
+  /// Every key by its TorchRL name (`set_keys`).
+  static std::vector<KeyField<ActorCriticLossKeys>> fields() {
+    return {{"advantage", &ActorCriticLossKeys::advantage},
+            {"value_target", &ActorCriticLossKeys::value_target},
+            {"value", &ActorCriticLossKeys::value},
+            {"sample_log_prob", &ActorCriticLossKeys::sample_log_prob},
+            {"action", &ActorCriticLossKeys::action},
+            {"reward", &ActorCriticLossKeys::reward},
+            {"done", &ActorCriticLossKeys::done},
+            {"terminated", &ActorCriticLossKeys::terminated}};
+  }
 };
 
-namespace detail {
+/// The base of the on-policy losses (`PPOLossImpl` and its variants, `A2CLossImpl`,
+/// `ReinforceLossImpl`): registers the actor (`"actor_network"`) and the critic
+/// (`"critic_network"`), builds the value estimator (GAE by default: it computes the advantage
+/// when the batch has none), declares the keys, and computes the pieces every on-policy loss
+/// uses (`advantage`, `actor_dist`, `critic_loss`, `entropy_bonus`). A derived loss writes its
+/// objective in `compute`.
+template <typename Options, typename ActorT, typename CriticT>
+class ActorCriticLossBase : public LossModuleBase<Options, ActorCriticLossKeys> {
+  using Base = LossModuleBase<Options, ActorCriticLossKeys>;
 
-/// The base of `PPOLossImpl`, `A2CLossImpl` and `ReinforceLossImpl`: registers the actor
-/// (`"actor_network"`) and the critic (`"critic_network"`), owns the value estimator and the
-/// keys, and computes the pieces every on-policy loss uses. Not used directly.
-template <typename ActorT, typename CriticT>
-class ActorCriticLossBase : public LossModuleImpl {
  public:
+  using Base::options;
   using ActorImpl = typename ActorT::ContainedType;
   using CriticImpl = typename CriticT::ContainedType;
-
-  /// Builds the value estimator that computes the advantage when the batch has none (GAE
-  /// with gamma 0.99 and lmbda 0.95 unless called). Its value network is the critic, run
-  /// without gradient (with `delay_value`, the target critic values the next states).
-  void make_value_estimator(ValueEstimators type = ValueEstimators::GAE,
-                            value::ValueEstimatorOptions hyperparams = {}) {
-    auto online = [this](TensorDict td) {
-      torch::NoGradGuard no_grad;
-      return critic_net_.online.front()->forward(td);
-    };
-    const auto& in = critic_->in_keys();
-    switch (type) {
-      case ValueEstimators::TD0: estimator_ = std::make_shared<value::TD0Estimator>(online, hyperparams, in); break;
-      case ValueEstimators::TD1: estimator_ = std::make_shared<value::TD1Estimator>(online, hyperparams, in); break;
-      case ValueEstimators::TDLambda:
-        estimator_ = std::make_shared<value::TDLambdaEstimator>(online, hyperparams, in);
-        break;
-      case ValueEstimators::GAE: estimator_ = std::make_shared<value::GAE>(online, hyperparams, in); break;
-    }
-    if (!critic_net_.target.empty()) {
-      estimator_->set_next_value_network([this](TensorDict td) {
-        torch::NoGradGuard no_grad;
-        return critic_net_.target.front()->forward(td);
-      });
-    }
-    value_type_ = type;
-    keys_changed();
-  }
-  /// The value estimator (GAE unless `make_value_estimator` chose another).
-  value::ValueEstimatorBase& value_estimator() const { return *estimator_; }
-  ValueEstimators value_type() const noexcept { return value_type_; }
-
-  /// Renames keys: advantage, value_target, value, sample_log_prob, action, reward, done,
-  /// terminated. Renaming a network output only changes where the loss reads it.
-  void set_keys(const std::map<std::string, NestedKey>& keys) {
-    rlobj::detail::set_named_keys(name_, keys,
-                                  {{"advantage", &keys_.advantage},
-                                   {"value_target", &keys_.value_target},
-                                   {"value", &keys_.value},
-                                   {"sample_log_prob", &keys_.sample_log_prob},
-                                   {"action", &keys_.action},
-                                   {"reward", &keys_.reward},
-                                   {"done", &keys_.done},
-                                   {"terminated", &keys_.terminated}});
-    keys_changed();
-  }
-  const ActorCriticLossKeys& tensor_keys() const noexcept { return keys_; }
-  /// Every key `forward` may read (sorted).
-  const std::vector<NestedKey>& in_keys() const noexcept { return input_keys_; }
 
   /// The actor (the user's network).
   ActorT& actor_network() noexcept { return actor_; }
@@ -117,21 +84,58 @@ class ActorCriticLossBase : public LossModuleImpl {
   std::shared_ptr<CriticImpl> target_critic_network() const { return critic_net_.targets().front(); }
 
  protected:
-  ActorCriticLossBase(const char* name, ActorT actor, CriticT critic, bool delay_value, bool separate_losses)
-      : name_(name), actor_(std::move(actor)), critic_(std::move(critic)) {
+  using Base::keys_;
+
+  /// `needs_sample_log_prob`: the batch must hold the collecting policy's log-probability
+  /// (PPO's importance weights).
+  ActorCriticLossBase(const char* name, Options options, ActorT actor, CriticT critic, bool delay_value,
+                      bool separate_losses, bool needs_sample_log_prob)
+      : Base(name, std::move(options), ValueEstimators::GAE),
+        name_(name),
+        actor_(std::move(actor)),
+        critic_(std::move(critic)),
+        needs_sample_log_prob_(needs_sample_log_prob) {
     TORCH_CHECK_VALUE(!actor_.is_empty(), name_, ": actor_network is empty");
     TORCH_CHECK_VALUE(!critic_.is_empty(), name_, ": critic_network is empty");
-    check_same_placement(name_, {{"actor_network", actor_.get()}, {"critic_network", critic_.get()}});
+    detail::check_same_placement(name_, {{"actor_network", actor_.get()}, {"critic_network", critic_.get()}});
     std::vector<torch::Tensor> shared;
     for (const auto& p : critic_->parameters()) {
       for (const auto& q : actor_->parameters()) {
         if (p.unsafeGetTensorImpl() == q.unsafeGetTensorImpl()) shared.push_back(p);
       }
     }
-    actor_net_ = register_network("actor_network", actor_.ptr());
-    critic_net_ = register_network("critic_network", critic_.ptr(),
+    actor_net_ = this->register_network("actor_network", actor_.ptr());
+    critic_net_ = this->register_network("critic_network", critic_.ptr(),
                                    NetworkOptions().target(delay_value).compare_against(
                                        separate_losses ? shared : std::vector<torch::Tensor>{}));
+  }
+
+  /// The estimator that computes the advantage when the batch has none. Its value network is
+  /// the critic, run without gradient (with `delay_value`, the target critic values the next
+  /// states).
+  std::shared_ptr<value::ValueEstimatorBase> build_value_estimator(
+      ValueEstimators type, const value::ValueEstimatorOptions& hyperparams) override {
+    auto online = [this](TensorDict td) {
+      torch::NoGradGuard no_grad;
+      return critic_net_.online.front()->forward(td);
+    };
+    const auto& in = critic_->in_keys();
+    std::shared_ptr<value::ValueEstimatorBase> estimator;
+    switch (type) {
+      case ValueEstimators::TD0: estimator = std::make_shared<value::TD0Estimator>(online, hyperparams, in); break;
+      case ValueEstimators::TD1: estimator = std::make_shared<value::TD1Estimator>(online, hyperparams, in); break;
+      case ValueEstimators::TDLambda:
+        estimator = std::make_shared<value::TDLambdaEstimator>(online, hyperparams, in);
+        break;
+      case ValueEstimators::GAE: estimator = std::make_shared<value::GAE>(online, hyperparams, in); break;
+    }
+    if (!critic_net_.target.empty()) {
+      estimator->set_next_value_network([this](TensorDict td) {
+        torch::NoGradGuard no_grad;
+        return critic_net_.target.front()->forward(td);
+      });
+    }
+    return estimator;
   }
 
   static void check_coef(const char* where, const char* name, double v) {
@@ -152,8 +156,8 @@ class ActorCriticLossBase : public LossModuleImpl {
   /// Registers the `entropy_coef` and `critic_coef` buffers (float32 tensors, as TorchRL's).
   void register_coefficients(double entropy_coef, double critic_coef) {
     const auto tensor_options = actor_net_.group->flat().options().requires_grad(false);
-    entropy_coef_ = register_buffer("entropy_coef", torch::full({}, entropy_coef, tensor_options));
-    critic_coef_ = register_buffer("critic_coef", torch::full({}, critic_coef, tensor_options));
+    entropy_coef_ = this->register_buffer("entropy_coef", torch::full({}, entropy_coef, tensor_options));
+    critic_coef_ = this->register_buffer("critic_coef", torch::full({}, critic_coef, tensor_options));
   }
 
   /// What PPO and A2C add after their objective: with `entropy`, `entropy` (detached mean) and
@@ -179,7 +183,7 @@ class ActorCriticLossBase : public LossModuleImpl {
   /// target and the values it came from).
   torch::Tensor advantage(TensorDict& td) {
     if (const torch::Tensor* a = td.find(keys_.advantage)) return *a;
-    estimator_->forward(td);
+    this->estimator_->forward(td);
     return td.get(keys_.advantage);
   }
 
@@ -274,49 +278,45 @@ class ActorCriticLossBase : public LossModuleImpl {
     return lp;
   }
 
-  void check_inputs(const TensorDict& td, bool needs_sample_log_prob) const {
-    TORCH_CHECK(td.batch_dims() >= 1, name_, ": expected a batch (batch_dims >= 1), got batch_size ",
-                rlobj::detail::shape_str(td.batch_size()));
-    require_keys(name_, td, base_required_);
-    if (needs_sample_log_prob) require_keys(name_, td, {keys_.sample_log_prob});
-    const bool has_advantage = td.contains(keys_.advantage);
-    if (!has_advantage) require_keys(name_, td, estimator_required_);
-    check_network_inputs(name_, td, has_advantage ? computed_keys_ : computed_with_estimator_,
-                         actor_net_.group->flat().scalar_type());
-    if (has_advantage) {
-      const torch::Tensor& a = td.get(keys_.advantage);
-      TORCH_CHECK_VALUE(!a.requires_grad(), name_, ": the batch's \"", keys_.advantage.str(),
-                        "\" requires grad; detach it");
-      TORCH_CHECK_VALUE(a.dim() == td.batch_dims() + 1 && a.size(-1) == 1, name_, ": the advantage \"",
-                        keys_.advantage.str(), "\" has shape ", rlobj::detail::shape_str(a.sizes()),
-                        "; expected the batch_size ", rlobj::detail::shape_str(td.batch_size()), " with a trailing 1");
+  /// Without an advantage in the batch, the estimator's inputs must be there too; with one,
+  /// it must be data shaped like the batch with a trailing 1.
+  void check_batch(const TensorDict& td) const override {
+    if (!td.contains(keys_.advantage)) {
+      detail::require_keys(name_, td, estimator_required_);
+      detail::check_network_inputs(name_, td, estimator_computed_, this->dtype());
+      return;
     }
+    const torch::Tensor& a = td.get(keys_.advantage);
+    TORCH_CHECK_VALUE(!a.requires_grad(), name_, ": the batch's \"", keys_.advantage.str(), "\" requires grad; detach it");
+    TORCH_CHECK_VALUE(a.dim() == td.batch_dims() + 1 && a.size(-1) == 1, name_, ": the advantage \"",
+                      keys_.advantage.str(), "\" has shape ", rlobj::detail::shape_str(a.sizes()),
+                      "; expected the batch_size ", rlobj::detail::shape_str(td.batch_size()), " with a trailing 1");
   }
 
-  virtual void keys_changed() {
+  void keys_changed() override {
     const NestedKey next("next");
-    std::vector<NestedKey> base = {keys_.action};
-    for (const auto& k : actor_->in_keys()) base.push_back(k);
-    for (const auto& k : critic_->in_keys()) base.push_back(k);
-    base_required_ = sorted_unique(base);
-    std::vector<NestedKey> est = {next / keys_.reward, next / keys_.done};
-    for (const auto& k : critic_->in_keys()) est.push_back(next / k);
-    estimator_required_ = est;
-    std::vector<NestedKey> all = base;
-    for (const auto& k : est) all.push_back(k);
-    all.push_back(next / keys_.terminated);
-    all.push_back(keys_.sample_log_prob);
-    all.push_back(keys_.advantage);
-    all.push_back(keys_.value_target);
-    input_keys_ = sorted_unique(all);
-    computed_keys_.clear();
-    for (const auto& k : actor_->in_keys()) computed_keys_.push_back(k);
-    for (const auto& k : critic_->in_keys()) computed_keys_.push_back(k);
-    computed_with_estimator_ = computed_keys_;
-    for (const auto& k : critic_->in_keys()) computed_with_estimator_.push_back(next / k);
-    computed_with_estimator_.push_back(next / keys_.reward);
-    if (estimator_) {
-      estimator_->set_keys({{"advantage", keys_.advantage},
+    std::vector<NestedKey> required = {keys_.action};
+    for (const auto& k : actor_->in_keys()) required.push_back(k);
+    for (const auto& k : critic_->in_keys()) required.push_back(k);
+    required = detail::sorted_unique(required);
+    if (needs_sample_log_prob_) required.push_back(keys_.sample_log_prob);
+    std::vector<NestedKey> computed;
+    for (const auto& k : actor_->in_keys()) computed.push_back(k);
+    for (const auto& k : critic_->in_keys()) computed.push_back(k);
+    estimator_required_ = {next / keys_.reward, next / keys_.done};
+    estimator_computed_.clear();
+    for (const auto& k : critic_->in_keys()) {
+      estimator_required_.push_back(next / k);
+      estimator_computed_.push_back(next / k);
+    }
+    estimator_computed_.push_back(next / keys_.reward);
+    std::vector<NestedKey> optional = estimator_required_;
+    for (const auto& k : {next / keys_.terminated, keys_.sample_log_prob, keys_.advantage, keys_.value_target}) {
+      optional.push_back(k);
+    }
+    this->set_input_keys(std::move(required), std::move(computed), optional);
+    if (this->estimator_) {
+      this->estimator_->set_keys({{"advantage", keys_.advantage},
                             {"value_target", keys_.value_target},
                             {"value", keys_.value},
                             {"reward", keys_.reward},
@@ -326,19 +326,15 @@ class ActorCriticLossBase : public LossModuleImpl {
   }
 
   const char* name_;
-  ActorCriticLossKeys keys_;
-  std::vector<NestedKey> input_keys_;
-  std::vector<NestedKey> base_required_, estimator_required_;
-  std::vector<NestedKey> computed_keys_, computed_with_estimator_;
+  std::vector<NestedKey> estimator_required_;  // what the estimator reads when the batch has no advantage
+  std::vector<NestedKey> estimator_computed_;  // ... of which network inputs and the reward
   ActorT actor_;
   CriticT critic_;
   LossNetwork<ActorImpl> actor_net_;
   LossNetwork<CriticImpl> critic_net_;
-  std::shared_ptr<value::ValueEstimatorBase> estimator_;
-  ValueEstimators value_type_ = ValueEstimators::GAE;
+  bool needs_sample_log_prob_;
   torch::Tensor entropy_coef_, critic_coef_;  // register_coefficients
 };
 
-}  // namespace detail
 }  // namespace objectives
 }  // namespace rlobj

@@ -63,6 +63,14 @@ struct DDPGLossKeys {
   NestedKey reward = "reward";
   NestedKey done = "done";
   NestedKey terminated = "terminated";
+  /// Every key by its TorchRL name (`set_keys`).
+  static std::vector<KeyField<DDPGLossKeys>> fields() {
+    return {{"state_action_value", &DDPGLossKeys::state_action_value},
+            {"priority", &DDPGLossKeys::priority},
+            {"reward", &DDPGLossKeys::reward},
+            {"done", &DDPGLossKeys::done},
+            {"terminated", &DDPGLossKeys::terminated}};
+  }
 };
 
 /// DDPG's actor and critic losses. `ActorT` / `ValueT` are module holders whose modules map
@@ -77,13 +85,13 @@ struct DDPGLossKeys {
 /// torch::optim::Adam optim(loss->parameters());
 /// ```
 template <typename ActorT = modules::Actor, typename ValueT = modules::ValueOperator>
-class DDPGLossImpl : public LossModuleImpl {
+class DDPGLossImpl : public LossModuleBase<DDPGLossOptions, DDPGLossKeys> {
  public:
   using ActorImpl = typename ActorT::ContainedType;
   using ValueImpl = typename ValueT::ContainedType;
 
   DDPGLossImpl(ActorT actor_network, ValueT value_network, DDPGLossOptions options = {})
-      : options(options), actor_(std::move(actor_network)), value_(std::move(value_network)) {
+      : LossModuleBase("DDPGLoss", options), actor_(std::move(actor_network)), value_(std::move(value_network)) {
     TORCH_CHECK_VALUE(!actor_.is_empty(), "DDPGLoss: actor_network is empty");
     TORCH_CHECK_VALUE(!value_.is_empty(), "DDPGLoss: value_network is empty");
     // One dtype and device for both networks (the inputs are checked against the actor's).
@@ -103,69 +111,11 @@ class DDPGLossImpl : public LossModuleImpl {
         "value_network", value_.ptr(),
         NetworkOptions().target(options.delay_value()).frozen(true).compare_against(
             options.separate_losses() ? shared : std::vector<torch::Tensor>{}));
-    make_value_estimator(ValueEstimators::TD0);
+    make_value_estimator();
   }
-
-  /// Both losses and their logging entries (`batch_size` `[]`). Writes `td_error` into `td`.
-  TensorDict forward(TensorDict td) {
-    // Every check before anything changes (ensure_linked may re-attach buffers).
-    check_inputs(td);
-    detail::check_finite_inputs("DDPGLoss", td, input_keys_, options.check_finite());
-    ensure_linked();
-    torch::Tensor pred, target;
-    torch::Tensor loss_value = value_loss(td, &pred, &target);
-    torch::Tensor loss_actor = actor_loss(td);
-
-    torch::Tensor td_error = (pred - target).pow(2).detach();
-    td.set(keys_.priority, td_error);
-    TensorDict out(TensorDict::BatchSize{});
-    out.set("loss_actor", loss_actor);
-    out.set("loss_value", loss_value);
-    {
-      torch::NoGradGuard no_grad;
-      out.set("td_error", td_error);
-      out.set("pred_value", pred.detach());
-      out.set("target_value", target.detach());
-      out.set("target_value_max", target.max().detach());
-      out.set("pred_value_max", pred.max().detach());
-    }
-    return out;
-  }
-
-  /// Builds the value estimator (TD0, TD1 or TDLambda; GAE is not supported by DDPG, as in
-  /// TorchRL). Its value network is the target actor followed by the target critic.
-  void make_value_estimator(ValueEstimators type = ValueEstimators::TD0,
-                            value::ValueEstimatorOptions hyperparams = {}) {
-    estimator_ = detail::make_bootstrap_estimator(
-        "DDPGLoss", type, [this](TensorDict next) { return target_actor_critic(next); }, hyperparams);
-    value_type_ = type;
-    keys_changed();
-  }
-
-  /// The value estimator (TD0 with gamma 0.99 unless `make_value_estimator` was called).
-  value::ValueEstimatorBase& value_estimator() const { return *estimator_; }
-  ValueEstimators value_type() const noexcept { return value_type_; }
-
-  /// Renames input keys (TorchRL's `set_keys`): `{{"reward", "r"}, {"priority", "prio"}}`.
-  /// Accepted names: state_action_value, priority, reward, done, terminated. Renaming
-  /// `state_action_value` only changes where the loss reads Q: the value network's out_keys
-  /// must be changed to match.
-  void set_keys(const std::map<std::string, NestedKey>& keys) {
-    rlobj::detail::set_named_keys("DDPGLoss", keys,
-                                  {{"state_action_value", &keys_.state_action_value},
-                                   {"priority", &keys_.priority},
-                                   {"reward", &keys_.reward},
-                                   {"done", &keys_.done},
-                                   {"terminated", &keys_.terminated}});
-    keys_changed();
-  }
-  const DDPGLossKeys& tensor_keys() const noexcept { return keys_; }
-
-  /// Every key `forward` may read (TorchRL's `in_keys`, sorted).
-  const std::vector<NestedKey>& in_keys() const noexcept { return input_keys_; }
 
   /// The entries of the output, in TorchRL's `out_keys` order.
-  std::vector<std::string> out_keys() const {
+  std::vector<std::string> out_keys() const override {
     return {"loss_actor", "loss_value", "pred_value", "target_value", "pred_value_max", "target_value_max"};
   }
 
@@ -187,51 +137,63 @@ class DDPGLossImpl : public LossModuleImpl {
     stream << ")";
   }
 
-  /// The options the loss was built with.
-  DDPGLossOptions options;
+ protected:
+  /// Both losses and their logging entries. Writes `td_error` into `td`.
+  TensorDict compute(TensorDict& td) override {
+    torch::Tensor pred, target;
+    torch::Tensor loss_value = value_loss(td, &pred, &target);
+    torch::Tensor loss_actor = actor_loss(td);
 
- private:
+    torch::Tensor td_error = (pred - target).pow(2).detach();
+    td.set(keys_.priority, td_error);
+    TensorDict out(TensorDict::BatchSize{});
+    out.set("loss_actor", loss_actor);
+    out.set("loss_value", loss_value);
+    {
+      torch::NoGradGuard no_grad;
+      out.set("td_error", td_error);
+      out.set("pred_value", pred.detach());
+      out.set("target_value", target.detach());
+      out.set("target_value_max", target.max().detach());
+      out.set("pred_value_max", pred.max().detach());
+    }
+    return out;
+  }
+
+  /// TD0, TD1 or TDLambda (GAE is not supported by DDPG, as in TorchRL); its value network is
+  /// the target actor followed by the target critic.
+  std::shared_ptr<value::ValueEstimatorBase> build_value_estimator(
+      ValueEstimators type, const value::ValueEstimatorOptions& hyperparams) override {
+    return detail::make_bootstrap_estimator(
+        "DDPGLoss", type, [this](TensorDict next) { return target_actor_critic(next); }, hyperparams);
+  }
+
   // The key lists forward() checks, derived once per set_keys() rather than per update:
-  // everything it may read (in_keys) and what it computes with (network inputs and reward).
-  void keys_changed() {
+  // what it cannot do without, and what it computes with (network inputs and reward).
+  void keys_changed() override {
     const NestedKey next("next");
     std::vector<NestedKey> required = value_->in_keys();
     for (const auto& k : actor_->in_keys()) {
       required.push_back(k);
       required.push_back(next / k);
     }
-    required_keys_ = std::move(required);
-    std::vector<NestedKey> keys = {next / keys_.reward, next / keys_.done, next / keys_.terminated};
-    auto add = [&](const std::vector<NestedKey>& ks) {
-      for (const auto& k : ks) {
-        keys.push_back(k);
-        keys.push_back(next / k);
-      }
-    };
-    add(actor_->in_keys());
-    add(value_->in_keys());
-    input_keys_ = detail::sorted_unique(std::move(keys));
-    computed_keys_ = value_->in_keys();
-    for (const auto& k : actor_->in_keys()) computed_keys_.push_back(next / k);
-    computed_keys_.push_back(next / keys_.reward);
+    std::vector<NestedKey> computed = value_->in_keys();
+    for (const auto& k : actor_->in_keys()) computed.push_back(next / k);
+    computed.push_back(next / keys_.reward);
+    std::vector<NestedKey> optional = {next / keys_.reward, next / keys_.done, next / keys_.terminated};
+    for (const auto& k : value_->in_keys()) optional.push_back(next / k);
+    set_input_keys(std::move(required), std::move(computed), optional);
     if (estimator_) {
       detail::set_estimator_keys(*estimator_, keys_.state_action_value, keys_.reward, keys_.done, keys_.terminated);
     }
   }
 
+ private:
   // The estimator's value network: target actor, then target critic, never with gradient.
   TensorDict target_actor_critic(TensorDict next) {
     torch::NoGradGuard no_grad;
     next = actor_net_.targets().front()->forward(next);
     return value_net_.targets().front()->forward(next);
-  }
-
-  void check_inputs(const TensorDict& td) const {
-    detail::require_keys("DDPGLoss", td, required_keys_);
-    TORCH_CHECK(td.batch_dims() >= 1, "DDPGLoss: expected a batch of transitions (batch_dims >= 1), got "
-                "batch_size ", rlobj::detail::shape_str(td.batch_size()));
-    // The reward is among them: a float64 reward would silently promote the targets.
-    detail::check_network_inputs("DDPGLoss", td, computed_keys_, actor_net_.group->flat().scalar_type());
   }
 
   torch::Tensor value_loss(const TensorDict& td, torch::Tensor* pred, torch::Tensor* target) {
@@ -260,32 +222,21 @@ class DDPGLossImpl : public LossModuleImpl {
     return *q;
   }
 
-  DDPGLossKeys keys_;
-  std::vector<NestedKey> input_keys_;     // in_keys()
-  std::vector<NestedKey> required_keys_;  // what forward cannot do without
-  std::vector<NestedKey> computed_keys_;  // network inputs and the reward, dtype/shape-checked
   ActorT actor_;
   ValueT value_;
   LossNetwork<ActorImpl> actor_net_;
   LossNetwork<ValueImpl> value_net_;
-  std::shared_ptr<value::ValueEstimatorBase> estimator_;
-  ValueEstimators value_type_ = ValueEstimators::TD0;
 };
 
 /// Holder of `DDPGLossImpl`: `auto loss = DDPGLoss(actor, value_net);` deduces the network
 /// types; `loss->parameters()`, `loss(batch)`.
 template <typename ActorT = modules::Actor, typename ValueT = modules::ValueOperator>
-class DDPGLoss : public torch::nn::ModuleHolder<DDPGLossImpl<ActorT, ValueT>> {
+class DDPGLoss : public LossHolder<DDPGLossImpl<ActorT, ValueT>> {
  public:
-  using Impl = DDPGLossImpl<ActorT, ValueT>;
-  using Base = torch::nn::ModuleHolder<Impl>;
-  using Base::get;
-
-  DDPGLoss(std::nullptr_t) : Base(nullptr) {}                       // NOLINT
-  DDPGLoss(std::shared_ptr<Impl> impl) : Base(std::move(impl)) {}   // NOLINT
-  DDPGLoss(ActorT actor_network, ValueT value_network, DDPGLossOptions options = {})
-      : Base(std::make_shared<Impl>(std::move(actor_network), std::move(value_network), options)) {}
+  using LossHolder<DDPGLossImpl<ActorT, ValueT>>::LossHolder;
 };
+template <typename ActorT, typename ValueT, typename... Options>
+DDPGLoss(ActorT, ValueT, Options&&...) -> DDPGLoss<ActorT, ValueT>;
 
 }  // namespace objectives
 }  // namespace rlobj

@@ -70,6 +70,14 @@ struct DQNLossKeys {
   NestedKey reward = "reward";
   NestedKey done = "done";
   NestedKey terminated = "terminated";
+  /// Every key by its TorchRL name (`set_keys`).
+  static std::vector<KeyField<DQNLossKeys>> fields() {
+    return {{"advantage", &DQNLossKeys::advantage}, {"value_target", &DQNLossKeys::value_target},
+            {"value", &DQNLossKeys::value},         {"action_value", &DQNLossKeys::action_value},
+            {"action", &DQNLossKeys::action},       {"priority", &DQNLossKeys::priority},
+            {"reward", &DQNLossKeys::reward},       {"done", &DQNLossKeys::done},
+            {"terminated", &DQNLossKeys::terminated}};
+  }
 };
 
 /// DQN's loss over a Q-value network `ValueT` (a `QValueActor`, or any TensorDict module
@@ -82,12 +90,12 @@ struct DQNLossKeys {
 /// rlobj::TensorDict out = loss(batch);  // out["loss"]
 /// ```
 template <typename ValueT = modules::QValueActor>
-class DQNLossImpl : public LossModuleImpl {
+class DQNLossImpl : public LossModuleBase<DQNLossOptions, DQNLossKeys> {
  public:
   using ValueImpl = typename ValueT::ContainedType;
 
   explicit DQNLossImpl(ValueT value_network, DQNLossOptions options = {})
-      : options(options), value_(std::move(value_network)) {
+      : LossModuleBase("DQNLoss", options), value_(std::move(value_network)) {
     TORCH_CHECK_VALUE(!value_.is_empty(), "DQNLoss: value_network is empty");
     TORCH_CHECK_VALUE(!options.double_dqn() || options.delay_value(), "DQNLoss: double_dqn=true requires "
                       "delay_value=true");
@@ -98,14 +106,28 @@ class DQNLossImpl : public LossModuleImpl {
     }
     detail::check_same_placement("DQNLoss", {{"value_network", value_.get()}});
     value_net_ = register_network("value_network", value_.ptr(), NetworkOptions().target(options.delay_value()));
-    make_value_estimator(ValueEstimators::TD0);
+    make_value_estimator();
   }
 
-  /// The loss (`batch_size` `[]`, one entry `"loss"`). Writes `td_error` into `td`.
-  TensorDict forward(TensorDict td) {
-    check_inputs(td);
-    detail::check_finite_inputs("DQNLoss", td, input_keys_, options.check_finite());
-    ensure_linked();
+  /// The entries of the output.
+  std::vector<std::string> out_keys() const override { return {"loss"}; }
+  /// How the loss reads actions.
+  modules::ActionSpace action_space() const noexcept { return action_space_; }
+
+  /// The online Q network (the user's network).
+  ValueT& value_network() noexcept { return value_; }
+  /// The Q network targets are computed with: the delayed copy, else the online network.
+  std::shared_ptr<ValueImpl> target_value_network() const { return value_net_.targets().front(); }
+
+  void pretty_print(std::ostream& stream) const override {
+    stream << "rlobj::objectives::DQNLoss(delay_value=" << (options.delay_value() ? "true" : "false")
+           << ", double_dqn=" << (options.double_dqn() ? "true" : "false")
+           << ", action_space=" << modules::action_space_name(action_space_) << ")";
+  }
+
+ protected:
+  /// The loss (one entry `"loss"`). Writes `td_error` into `td`.
+  TensorDict compute(TensorDict& td) override {
     TensorDict td_copy = td.copy();
     td_copy = value_net_.online.front()->forward(td_copy);
     const torch::Tensor* found = td_copy.find(keys_.action_value);
@@ -141,59 +163,41 @@ class DQNLossImpl : public LossModuleImpl {
     return out;
   }
 
-  /// Builds the value estimator (TD0, TD1 or TDLambda; GAE is not supported, as in TorchRL).
-  /// Its value network is the target Q network (`chosen_action_value`: its max).
-  void make_value_estimator(ValueEstimators type = ValueEstimators::TD0,
-                            value::ValueEstimatorOptions hyperparams = {}) {
-    estimator_ = detail::make_bootstrap_estimator(
+  /// TD0, TD1 or TDLambda (GAE is not supported, as in TorchRL); its value network is the
+  /// target Q network (`chosen_action_value`: its max).
+  std::shared_ptr<value::ValueEstimatorBase> build_value_estimator(
+      ValueEstimators type, const value::ValueEstimatorOptions& hyperparams) override {
+    return detail::make_bootstrap_estimator(
         "DQNLoss", type,
         [this](TensorDict next) {
           torch::NoGradGuard no_grad;
           return value_net_.targets().front()->forward(next);
         },
         hyperparams);
-    value_type_ = type;
-    keys_changed();
-  }
-  value::ValueEstimatorBase& value_estimator() const { return *estimator_; }
-  ValueEstimators value_type() const noexcept { return value_type_; }
-
-  /// Renames keys: advantage, value_target, value, action_value, action, priority, reward,
-  /// done, terminated. Renaming a network output only changes where the loss reads it.
-  void set_keys(const std::map<std::string, NestedKey>& keys) {
-    rlobj::detail::set_named_keys("DQNLoss", keys,
-                                  {{"advantage", &keys_.advantage},
-                                   {"value_target", &keys_.value_target},
-                                   {"value", &keys_.value},
-                                   {"action_value", &keys_.action_value},
-                                   {"action", &keys_.action},
-                                   {"priority", &keys_.priority},
-                                   {"reward", &keys_.reward},
-                                   {"done", &keys_.done},
-                                   {"terminated", &keys_.terminated}});
-    keys_changed();
-  }
-  const DQNLossKeys& tensor_keys() const noexcept { return keys_; }
-  /// Every key `forward` may read (sorted).
-  const std::vector<NestedKey>& in_keys() const noexcept { return input_keys_; }
-  /// The entries of the output.
-  std::vector<std::string> out_keys() const { return {"loss"}; }
-  /// How the loss reads actions.
-  modules::ActionSpace action_space() const noexcept { return action_space_; }
-
-  /// The online Q network (the user's network).
-  ValueT& value_network() noexcept { return value_; }
-  /// The Q network targets are computed with: the delayed copy, else the online network.
-  std::shared_ptr<ValueImpl> target_value_network() const { return value_net_.targets().front(); }
-
-  void pretty_print(std::ostream& stream) const override {
-    stream << "rlobj::objectives::DQNLoss(delay_value=" << (options.delay_value() ? "true" : "false")
-           << ", double_dqn=" << (options.double_dqn() ? "true" : "false")
-           << ", action_space=" << modules::action_space_name(action_space_) << ")";
   }
 
-  /// The options the loss was built with.
-  DQNLossOptions options;
+  void keys_changed() override {
+    const NestedKey next("next");
+    std::vector<NestedKey> required = {keys_.action};
+    std::vector<NestedKey> computed;
+    for (const auto& k : value_->in_keys()) {
+      required.push_back(k);
+      required.push_back(next / k);
+      computed.push_back(k);
+      computed.push_back(next / k);
+    }
+    for (const auto& k : {keys_.reward, keys_.done}) required.push_back(next / k);
+    computed.push_back(next / keys_.reward);
+    set_input_keys(std::move(required), std::move(computed), {next / keys_.terminated});
+    if (estimator_) {
+      estimator_->set_keys({{"advantage", keys_.advantage},
+                            {"value_target", keys_.value_target},
+                            {"value", keys_.value},
+                            {"reward", keys_.reward},
+                            {"done", keys_.done},
+                            {"terminated", keys_.terminated}});
+    }
+  }
 
  private:
   template <typename M>
@@ -243,64 +247,19 @@ class DQNLossImpl : public LossModuleImpl {
     }
   }
 
-  void keys_changed() {
-    const NestedKey next("next");
-    std::vector<NestedKey> required = {keys_.action};
-    for (const auto& k : value_->in_keys()) {
-      required.push_back(k);
-      required.push_back(next / k);
-    }
-    for (const auto& k : {keys_.reward, keys_.done}) required.push_back(next / k);
-    required_keys_ = required;
-    required.push_back(next / keys_.terminated);
-    input_keys_ = detail::sorted_unique(required);
-    computed_keys_.clear();
-    for (const auto& k : value_->in_keys()) {
-      computed_keys_.push_back(k);
-      computed_keys_.push_back(next / k);
-    }
-    computed_keys_.push_back(next / keys_.reward);
-    if (estimator_) {
-      estimator_->set_keys({{"advantage", keys_.advantage},
-                            {"value_target", keys_.value_target},
-                            {"value", keys_.value},
-                            {"reward", keys_.reward},
-                            {"done", keys_.done},
-                            {"terminated", keys_.terminated}});
-    }
-  }
-
-  void check_inputs(const TensorDict& td) const {
-    detail::require_keys("DQNLoss", td, required_keys_);
-    TORCH_CHECK(td.batch_dims() >= 1, "DQNLoss: expected a batch of transitions (batch_dims >= 1), got "
-                "batch_size ", rlobj::detail::shape_str(td.batch_size()));
-    detail::check_network_inputs("DQNLoss", td, computed_keys_, value_net_.group->flat().scalar_type());
-  }
-
-  DQNLossKeys keys_;
-  std::vector<NestedKey> input_keys_;     // in_keys()
-  std::vector<NestedKey> required_keys_;  // what forward cannot do without
-  std::vector<NestedKey> computed_keys_;  // network inputs and the reward, dtype/shape-checked
   ValueT value_;
   LossNetwork<ValueImpl> value_net_;
   modules::ActionSpace action_space_ = modules::ActionSpace::OneHot;
-  std::shared_ptr<value::ValueEstimatorBase> estimator_;
-  ValueEstimators value_type_ = ValueEstimators::TD0;
 };
 
 /// Holder of `DQNLossImpl`: `auto loss = DQNLoss(qnet);`.
 template <typename ValueT = modules::QValueActor>
-class DQNLoss : public torch::nn::ModuleHolder<DQNLossImpl<ValueT>> {
+class DQNLoss : public LossHolder<DQNLossImpl<ValueT>> {
  public:
-  using Impl = DQNLossImpl<ValueT>;
-  using Base = torch::nn::ModuleHolder<Impl>;
-  using Base::get;
-
-  DQNLoss(std::nullptr_t) : Base(nullptr) {}                      // NOLINT
-  DQNLoss(std::shared_ptr<Impl> impl) : Base(std::move(impl)) {}  // NOLINT
-  explicit DQNLoss(ValueT value_network, DQNLossOptions options = {})
-      : Base(std::make_shared<Impl>(std::move(value_network), options)) {}
+  using LossHolder<DQNLossImpl<ValueT>>::LossHolder;
 };
+template <typename ValueT, typename... Rest>
+DQNLoss(ValueT, Rest&&...) -> DQNLoss<ValueT>;
 
 }  // namespace objectives
 }  // namespace rlobj

@@ -17,8 +17,10 @@
 ///   or `-log_prob` of `samples_mc_entropy` draws: `TanhNormal`); `loss_critic =
 ///   critic_coef * distance(V(s), value_target)` (optionally clipped around the batch's
 ///   values with `clip_value`).
-/// * Every `loss_*` entry is reduced (`reduction`, mean by default). The forward runs under
-///   `ExplorationType::Mode`, as every TorchRL loss.
+/// * Every `loss_*` entry is reduced (`reduction`, mean by default).
+///
+/// As in TorchRL, `ClipPPOLoss` and `KLPENPPOLoss` derive from `PPOLoss`, which derives from
+/// `ActorCriticLossBase`; each variant overrides the objective.
 
 #include <cmath>
 #include <memory>
@@ -45,13 +47,6 @@
 
 namespace rlobj {
 namespace objectives {
-
-/// Which PPO objective `PPOLoss` computes.
-enum class PPOVariant {
-  Plain,  ///< `PPOLoss`: importance-weighted advantage
-  Clip,   ///< `ClipPPOLoss`: clipped ratio
-  KLPen,  ///< `KLPENPPOLoss`: adaptive KL penalty
-};
 
 /// Options of the PPO losses, with TorchRL 0.4's names and defaults (`clip_epsilon` for
 /// `ClipPPOLoss`, `dtarg` ... `samples_mc_kl` for `KLPENPPOLoss`).
@@ -88,9 +83,10 @@ struct PPOLossOptions {
   TORCH_ARG(FiniteCheck, check_finite) = FiniteCheck::Auto;
 };
 
-/// The PPO losses over a stochastic actor (`ActorT`: a `ProbabilisticActor`) and a state-value
-/// critic (`CriticT`: a `ValueOperator` writing `state_value`). Use the `PPOLoss`,
-/// `ClipPPOLoss` and `KLPENPPOLoss` holders.
+/// `PPOLoss`: the importance-weighted advantage over a stochastic actor (`ActorT`: a
+/// `ProbabilisticActor`) and a state-value critic (`CriticT`: a `ValueOperator` writing
+/// `state_value`); the base of `ClipPPOLossImpl` and `KLPENPPOLossImpl`, which override
+/// `objective`.
 ///
 /// ```
 /// auto loss = rlobj::objectives::ClipPPOLoss(actor, critic);
@@ -99,41 +95,49 @@ struct PPOLossOptions {
 /// rlobj::TensorDict out = loss(minibatch);  // loss_objective, clip_fraction, entropy, loss_entropy, loss_critic, ESS
 /// ```
 template <typename ActorT = modules::ProbabilisticActor, typename CriticT = modules::ValueOperator>
-class PPOLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
-  using Base = detail::ActorCriticLossBase<ActorT, CriticT>;
+class PPOLossImpl : public ActorCriticLossBase<PPOLossOptions, ActorT, CriticT> {
+  using Base = ActorCriticLossBase<PPOLossOptions, ActorT, CriticT>;
 
  public:
-  PPOLossImpl(ActorT actor_network, CriticT critic_network, PPOLossOptions options = {},
-              PPOVariant variant = PPOVariant::Plain)
-      : Base(name_of(variant), std::move(actor_network), std::move(critic_network), /*delay_value=*/false,
-             checked(options, variant).separate_losses()),
-        options(options),
-        variant_(variant) {
-    this->register_coefficients(options.entropy_coef(), options.critic_coef());
-    const auto tensor_options = this->actor_net_.group->flat().options().requires_grad(false);
-    if (variant == PPOVariant::Clip) {
-      clip_epsilon_ = this->register_buffer("clip_epsilon", torch::full({}, options.clip_epsilon(), tensor_options));
+  using Base::options;
+
+  PPOLossImpl(ActorT actor_network, CriticT critic_network, PPOLossOptions options = {})
+      : PPOLossImpl("PPOLoss", std::move(actor_network), std::move(critic_network), options) {}
+
+  /// The entries of the output, in order.
+  std::vector<std::string> out_keys() const override {
+    std::vector<std::string> keys = objective_keys();
+    if (options.entropy_bonus()) {
+      keys.push_back("entropy");
+      keys.push_back("loss_entropy");
     }
-    if (variant == PPOVariant::KLPen) beta_ = this->register_buffer("beta", torch::full({}, options.beta(), tensor_options));
-    if (options.clip_value()) {
-      clip_value_ = options.clip_value();
-    } else if (options.clip_value_to_epsilon() && variant == PPOVariant::Clip) {
-      clip_value_ = static_cast<double>(static_cast<float>(options.clip_epsilon()));
-    }
-    this->make_value_estimator(ValueEstimators::GAE);
+    if (options.critic_coef() != 0) keys.push_back("loss_critic");
+    if (clip_value_) keys.push_back("value_clip_fraction");
+    for (const auto& k : trailing_keys()) keys.push_back(k);
+    return keys;
   }
 
-  /// The losses and their logging entries (`batch_size` `[]`).
-  TensorDict forward(TensorDict tensordict) {
-    const char* name = this->name_;
-    this->check_inputs(tensordict, /*needs_sample_log_prob=*/true);
-    detail::check_finite_inputs(name, tensordict, this->input_keys_, options.check_finite());
-    this->ensure_linked();
-    modules::SetExplorationType mode(modules::ExplorationType::Mode);
+  void pretty_print(std::ostream& stream) const override {
+    stream << "rlobj::objectives::" << this->loss_name() << "(entropy_coef=" << options.entropy_coef()
+           << ", critic_coef=" << options.critic_coef() << ")";
+  }
+
+ protected:
+  /// For the variants: `name` is the variant's TorchRL class name.
+  PPOLossImpl(const char* name, ActorT actor_network, CriticT critic_network, const PPOLossOptions& options)
+      : Base(name, checked(name, options), std::move(actor_network), std::move(critic_network),
+             /*delay_value=*/false, options.separate_losses(), /*needs_sample_log_prob=*/true) {
+    this->register_coefficients(options.entropy_coef(), options.critic_coef());
+    if (options.clip_value()) clip_value_ = options.clip_value();
+    this->make_value_estimator();
+  }
+
+  /// The losses and their logging entries: the advantage (the batch's, or the estimator's on a
+  /// shallow copy: the caller's batch is not written), the log-weight of the batch's action,
+  /// then `objective`, the entropy and critic terms, and `finish`.
+  TensorDict compute(TensorDict& tensordict) override {
+    const char* name = this->loss_name().c_str();
     TensorDict td = tensordict.copy();  // TorchRL: tensordict.clone(False)
-    // KLPEN: the distribution the batch was collected with, from its stored parameters.
-    std::shared_ptr<modules::Distribution> previous;
-    if (variant_ == PPOVariant::KLPen) previous = previous_dist(td);
     torch::Tensor advantage = this->advantage(td);
     if (options.normalize_advantage() && advantage.numel() > 1) {
       advantage = (advantage - advantage.mean()) / advantage.std().clamp_min(1e-6);
@@ -150,96 +154,37 @@ class PPOLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
     torch::Tensor log_weight = this->with_feature_dim(log_prob - prev_log_prob, advantage, "log-weight");
 
     TensorDict out(TensorDict::BatchSize{});
-    if (variant_ == PPOVariant::Clip) {
-      torch::Tensor ess;
-      {
-        torch::NoGradGuard no_grad;
-        // TorchRL: over the first batch dim only, then the mean divided by its length.
-        torch::Tensor lw = log_weight.squeeze();
-        ess = (2 * lw.logsumexp(0) - (2 * lw).logsumexp(0)).exp();
-        ess = reduce(ess, options.reduction()) / log_weight.size(0);
-      }
-      torch::Tensor gain1 = log_weight.exp() * advantage;
-      // TorchRL: math.log1p of the float32 buffer, in double.
-      const double eps = clip_epsilon_.item<double>();
-      torch::Tensor log_weight_clip = log_weight.clamp(std::log1p(-eps), std::log1p(eps));
-      torch::Tensor clip_fraction = (log_weight_clip != log_weight).to(log_weight.scalar_type()).mean();
-      torch::Tensor gain2 = log_weight_clip.exp() * advantage;
-      torch::Tensor gain = std::get<0>(torch::stack({gain1, gain2}, -1).min(-1));
-      out.set("loss_objective", Base::reduce_loss(-gain, options.reduction()));
-      out.set("clip_fraction", clip_fraction);
-      add_entropy_and_critic(out, *dist, td);
-      out.set("ESS", ess);
-    } else if (variant_ == PPOVariant::KLPen) {
-      torch::Tensor neg_loss = log_weight.exp() * advantage;
-      torch::Tensor kl;
-      try {
-        kl = modules::kl_divergence(*previous, *dist);
-      } catch (const c10::NotImplementedError&) {
-        torch::Tensor x = previous->sample({options.samples_mc_kl()});
-        kl = (previous->log_prob(x) - dist->log_prob(x)).mean(0);
-      }
-      kl = kl.unsqueeze(-1);
-      neg_loss = neg_loss - beta_ * kl;
-      {
-        torch::NoGradGuard no_grad;
-        const double mean_kl = kl.mean().item<double>();
-        if (mean_kl > options.dtarg() * 1.5) {
-          beta_.mul_(options.increment());
-        } else if (mean_kl < options.dtarg() / 1.5) {
-          beta_.mul_(options.decrement());
-        }
-      }
-      out.set("loss_objective", Base::reduce_loss(-neg_loss, options.reduction()));
-      out.set("kl", kl.detach());  // per sample, as TorchRL (only loss_* entries are reduced)
-      add_entropy_and_critic(out, *dist, td);
-    } else {
-      out.set("loss_objective", Base::reduce_loss(-(log_weight.exp() * advantage), options.reduction()));
-      add_entropy_and_critic(out, *dist, td);
-    }
+    objective(out, td, *dist, log_weight, advantage);
+    this->add_entropy_and_critic(out, *dist, td, options.entropy_bonus(), options.samples_mc_entropy(),
+                                 options.critic_coef() != 0, options.loss_critic_type(), clip_value_,
+                                 options.separate_losses(), options.reduction());
+    finish(out, log_weight);
     return out;
   }
 
-  /// The entries of the output, in order.
-  std::vector<std::string> out_keys() const {
-    std::vector<std::string> keys = {"loss_objective"};
-    if (variant_ == PPOVariant::Clip) keys.push_back("clip_fraction");
-    if (variant_ == PPOVariant::KLPen) keys.push_back("kl");
-    if (options.entropy_bonus()) {
-      keys.push_back("entropy");
-      keys.push_back("loss_entropy");
-    }
-    if (options.critic_coef() != 0) keys.push_back("loss_critic");
-    if (clip_value_) keys.push_back("value_clip_fraction");
-    if (variant_ == PPOVariant::Clip) keys.push_back("ESS");
-    return keys;
+  /// Writes `loss_objective` (and the variant's logging entries, `objective_keys()`):
+  /// `-exp(log_weight) * A`.
+  virtual void objective(TensorDict& out, const TensorDict& td, const modules::Distribution& dist,
+                         const torch::Tensor& log_weight, const torch::Tensor& advantage) {
+    (void)td;
+    (void)dist;
+    out.set("loss_objective", Base::reduce_loss(-(log_weight.exp() * advantage), options.reduction()));
   }
-
-  /// The variant this loss computes.
-  PPOVariant variant() const noexcept { return variant_; }
-  /// `KLPENPPOLoss`'s current KL penalty (a buffer, saved with the loss).
-  const torch::Tensor& beta() const noexcept { return beta_; }
-
-  void pretty_print(std::ostream& stream) const override {
-    stream << "rlobj::objectives::" << this->name_ << "(entropy_coef=" << options.entropy_coef()
-           << ", critic_coef=" << options.critic_coef() << ")";
+  /// Entries written after the entropy and critic terms (`trailing_keys()`).
+  virtual void finish(TensorDict& out, const torch::Tensor& log_weight) {
+    (void)out;
+    (void)log_weight;
   }
+  /// What `objective` writes, in order.
+  virtual std::vector<std::string> objective_keys() const { return {"loss_objective"}; }
+  /// What `finish` writes, in order.
+  virtual std::vector<std::string> trailing_keys() const { return {}; }
 
-  /// The options the loss was built with.
-  PPOLossOptions options;
+  /// The critic loss's clipping range (`clip_value`, or `ClipPPOLoss`'s epsilon), if any.
+  std::optional<double> clip_value_;
 
  private:
-  static const char* name_of(PPOVariant v) {
-    switch (v) {
-      case PPOVariant::Clip: return "ClipPPOLoss";
-      case PPOVariant::KLPen: return "KLPENPPOLoss";
-      case PPOVariant::Plain: break;
-    }
-    return "PPOLoss";
-  }
-
-  static const PPOLossOptions& checked(const PPOLossOptions& o, PPOVariant v) {
-    const char* where = name_of(v);
+  static const PPOLossOptions& checked(const char* where, const PPOLossOptions& o) {
     Base::check_coef(where, "entropy_coef", o.entropy_coef());
     Base::check_coef(where, "critic_coef", o.critic_coef());
     TORCH_CHECK_VALUE(o.samples_mc_entropy() >= 1, where, ": samples_mc_entropy must be >= 1, got ",
@@ -255,70 +200,143 @@ class PPOLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
     TORCH_CHECK_VALUE(o.samples_mc_kl() >= 1, where, ": samples_mc_kl must be >= 1, got ", o.samples_mc_kl());
     return o;
   }
+};
 
-  void add_entropy_and_critic(TensorDict& out, const modules::Distribution& dist, const TensorDict& td) {
-    Base::add_entropy_and_critic(out, dist, td, options.entropy_bonus(), options.samples_mc_entropy(),
-                                 options.critic_coef() != 0, options.loss_critic_type(), clip_value_,
-                                 options.separate_losses(), options.reduction());
+/// TorchRL's `ClipPPOLoss`: `-min(exp(lw) A, exp(clamp(lw, log(1 - eps), log(1 + eps))) A)`,
+/// with `clip_fraction` and `ESS` (the effective sample size over the first batch dim, divided
+/// by its length). `clip_epsilon` is a buffer (trainers anneal it in place).
+template <typename ActorT = modules::ProbabilisticActor, typename CriticT = modules::ValueOperator>
+class ClipPPOLossImpl : public PPOLossImpl<ActorT, CriticT> {
+  using Base = PPOLossImpl<ActorT, CriticT>;
+
+ public:
+  ClipPPOLossImpl(ActorT actor_network, CriticT critic_network, PPOLossOptions options = {})
+      : Base("ClipPPOLoss", std::move(actor_network), std::move(critic_network), options) {
+    const auto tensor_options = this->actor_net_.group->flat().options().requires_grad(false);
+    clip_epsilon_ = this->register_buffer("clip_epsilon", torch::full({}, options.clip_epsilon(), tensor_options));
+    if (!options.clip_value() && options.clip_value_to_epsilon()) {
+      this->clip_value_ = static_cast<double>(static_cast<float>(options.clip_epsilon()));
+    }
   }
 
+ protected:
+  void objective(TensorDict& out, const TensorDict&, const modules::Distribution&, const torch::Tensor& log_weight,
+                 const torch::Tensor& advantage) override {
+    torch::Tensor gain1 = log_weight.exp() * advantage;
+    // TorchRL: math.log1p of the float32 buffer, in double.
+    const double eps = clip_epsilon_.item<double>();
+    torch::Tensor log_weight_clip = log_weight.clamp(std::log1p(-eps), std::log1p(eps));
+    torch::Tensor clip_fraction = (log_weight_clip != log_weight).to(log_weight.scalar_type()).mean();
+    torch::Tensor gain2 = log_weight_clip.exp() * advantage;
+    torch::Tensor gain = std::get<0>(torch::stack({gain1, gain2}, -1).min(-1));
+    out.set("loss_objective", Base::reduce_loss(-gain, this->options.reduction()));
+    out.set("clip_fraction", clip_fraction);
+  }
+  void finish(TensorDict& out, const torch::Tensor& log_weight) override {
+    torch::NoGradGuard no_grad;
+    // TorchRL: over the first batch dim only, then the mean divided by its length.
+    torch::Tensor lw = log_weight.squeeze();
+    torch::Tensor ess = (2 * lw.logsumexp(0) - (2 * lw).logsumexp(0)).exp();
+    out.set("ESS", reduce(ess, this->options.reduction()) / log_weight.size(0));
+  }
+  std::vector<std::string> objective_keys() const override { return {"loss_objective", "clip_fraction"}; }
+  std::vector<std::string> trailing_keys() const override { return {"ESS"}; }
+
+ private:
+  torch::Tensor clip_epsilon_;
+};
+
+/// TorchRL's `KLPENPPOLoss`: `-(exp(lw) A - beta KL(pi_old || pi))`, `pi_old` rebuilt from the
+/// distribution parameters the batch was collected with, `beta` (a buffer) adapted towards
+/// `dtarg` after each forward; `kl` per sample.
+template <typename ActorT = modules::ProbabilisticActor, typename CriticT = modules::ValueOperator>
+class KLPENPPOLossImpl : public PPOLossImpl<ActorT, CriticT> {
+  using Base = PPOLossImpl<ActorT, CriticT>;
+
+ public:
+  KLPENPPOLossImpl(ActorT actor_network, CriticT critic_network, PPOLossOptions options = {})
+      : Base("KLPENPPOLoss", std::move(actor_network), std::move(critic_network), options) {
+    const auto tensor_options = this->actor_net_.group->flat().options().requires_grad(false);
+    beta_ = this->register_buffer("beta", torch::full({}, options.beta(), tensor_options));
+  }
+
+  /// The current KL penalty (a buffer, saved with the loss).
+  const torch::Tensor& beta() const noexcept { return beta_; }
+
+ protected:
+  void objective(TensorDict& out, const TensorDict& td, const modules::Distribution& dist,
+                 const torch::Tensor& log_weight, const torch::Tensor& advantage) override {
+    const auto& options = this->options;
+    // The distribution the batch was collected with, from its stored parameters.
+    std::shared_ptr<modules::Distribution> previous = previous_dist(td);
+    torch::Tensor neg_loss = log_weight.exp() * advantage;
+    torch::Tensor kl;
+    try {
+      kl = modules::kl_divergence(*previous, dist);
+    } catch (const c10::NotImplementedError&) {
+      torch::Tensor x = previous->sample({options.samples_mc_kl()});
+      kl = (previous->log_prob(x) - dist.log_prob(x)).mean(0);
+    }
+    kl = kl.unsqueeze(-1);
+    neg_loss = neg_loss - beta_ * kl;
+    {
+      torch::NoGradGuard no_grad;
+      const double mean_kl = kl.mean().item<double>();
+      if (mean_kl > options.dtarg() * 1.5) {
+        beta_.mul_(options.increment());
+      } else if (mean_kl < options.dtarg() / 1.5) {
+        beta_.mul_(options.decrement());
+      }
+    }
+    out.set("loss_objective", Base::reduce_loss(-neg_loss, options.reduction()));
+    out.set("kl", kl.detach());  // per sample, as TorchRL (only loss_* entries are reduced)
+  }
+  std::vector<std::string> objective_keys() const override { return {"loss_objective", "kl"}; }
+
+ private:
   std::shared_ptr<modules::Distribution> previous_dist(const TensorDict& td) {
     auto* actor = dynamic_cast<modules::ProbabilisticActorImpl*>(this->actor_net_.online.front().get());
-    TORCH_CHECK(actor != nullptr, this->name_, ": the KL penalty needs a ProbabilisticActor (its factory rebuilds "
-                "the collecting policy's distribution from the batch)");
+    TORCH_CHECK(actor != nullptr, this->loss_name(), ": the KL penalty needs a ProbabilisticActor (its factory "
+                "rebuilds the collecting policy's distribution from the batch)");
     std::vector<torch::Tensor> params;
     for (const auto& k : actor->options().in_keys()) {
       const torch::Tensor* t = td.find(k);
-      TORCH_CHECK(t != nullptr, this->name_, ": the parameters of the distribution were not found: \"", k.str(),
-                  "\" is missing; keep the collecting policy's distribution parameters in the batch");
+      TORCH_CHECK(t != nullptr, this->loss_name(), ": the parameters of the distribution were not found: \"",
+                  k.str(), "\" is missing; keep the collecting policy's distribution parameters in the batch");
       params.push_back(t->detach());
     }
     return actor->factory()(params);
   }
 
-  PPOVariant variant_;
-  torch::Tensor clip_epsilon_, beta_;
-  std::optional<double> clip_value_;
+  torch::Tensor beta_;
 };
 
-/// Holder of `PPOLossImpl` computing the plain objective.
+/// Holder of `PPOLossImpl` (the plain objective).
 template <typename ActorT = modules::ProbabilisticActor, typename CriticT = modules::ValueOperator>
-class PPOLoss : public torch::nn::ModuleHolder<PPOLossImpl<ActorT, CriticT>> {
+class PPOLoss : public LossHolder<PPOLossImpl<ActorT, CriticT>> {
  public:
-  using Impl = PPOLossImpl<ActorT, CriticT>;
-  using Base = torch::nn::ModuleHolder<Impl>;
-  using Base::get;
-  PPOLoss(std::nullptr_t) : Base(nullptr) {}                      // NOLINT
-  PPOLoss(std::shared_ptr<Impl> impl) : Base(std::move(impl)) {}  // NOLINT
-  PPOLoss(ActorT actor, CriticT critic, PPOLossOptions options = {})
-      : Base(std::make_shared<Impl>(std::move(actor), std::move(critic), options, PPOVariant::Plain)) {}
+  using LossHolder<PPOLossImpl<ActorT, CriticT>>::LossHolder;
 };
+template <typename ActorT, typename CriticT, typename... Rest>
+PPOLoss(ActorT, CriticT, Rest&&...) -> PPOLoss<ActorT, CriticT>;
 
-/// Holder of `PPOLossImpl` computing the clipped objective (TorchRL's `ClipPPOLoss`).
+/// Holder of `ClipPPOLossImpl` (TorchRL's `ClipPPOLoss`).
 template <typename ActorT = modules::ProbabilisticActor, typename CriticT = modules::ValueOperator>
-class ClipPPOLoss : public torch::nn::ModuleHolder<PPOLossImpl<ActorT, CriticT>> {
+class ClipPPOLoss : public LossHolder<ClipPPOLossImpl<ActorT, CriticT>> {
  public:
-  using Impl = PPOLossImpl<ActorT, CriticT>;
-  using Base = torch::nn::ModuleHolder<Impl>;
-  using Base::get;
-  ClipPPOLoss(std::nullptr_t) : Base(nullptr) {}                      // NOLINT
-  ClipPPOLoss(std::shared_ptr<Impl> impl) : Base(std::move(impl)) {}  // NOLINT
-  ClipPPOLoss(ActorT actor, CriticT critic, PPOLossOptions options = {})
-      : Base(std::make_shared<Impl>(std::move(actor), std::move(critic), options, PPOVariant::Clip)) {}
+  using LossHolder<ClipPPOLossImpl<ActorT, CriticT>>::LossHolder;
 };
+template <typename ActorT, typename CriticT, typename... Rest>
+ClipPPOLoss(ActorT, CriticT, Rest&&...) -> ClipPPOLoss<ActorT, CriticT>;
 
-/// Holder of `PPOLossImpl` computing the KL-penalised objective (TorchRL's `KLPENPPOLoss`).
+/// Holder of `KLPENPPOLossImpl` (TorchRL's `KLPENPPOLoss`).
 template <typename ActorT = modules::ProbabilisticActor, typename CriticT = modules::ValueOperator>
-class KLPENPPOLoss : public torch::nn::ModuleHolder<PPOLossImpl<ActorT, CriticT>> {
+class KLPENPPOLoss : public LossHolder<KLPENPPOLossImpl<ActorT, CriticT>> {
  public:
-  using Impl = PPOLossImpl<ActorT, CriticT>;
-  using Base = torch::nn::ModuleHolder<Impl>;
-  using Base::get;
-  KLPENPPOLoss(std::nullptr_t) : Base(nullptr) {}                      // NOLINT
-  KLPENPPOLoss(std::shared_ptr<Impl> impl) : Base(std::move(impl)) {}  // NOLINT
-  KLPENPPOLoss(ActorT actor, CriticT critic, PPOLossOptions options = {})
-      : Base(std::make_shared<Impl>(std::move(actor), std::move(critic), options, PPOVariant::KLPen)) {}
+  using LossHolder<KLPENPPOLossImpl<ActorT, CriticT>>::LossHolder;
 };
+template <typename ActorT, typename CriticT, typename... Rest>
+KLPENPPOLoss(ActorT, CriticT, Rest&&...) -> KLPENPPOLoss<ActorT, CriticT>;
 
 }  // namespace objectives
 }  // namespace rlobj

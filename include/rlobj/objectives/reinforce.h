@@ -60,27 +60,36 @@ struct ReinforceLossOptions {
 /// rlobj::TensorDict out = loss(batch);  // loss_actor, loss_value
 /// ```
 template <typename ActorT = modules::ProbabilisticActor, typename CriticT = modules::ValueOperator>
-class ReinforceLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
-  using Base = detail::ActorCriticLossBase<ActorT, CriticT>;
+class ReinforceLossImpl : public ActorCriticLossBase<ReinforceLossOptions, ActorT, CriticT> {
+  using Base = ActorCriticLossBase<ReinforceLossOptions, ActorT, CriticT>;
 
  public:
+  using Base::options;
+
   ReinforceLossImpl(ActorT actor_network, CriticT critic_network, ReinforceLossOptions options = {})
-      : Base("ReinforceLoss", std::move(actor_network), std::move(critic_network), options.delay_value(),
-             checked(options).separate_losses()),
-        options(options) {
+      : Base("ReinforceLoss", checked(options), std::move(actor_network), std::move(critic_network),
+             options.delay_value(), options.separate_losses(), /*needs_sample_log_prob=*/false) {
     const auto& out = this->actor_->out_keys();
     TORCH_CHECK_VALUE(std::find(out.begin(), out.end(), this->keys_.sample_log_prob) != out.end(),
                       "ReinforceLoss: the actor does not write \"", this->keys_.sample_log_prob.str(),
                       "\"; build it with ProbabilisticActorOptions().return_log_prob(true)");
-    this->make_value_estimator(ValueEstimators::GAE);
+    this->make_value_estimator();
   }
 
-  /// The losses (`batch_size` `[]`). Writes into `td` (see the file's notes).
-  TensorDict forward(TensorDict td) {
-    this->check_inputs(td, /*needs_sample_log_prob=*/false);
-    detail::check_finite_inputs("ReinforceLoss", td, this->input_keys_, options.check_finite());
-    this->ensure_linked();
-    modules::SetExplorationType mode(modules::ExplorationType::Mode);
+  /// The entries of the output, in order.
+  std::vector<std::string> out_keys() const override {
+    std::vector<std::string> keys = {"loss_actor", "loss_value"};
+    if (options.clip_value()) keys.push_back("value_clip_fraction");
+    return keys;
+  }
+
+  void pretty_print(std::ostream& stream) const override {
+    stream << "rlobj::objectives::ReinforceLoss(delay_value=" << (options.delay_value() ? "true" : "false") << ")";
+  }
+
+ protected:
+  /// The losses. Writes into `td` (see the file's notes).
+  TensorDict compute(TensorDict& td) override {
     torch::Tensor advantage = this->advantage(td);
     td = this->actor_net_.online.front()->forward(td);
     const torch::Tensor* lp = td.find(this->keys_.sample_log_prob);
@@ -99,20 +108,6 @@ class ReinforceLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
     return out;
   }
 
-  /// The entries of the output, in order.
-  std::vector<std::string> out_keys() const {
-    std::vector<std::string> keys = {"loss_actor", "loss_value"};
-    if (options.clip_value()) keys.push_back("value_clip_fraction");
-    return keys;
-  }
-
-  void pretty_print(std::ostream& stream) const override {
-    stream << "rlobj::objectives::ReinforceLoss(delay_value=" << (options.delay_value() ? "true" : "false") << ")";
-  }
-
-  /// The options the loss was built with.
-  ReinforceLossOptions options;
-
  private:
   static const ReinforceLossOptions& checked(const ReinforceLossOptions& o) {
     Base::check_clip_value("ReinforceLoss", o.clip_value());
@@ -122,16 +117,12 @@ class ReinforceLossImpl : public detail::ActorCriticLossBase<ActorT, CriticT> {
 
 /// Holder of `ReinforceLossImpl`: `auto loss = ReinforceLoss(actor, critic);`.
 template <typename ActorT = modules::ProbabilisticActor, typename CriticT = modules::ValueOperator>
-class ReinforceLoss : public torch::nn::ModuleHolder<ReinforceLossImpl<ActorT, CriticT>> {
+class ReinforceLoss : public LossHolder<ReinforceLossImpl<ActorT, CriticT>> {
  public:
-  using Impl = ReinforceLossImpl<ActorT, CriticT>;
-  using Base = torch::nn::ModuleHolder<Impl>;
-  using Base::get;
-  ReinforceLoss(std::nullptr_t) : Base(nullptr) {}                      // NOLINT
-  ReinforceLoss(std::shared_ptr<Impl> impl) : Base(std::move(impl)) {}  // NOLINT
-  ReinforceLoss(ActorT actor, CriticT critic, ReinforceLossOptions options = {})
-      : Base(std::make_shared<Impl>(std::move(actor), std::move(critic), options)) {}
+  using LossHolder<ReinforceLossImpl<ActorT, CriticT>>::LossHolder;
 };
+template <typename ActorT, typename CriticT, typename... Rest>
+ReinforceLoss(ActorT, CriticT, Rest&&...) -> ReinforceLoss<ActorT, CriticT>;
 
 }  // namespace objectives
 }  // namespace rlobj
