@@ -41,15 +41,19 @@ struct A2CLossOptions {
   TORCH_ARG(bool, entropy_bonus) = true;
   /// Draws for the Monte-Carlo entropy of distributions without a closed form.
   TORCH_ARG(int64_t, samples_mc_entropy) = 1;
+  /// Weight of the entropy bonus: `loss_entropy = -entropy_coef * H`.
   TORCH_ARG(double, entropy_coef) = 0.01;
   /// Weight of the critic's loss; 0 leaves `loss_critic` out.
   TORCH_ARG(double, critic_coef) = 1.0;
+  /// Distance between the critic's value and the value target.
   TORCH_ARG(LossFunction, loss_critic_type) = LossFunction::SmoothL1;
   /// Parameters shared by actor and critic are trained by the actor's loss only.
   TORCH_ARG(bool, separate_losses) = false;
+  /// Reduction of the `loss_*` entries.
   TORCH_ARG(Reduction, reduction) = Reduction::Mean;
   /// Clip the critic's value to within this of the batch's value in the critic loss.
   TORCH_ARG(std::optional<double>, clip_value) = std::nullopt;
+  /// When the inputs are checked for NaN and Inf (see `FiniteCheck`).
   TORCH_ARG(FiniteCheck, check_finite) = FiniteCheck::Auto;
 };
 
@@ -66,6 +70,9 @@ class A2CLossImpl : public ActorCriticLossBase<A2CLossOptions, ActorT, CriticT> 
  public:
   using Base::options;
 
+  /// Registers the actor and the critic (one dtype and device) and the coefficient buffers, and
+  /// builds the default estimator, GAE. Throws `c10::ValueError` on an empty network or a bad
+  /// option (a coefficient not finite, `samples_mc_entropy` < 1, `clip_value` not > 0).
   A2CLossImpl(ActorT actor_network, CriticT critic_network, A2CLossOptions options = {})
       : Base("A2CLoss", checked(options), std::move(actor_network), std::move(critic_network), /*delay_value=*/false,
              options.separate_losses(), /*needs_sample_log_prob=*/false) {
@@ -85,6 +92,7 @@ class A2CLossImpl : public ActorCriticLossBase<A2CLossOptions, ActorT, CriticT> 
     return keys;
   }
 
+  /// Prints `rlobj::objectives::A2CLoss(entropy_coef=..., critic_coef=...)`.
   void pretty_print(std::ostream& stream) const override {
     stream << "rlobj::objectives::A2CLoss(entropy_coef=" << options.entropy_coef()
            << ", critic_coef=" << options.critic_coef() << ")";
@@ -126,6 +134,8 @@ class A2CLoss : public LossHolder<A2CLossImpl<ActorT, CriticT>> {
  public:
   using LossHolder<A2CLossImpl<ActorT, CriticT>>::LossHolder;
 };
+/// Deduces the network types from the arguments: `A2CLoss(actor, critic)` holds a
+/// `A2CLossImpl<decltype(actor), decltype(critic)>`.
 template <typename ActorT, typename CriticT, typename... Rest>
 A2CLoss(ActorT, CriticT, Rest&&...) -> A2CLoss<ActorT, CriticT>;
 

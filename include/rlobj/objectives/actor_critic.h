@@ -37,15 +37,21 @@ namespace objectives {
 /// The keys the on-policy losses read (TorchRL's `_AcceptedKeys`); `reward`, `done` and
 /// `terminated` are read under `"next"`.
 struct ActorCriticLossKeys {
+  /// The advantage `[*B, 1]`; computed by the value estimator when the batch has none.
   NestedKey advantage = "advantage";
+  /// The critic's regression target: the batch's (with its advantage) or the estimator's.
   NestedKey value_target = "value_target";
   /// The critic's output.
   NestedKey value = "state_value";
   /// The log-probability of `action` under the policy that collected it.
   NestedKey sample_log_prob = "sample_log_prob";
+  /// The action the batch was collected with.
   NestedKey action = "action";
+  /// The reward, under `"next"` (read by the value estimator).
   NestedKey reward = "reward";
+  /// The done flag (terminated or truncated), under `"next"` (read by the value estimator).
   NestedKey done = "done";
+  /// The terminated flag, under `"next"`: no bootstrapping past it (`done` when absent).
   NestedKey terminated = "terminated";
   /// Every key by its TorchRL name (`set_keys`).
   static std::vector<KeyField<ActorCriticLossKeys>> fields() {
@@ -72,7 +78,9 @@ class ActorCriticLossBase : public LossModuleBase<Options, ActorCriticLossKeys> 
 
  public:
   using Base::options;
+  /// The actor's module type (`ActorT::ContainedType`).
   using ActorImpl = typename ActorT::ContainedType;
+  /// The critic's module type (`CriticT::ContainedType`).
   using CriticImpl = typename CriticT::ContainedType;
 
   /// The actor (the user's network).
@@ -138,6 +146,8 @@ class ActorCriticLossBase : public LossModuleBase<Options, ActorCriticLossKeys> 
     return estimator;
   }
 
+  /// Throws `c10::ValueError` unless the coefficient `name` (`v`) is finite; `where`: the
+  /// loss's name.
   static void check_coef(const char* where, const char* name, double v) {
     TORCH_CHECK_VALUE(std::isfinite(v), where, ": ", name, " must be finite, got ", v);
   }
@@ -148,6 +158,8 @@ class ActorCriticLossBase : public LossModuleBase<Options, ActorCriticLossKeys> 
     return r.dim() > 0 ? r.squeeze(-1) : r;
   }
 
+  /// Throws `c10::ValueError` unless `clip_value` is unset or finite and > 0; `where`: the
+  /// loss's name.
   static void check_clip_value(const char* where, const std::optional<double>& clip_value) {
     TORCH_CHECK_VALUE(!clip_value || (std::isfinite(*clip_value) && *clip_value > 0), where,
                       ": clip_value must be finite and > 0, got ", clip_value.value_or(0));
@@ -293,6 +305,9 @@ class ActorCriticLossBase : public LossModuleBase<Options, ActorCriticLossKeys> 
                       "; expected the batch_size ", rlobj::detail::shape_str(td.batch_size()), " with a trailing 1");
   }
 
+  /// Declares the keys `forward` reads: the action, both networks' inputs and, when needed,
+  /// `sample_log_prob`; the estimator's inputs (under `"next"`) are optional here, required by
+  /// `check_batch` when the batch has no advantage. Points the estimator at the loss's keys.
   void keys_changed() override {
     const NestedKey next("next");
     std::vector<NestedKey> required = {keys_.action};
@@ -325,15 +340,23 @@ class ActorCriticLossBase : public LossModuleBase<Options, ActorCriticLossKeys> 
     }
   }
 
+  /// The loss's TorchRL class name, for errors.
   const char* name_;
-  std::vector<NestedKey> estimator_required_;  // what the estimator reads when the batch has no advantage
-  std::vector<NestedKey> estimator_computed_;  // ... of which network inputs and the reward
+  std::vector<NestedKey> estimator_required_;  ///< what the estimator reads when the batch has no advantage
+  std::vector<NestedKey> estimator_computed_;  ///< of those, the network inputs and the reward
+  /// The actor (`actor_network()`).
   ActorT actor_;
+  /// The critic (`critic_network()`).
   CriticT critic_;
+  /// The actor as registered (`"actor_network"`).
   LossNetwork<ActorImpl> actor_net_;
+  /// The critic as registered (`"critic_network"`): a delayed target with `delay_value`; with
+  /// `separate_losses`, `for_loss` copies that see the parameters shared with the actor frozen.
   LossNetwork<CriticImpl> critic_net_;
+  /// Whether the batch must hold `sample_log_prob` (PPO).
   bool needs_sample_log_prob_;
-  torch::Tensor entropy_coef_, critic_coef_;  // register_coefficients
+  /// The `entropy_coef` buffer (`register_coefficients`).
+  torch::Tensor entropy_coef_, critic_coef_;  ///< the `critic_coef` buffer (the same)
 };
 
 }  // namespace objectives

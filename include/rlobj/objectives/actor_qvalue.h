@@ -27,11 +27,17 @@ namespace objectives {
 /// The keys `TD3Loss` and `SACLoss` read and write (TorchRL's `_AcceptedKeys`); `reward`,
 /// `done` and `terminated` are read under `"next"`.
 struct ActorQValueLossKeys {
+  /// The batch's action; its last dim must be the action spec's feature count.
   NestedKey action = "action";
+  /// The critics' output.
   NestedKey state_action_value = "state_action_value";
+  /// Where the per-sample TD error is written into the batch (for prioritized replay).
   NestedKey priority = "td_error";
+  /// The reward, under `"next"`.
   NestedKey reward = "reward";
+  /// The done flag (terminated or truncated), under `"next"`.
   NestedKey done = "done";
+  /// The terminated flag, under `"next"`: no bootstrapping past it.
   NestedKey terminated = "terminated";
   /// Every key by its TorchRL name (`set_keys`).
   static std::vector<KeyField<ActorQValueLossKeys>> fields() {
@@ -66,7 +72,9 @@ class ActorQValueLossBase : public LossModuleBase<Options, ActorQValueLossKeys> 
   using Base = LossModuleBase<Options, ActorQValueLossKeys>;
 
  public:
+  /// The actor's module type (`ActorT::ContainedType`).
   using ActorImpl = typename ActorT::ContainedType;
+  /// The critics' module type (`QValueT::ContainedType`).
   using QValueImpl = typename QValueT::ContainedType;
 
   /// The actor (the user's network).
@@ -131,6 +139,7 @@ class ActorQValueLossBase : public LossModuleBase<Options, ActorQValueLossKeys> 
     }
   }
 
+  /// The action's last dim must be the action spec's feature count (else `c10::ValueError`).
   void check_batch(const TensorDict& td) const override {
     const torch::Tensor& action = td.get(this->keys_.action);
     TORCH_CHECK_VALUE(action.dim() >= 1 && action.size(-1) == action_features_, this->loss_name(), ": \"",
@@ -174,10 +183,17 @@ class ActorQValueLossBase : public LossModuleBase<Options, ActorQValueLossKeys> 
     return squeeze ? q->squeeze(-1) : *q;
   }
 
+  /// The actor (`actor_network()`).
   ActorT actor_;
+  /// The user's critic (copy 0 of `qvalue_networks()`).
   QValueT qvalue_;
+  /// The actor as registered (`"actor_network"`; a delayed target with `delay_actor`).
   LossNetwork<ActorImpl> actor_net_;
+  /// The critics as registered (`"qvalue_network"`): `num_qvalue_nets` online copies, their frozen
+  /// copies (what the actor's loss evaluates), delayed targets with `delay_qvalue`, and with
+  /// `separate_losses` `for_loss` copies that see the parameters shared with the actor frozen.
   LossNetwork<QValueImpl> qvalue_net_;
+  /// The action spec's last dim (the batch's actions must have it).
   int64_t action_features_;
 };
 

@@ -3,7 +3,7 @@
 /// \file
 /// `rlobj::objectives::DDPGLoss`, TorchRL's `DDPGLoss` (>= 0.4 / main semantics):
 ///
-/// * value loss: `distance(Q(s, a), y)` with `y = r + gamma * (!terminated) * Q'(s', mu'(s'))`
+/// * value loss: `distance(Q(s, a), y)` with ``y = r + gamma * (!terminated) * Q'(s', mu'(s'))``
 ///   from the value estimator (TD(0) by default); trains the critic only;
 /// * actor loss: `-Q(s, mu(s))` with the critic's weights frozen (the gradient flows through the
 ///   action into the actor only);
@@ -58,10 +58,15 @@ struct DDPGLossOptions {
 /// The keys `DDPGLoss` reads and writes (TorchRL's `_AcceptedKeys`); `reward`, `done` and
 /// `terminated` are read under `"next"`.
 struct DDPGLossKeys {
+  /// The critic's output.
   NestedKey state_action_value = "state_action_value";
+  /// Where the per-sample TD error is written into the batch (for prioritized replay).
   NestedKey priority = "td_error";
+  /// The reward, under `"next"` (read by the value estimator).
   NestedKey reward = "reward";
+  /// The done flag (terminated or truncated), under `"next"` (read by the value estimator).
   NestedKey done = "done";
+  /// The terminated flag, under `"next"`: no bootstrapping past it.
   NestedKey terminated = "terminated";
   /// Every key by its TorchRL name (`set_keys`).
   static std::vector<KeyField<DDPGLossKeys>> fields() {
@@ -87,9 +92,14 @@ struct DDPGLossKeys {
 template <typename ActorT = modules::Actor, typename ValueT = modules::ValueOperator>
 class DDPGLossImpl : public LossModuleBase<DDPGLossOptions, DDPGLossKeys> {
  public:
+  /// The actor's module type (`ActorT::ContainedType`).
   using ActorImpl = typename ActorT::ContainedType;
+  /// The critic's module type (`ValueT::ContainedType`).
   using ValueImpl = typename ValueT::ContainedType;
 
+  /// Registers the actor and the critic (one dtype and device; delayed copies as the options
+  /// say; the critic also frozen, for the actor's loss) and builds the default estimator, TD0.
+  /// Throws `c10::ValueError` on an empty network.
   DDPGLossImpl(ActorT actor_network, ValueT value_network, DDPGLossOptions options = {})
       : LossModuleBase("DDPGLoss", options), actor_(std::move(actor_network)), value_(std::move(value_network)) {
     TORCH_CHECK_VALUE(!actor_.is_empty(), "DDPGLoss: actor_network is empty");
@@ -128,6 +138,8 @@ class DDPGLossImpl : public LossModuleBase<DDPGLossOptions, DDPGLossKeys> {
   /// The critic used for targets: a separate copy with `delay_value`, else the online critic.
   std::shared_ptr<ValueImpl> target_value_network() const { return value_net_.targets().front(); }
 
+  /// Prints `rlobj::objectives::DDPGLoss(delay_actor=..., delay_value=..., actor_network=...,
+  /// value_network=...)`, each network as it prints itself.
   void pretty_print(std::ostream& stream) const override {
     stream << "rlobj::objectives::DDPGLoss(delay_actor=" << (options.delay_actor() ? "true" : "false")
            << ", delay_value=" << (options.delay_value() ? "true" : "false") << ", actor_network=";
@@ -235,6 +247,8 @@ class DDPGLoss : public LossHolder<DDPGLossImpl<ActorT, ValueT>> {
  public:
   using LossHolder<DDPGLossImpl<ActorT, ValueT>>::LossHolder;
 };
+/// Deduces the network types from the arguments: `DDPGLoss(actor, value_net)` holds a
+/// `DDPGLossImpl<decltype(actor), decltype(value_net)>`.
 template <typename ActorT, typename ValueT, typename... Options>
 DDPGLoss(ActorT, ValueT, Options&&...) -> DDPGLoss<ActorT, ValueT>;
 

@@ -8,9 +8,9 @@
 ///   the value of the batch's action: `(action_value * action).sum(-1)` for one-hot actions,
 ///   `action_value.gather(-1, action)` for categorical ones;
 /// * the target is the value estimator's (TD(0) by default):
-///   `r + gamma * (!terminated) * V(s')` where `V(s')` is the target network's
+///   ``r + gamma * (!terminated) * V(s')`` where ``V(s')`` is the target network's
 ///   `chosen_action_value` (its max over actions), or with `double_dqn` the target network's
-///   value of the action the online network picks in `s'`;
+///   value of the action the online network picks in ``s'``;
 /// * `loss = reduce(distance(pred, target))` (`"l2"` by default), the only output entry,
 ///   named `"loss"`; `td_error = (pred - target)^2` `[*B, 1]` is written into the input.
 
@@ -60,15 +60,23 @@ struct DQNLossOptions {
 /// The keys `DQNLoss` reads and writes (TorchRL's `_AcceptedKeys`); `reward`, `done` and
 /// `terminated` are read under `"next"`.
 struct DQNLossKeys {
+  /// The value estimator's advantage key (TorchRL's); the loss itself reads none.
   NestedKey advantage = "advantage";
+  /// The value estimator's value-target key (TorchRL's); the loss itself reads none.
   NestedKey value_target = "value_target";
   /// The value of the greedy action, as the target network writes it.
   NestedKey value = "chosen_action_value";
+  /// The Q network's value of every action, `[*B, n]`.
   NestedKey action_value = "action_value";
+  /// The batch's action: one-hot `[*B, n]`, or an index `[*B]` / `[*B, 1]` (`action_space()`).
   NestedKey action = "action";
+  /// Where the per-sample TD error is written into the batch (for prioritized replay).
   NestedKey priority = "td_error";
+  /// The reward, under `"next"`.
   NestedKey reward = "reward";
+  /// The done flag (terminated or truncated), under `"next"`.
   NestedKey done = "done";
+  /// The terminated flag, under `"next"`: no bootstrapping past it (`done` when absent).
   NestedKey terminated = "terminated";
   /// Every key by its TorchRL name (`set_keys`).
   static std::vector<KeyField<DQNLossKeys>> fields() {
@@ -92,8 +100,13 @@ struct DQNLossKeys {
 template <typename ValueT = modules::QValueActor>
 class DQNLossImpl : public LossModuleBase<DQNLossOptions, DQNLossKeys> {
  public:
+  /// The Q network's module type (`ValueT::ContainedType`).
   using ValueImpl = typename ValueT::ContainedType;
 
+  /// Registers the Q network (a delayed copy with `delay_value`) and builds the default
+  /// estimator, TD0; the action space is the option's, else the `QValueActor`'s. Throws
+  /// `c10::ValueError` on an empty network, `double_dqn` without `delay_value`, or an action space
+  /// that cannot be inferred.
   explicit DQNLossImpl(ValueT value_network, DQNLossOptions options = {})
       : LossModuleBase("DQNLoss", options), value_(std::move(value_network)) {
     TORCH_CHECK_VALUE(!value_.is_empty(), "DQNLoss: value_network is empty");
@@ -119,6 +132,7 @@ class DQNLossImpl : public LossModuleBase<DQNLossOptions, DQNLossKeys> {
   /// The Q network targets are computed with: the delayed copy, else the online network.
   std::shared_ptr<ValueImpl> target_value_network() const { return value_net_.targets().front(); }
 
+  /// Prints `rlobj::objectives::DQNLoss(delay_value=..., double_dqn=..., action_space=...)`.
   void pretty_print(std::ostream& stream) const override {
     stream << "rlobj::objectives::DQNLoss(delay_value=" << (options.delay_value() ? "true" : "false")
            << ", double_dqn=" << (options.double_dqn() ? "true" : "false")
@@ -258,6 +272,8 @@ class DQNLoss : public LossHolder<DQNLossImpl<ValueT>> {
  public:
   using LossHolder<DQNLossImpl<ValueT>>::LossHolder;
 };
+/// Deduces the network type from the arguments: `DQNLoss(qnet)` holds a
+/// `DQNLossImpl<decltype(qnet)>`.
 template <typename ValueT, typename... Rest>
 DQNLoss(ValueT, Rest&&...) -> DQNLoss<ValueT>;
 

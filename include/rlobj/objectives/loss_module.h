@@ -106,6 +106,7 @@ struct LossNetwork {
   const std::vector<std::shared_ptr<Impl>>& targets() const noexcept { return target.empty() ? online : target; }
   /// What this network's own loss evaluates: `for_loss` when there is one, else `online`.
   const std::vector<std::shared_ptr<Impl>>& trained() const noexcept { return for_loss.empty() ? online : for_loss; }
+  /// The number of copies (`NetworkOptions::ensemble`).
   int64_t size() const noexcept { return static_cast<int64_t>(online.size()); }
 };
 
@@ -167,6 +168,7 @@ class LossModuleImpl : public torch::nn::Module {
   /// none, a `ProbabilisticActor` called through `forward` takes its mode). The distributions a
   /// loss samples explicitly (SAC's `rsample`) are not affected. Default `Mode`, TorchRL 0.4's.
   modules::ExplorationType deterministic_sampling_mode() const noexcept { return sampling_mode_; }
+  /// Sets the exploration type `forward` runs under (see `deterministic_sampling_mode()`).
   void set_deterministic_sampling_mode(modules::ExplorationType type) noexcept { sampling_mode_ = type; }
 
   /// Builds the loss's value estimator (TorchRL's `make_value_estimator`): `type` with
@@ -212,6 +214,7 @@ class LossModuleImpl : public torch::nn::Module {
   /// Marks the loss as having a target updater (TorchRL warns when a loss with delayed targets
   /// has none; rlobj only records it).
   void set_has_updater(bool v) noexcept { has_updater_ = v; }
+  /// Whether a target updater was built over the loss (`SoftUpdate` and `HardUpdate` mark it).
   bool has_updater() const noexcept { return has_updater_; }
 
   /// The flat parameter leaves of one network (`"actor_network"`, `"value_network"`), to give
@@ -241,11 +244,13 @@ class LossModuleImpl : public torch::nn::Module {
     });
     after_storage_change();
   }
+  /// Converts the dtype only: parameters and floating-point buffers, as above.
   void to(torch::Dtype dtype, bool non_blocking = false) override {
     torch::nn::Module::to(dtype, non_blocking);
     move_network_buffers([&](const torch::Tensor& b) { return b.is_floating_point() ? b.to(dtype, non_blocking) : b; });
     after_storage_change();
   }
+  /// Moves to `device` only: parameters and every buffer.
   void to(torch::Device device, bool non_blocking = false) override {
     torch::nn::Module::to(device, non_blocking);
     move_network_buffers([&](const torch::Tensor& b) { return b.to(device, non_blocking); });
@@ -285,6 +290,8 @@ class LossModuleImpl : public torch::nn::Module {
     }
     after_storage_change();
   }
+  /// Sets training mode on the loss and on every network copy it holds (online, target, frozen),
+  /// which are not registered as its submodules.
   void train(bool on = true) override {
     torch::nn::Module::train(on);
     for (auto* m : networks_) m->train(on);
@@ -536,6 +543,8 @@ class LossModuleImpl : public torch::nn::Module {
 
  protected:
 
+  /// The parameter groups, in registration order (`adopt`): each network's trained
+  /// `<name>_params` and, with a delayed target, its `target_<name>_params` buffer.
   std::vector<std::unique_ptr<ParameterGroup>> groups_;
 
  private:
@@ -646,14 +655,17 @@ class LossModuleBase : public LossModuleImpl {
   Options options;
 
  protected:
+  /// `name` and `default_value_type` as for `LossModuleImpl`; `opts` becomes `options`.
   LossModuleBase(std::string name, Options opts, ValueEstimators default_value_type = ValueEstimators::TD0)
       : LossModuleImpl(std::move(name), default_value_type), options(std::move(opts)) {}
 
+  /// The members `Keys::fields()` lists, in `keys_`, by TorchRL name.
   std::vector<std::pair<const char*, NestedKey*>> key_slots() override {
     std::vector<std::pair<const char*, NestedKey*>> slots;
     for (const auto& [name, member] : Keys::fields()) slots.emplace_back(name, &(keys_.*member));
     return slots;
   }
+  /// The options' `check_finite`.
   FiniteCheck finite_check() const override { return options.check_finite(); }
 
   /// The keys (renamed by `set_keys`).

@@ -95,12 +95,16 @@ class ParameterGroup {
     }
   }
 
+  /// The name the loss registers `flat()` under: `actor_network_params`,
+  /// `target_actor_network_params`, ...
   const std::string& name() const noexcept { return state_->name; }
   /// The contiguous leaf holding every parameter.
   const torch::Tensor& flat() const noexcept { return state_->flat; }
   /// The network's parameter tensors, aliases into `flat()`.
   const std::vector<torch::Tensor>& params() const noexcept { return state_->params; }
+  /// The number of elements of `flat()`: every parameter's, summed.
   int64_t numel() const noexcept { return state_->flat.numel(); }
+  /// Whether `flat()` is trained (requires grad, gradients aliased); false for targets.
   bool trainable() const noexcept { return state_->trainable; }
 
   /// The position of `param` (by identity) in `params()`, or -1.

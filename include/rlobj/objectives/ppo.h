@@ -55,6 +55,7 @@ struct PPOLossOptions {
   TORCH_ARG(bool, entropy_bonus) = true;
   /// Draws for the Monte-Carlo entropy of distributions without a closed form.
   TORCH_ARG(int64_t, samples_mc_entropy) = 1;
+  /// Weight of the entropy bonus: `loss_entropy = -entropy_coef * H`.
   TORCH_ARG(double, entropy_coef) = 0.01;
   /// Weight of the critic's loss; 0 leaves `loss_critic` out.
   TORCH_ARG(double, critic_coef) = 1.0;
@@ -64,20 +65,27 @@ struct PPOLossOptions {
   TORCH_ARG(bool, normalize_advantage) = false;
   /// Parameters shared by actor and critic are trained by the actor's loss only.
   TORCH_ARG(bool, separate_losses) = false;
+  /// Reduction of the `loss_*` entries.
   TORCH_ARG(Reduction, reduction) = Reduction::Mean;
   /// Clip the critic's value to within this of the batch's value (its `value` key) in the
   /// critic loss, keeping the larger loss. For `ClipPPOLoss`, `clip_value_to_epsilon(true)`
   /// uses `clip_epsilon`.
   TORCH_ARG(std::optional<double>, clip_value) = std::nullopt;
+  /// `ClipPPOLoss` without `clip_value`: clip the critic's value to within `clip_epsilon`.
   TORCH_ARG(bool, clip_value_to_epsilon) = false;
   /// `ClipPPOLoss`: the ratio is clipped to `[1 - clip_epsilon, 1 + clip_epsilon]`.
   TORCH_ARG(double, clip_epsilon) = 0.2;
-  /// `KLPENPPOLoss`: target KL, initial penalty and its adaptation factors, and the draws of
-  /// the Monte-Carlo KL for distributions without a closed form.
+  /// `KLPENPPOLoss`: the target KL (`beta` adapts when the mean KL leaves
+  /// `[dtarg / 1.5, 1.5 * dtarg]`).
   TORCH_ARG(double, dtarg) = 0.01;
+  /// `KLPENPPOLoss`: the initial KL penalty (then a buffer, adapted after each forward).
   TORCH_ARG(double, beta) = 1.0;
+  /// `KLPENPPOLoss`: what `beta` is multiplied by when the mean KL exceeds `1.5 * dtarg` (>= 1).
   TORCH_ARG(double, increment) = 2.0;
+  /// `KLPENPPOLoss`: what `beta` is multiplied by when the mean KL is below `dtarg / 1.5`
+  /// (in (0, 1]).
   TORCH_ARG(double, decrement) = 0.5;
+  /// `KLPENPPOLoss`: draws for the Monte-Carlo KL of distributions without a closed form.
   TORCH_ARG(int64_t, samples_mc_kl) = 1;
   /// When the inputs are checked for NaN and Inf (see `FiniteCheck`).
   TORCH_ARG(FiniteCheck, check_finite) = FiniteCheck::Auto;
@@ -101,6 +109,9 @@ class PPOLossImpl : public ActorCriticLossBase<PPOLossOptions, ActorT, CriticT> 
  public:
   using Base::options;
 
+  /// The plain objective (TorchRL's `PPOLoss`): registers the actor and the critic (one dtype
+  /// and device) and the coefficient buffers, and builds the default estimator, GAE. Throws
+  /// `c10::ValueError` on an empty network or a bad option.
   PPOLossImpl(ActorT actor_network, CriticT critic_network, PPOLossOptions options = {})
       : PPOLossImpl("PPOLoss", std::move(actor_network), std::move(critic_network), options) {}
 
@@ -117,6 +128,8 @@ class PPOLossImpl : public ActorCriticLossBase<PPOLossOptions, ActorT, CriticT> 
     return keys;
   }
 
+  /// Prints `rlobj::objectives::PPOLoss(entropy_coef=..., critic_coef=...)`, a variant's name
+  /// in place of `PPOLoss`.
   void pretty_print(std::ostream& stream) const override {
     stream << "rlobj::objectives::" << this->loss_name() << "(entropy_coef=" << options.entropy_coef()
            << ", critic_coef=" << options.critic_coef() << ")";
@@ -210,6 +223,8 @@ class ClipPPOLossImpl : public PPOLossImpl<ActorT, CriticT> {
   using Base = PPOLossImpl<ActorT, CriticT>;
 
  public:
+  /// As `PPOLossImpl`'s, plus the `clip_epsilon` buffer; with `clip_value_to_epsilon` and no
+  /// `clip_value`, the critic's value is clipped to within `clip_epsilon`.
   ClipPPOLossImpl(ActorT actor_network, CriticT critic_network, PPOLossOptions options = {})
       : Base("ClipPPOLoss", std::move(actor_network), std::move(critic_network), options) {
     const auto tensor_options = this->actor_net_.group->flat().options().requires_grad(false);
@@ -254,6 +269,7 @@ class KLPENPPOLossImpl : public PPOLossImpl<ActorT, CriticT> {
   using Base = PPOLossImpl<ActorT, CriticT>;
 
  public:
+  /// As `PPOLossImpl`'s, plus the `beta` buffer (initially the option's).
   KLPENPPOLossImpl(ActorT actor_network, CriticT critic_network, PPOLossOptions options = {})
       : Base("KLPENPPOLoss", std::move(actor_network), std::move(critic_network), options) {
     const auto tensor_options = this->actor_net_.group->flat().options().requires_grad(false);
@@ -317,6 +333,8 @@ class PPOLoss : public LossHolder<PPOLossImpl<ActorT, CriticT>> {
  public:
   using LossHolder<PPOLossImpl<ActorT, CriticT>>::LossHolder;
 };
+/// Deduces the network types from the arguments: `PPOLoss(actor, critic)` holds a
+/// `PPOLossImpl<decltype(actor), decltype(critic)>`.
 template <typename ActorT, typename CriticT, typename... Rest>
 PPOLoss(ActorT, CriticT, Rest&&...) -> PPOLoss<ActorT, CriticT>;
 
@@ -326,6 +344,8 @@ class ClipPPOLoss : public LossHolder<ClipPPOLossImpl<ActorT, CriticT>> {
  public:
   using LossHolder<ClipPPOLossImpl<ActorT, CriticT>>::LossHolder;
 };
+/// Deduces the network types from the arguments: `ClipPPOLoss(actor, critic)` holds a
+/// `ClipPPOLossImpl<decltype(actor), decltype(critic)>`.
 template <typename ActorT, typename CriticT, typename... Rest>
 ClipPPOLoss(ActorT, CriticT, Rest&&...) -> ClipPPOLoss<ActorT, CriticT>;
 
@@ -335,6 +355,8 @@ class KLPENPPOLoss : public LossHolder<KLPENPPOLossImpl<ActorT, CriticT>> {
  public:
   using LossHolder<KLPENPPOLossImpl<ActorT, CriticT>>::LossHolder;
 };
+/// Deduces the network types from the arguments: `KLPENPPOLoss(actor, critic)` holds a
+/// `KLPENPPOLossImpl<decltype(actor), decltype(critic)>`.
 template <typename ActorT, typename CriticT, typename... Rest>
 KLPENPPOLoss(ActorT, CriticT, Rest&&...) -> KLPENPPOLoss<ActorT, CriticT>;
 

@@ -43,12 +43,15 @@ namespace objectives {
 struct ReinforceLossOptions {
   /// Keep a delayed copy of the critic to value next states (`SoftUpdate` / `HardUpdate`).
   TORCH_ARG(bool, delay_value) = false;
+  /// Distance between the critic's value and the value target.
   TORCH_ARG(LossFunction, loss_critic_type) = LossFunction::SmoothL1;
   /// Parameters shared by actor and critic are trained by the actor's loss only.
   TORCH_ARG(bool, separate_losses) = false;
+  /// Reduction of both losses.
   TORCH_ARG(Reduction, reduction) = Reduction::Mean;
   /// Clip the critic's value to within this of the batch's value in the value loss.
   TORCH_ARG(std::optional<double>, clip_value) = std::nullopt;
+  /// When the inputs are checked for NaN and Inf (see `FiniteCheck`).
   TORCH_ARG(FiniteCheck, check_finite) = FiniteCheck::Auto;
 };
 
@@ -66,6 +69,9 @@ class ReinforceLossImpl : public ActorCriticLossBase<ReinforceLossOptions, Actor
  public:
   using Base::options;
 
+  /// Registers the actor and the critic (one dtype and device; a delayed critic with
+  /// `delay_value`) and builds the default estimator, GAE. Throws `c10::ValueError` on an empty
+  /// network, a `clip_value` not > 0, or an actor that does not write `sample_log_prob`.
   ReinforceLossImpl(ActorT actor_network, CriticT critic_network, ReinforceLossOptions options = {})
       : Base("ReinforceLoss", checked(options), std::move(actor_network), std::move(critic_network),
              options.delay_value(), options.separate_losses(), /*needs_sample_log_prob=*/false) {
@@ -83,6 +89,7 @@ class ReinforceLossImpl : public ActorCriticLossBase<ReinforceLossOptions, Actor
     return keys;
   }
 
+  /// Prints `rlobj::objectives::ReinforceLoss(delay_value=...)`.
   void pretty_print(std::ostream& stream) const override {
     stream << "rlobj::objectives::ReinforceLoss(delay_value=" << (options.delay_value() ? "true" : "false") << ")";
   }
@@ -121,6 +128,8 @@ class ReinforceLoss : public LossHolder<ReinforceLossImpl<ActorT, CriticT>> {
  public:
   using LossHolder<ReinforceLossImpl<ActorT, CriticT>>::LossHolder;
 };
+/// Deduces the network types from the arguments: `ReinforceLoss(actor, critic)` holds a
+/// `ReinforceLossImpl<decltype(actor), decltype(critic)>`.
 template <typename ActorT, typename CriticT, typename... Rest>
 ReinforceLoss(ActorT, CriticT, Rest&&...) -> ReinforceLoss<ActorT, CriticT>;
 

@@ -7,8 +7,8 @@
 /// * a stochastic actor (`ProbabilisticActor`, usually over a `TanhNormal`), and
 ///   `num_qvalue_nets` critics (twins by default) registered as one ensemble
 ///   (`NetworkOptions::ensemble`: TorchRL redraws every copy, see there);
-/// * target `y = r + gamma * (!terminated) * min_i (Q'_i(s', a') - alpha log pi(a'|s'))` with
-///   `a' ~ pi(.|s')` drawn from the online actor (TD(0) by default);
+/// * target ``y = r + gamma * (!terminated) * min_i (Q'_i(s', a') - alpha log pi(a'|s'))`` with
+///   ``a' ~ pi(.|s')`` drawn from the online actor (TD(0) by default);
 /// * critic loss `sum_i distance(Q_i(s, a), y)`, reduced; actor loss
 ///   `alpha log pi(a~|s) - min_i Q_i(s, a~)` with `a~ ~ pi(.|s)` reparameterised and the critics
 ///   frozen; temperature loss `-log_alpha * (log pi(a~|s) + target_entropy)`, computed (with no
@@ -62,10 +62,11 @@ struct SACLossOptions {
   TORCH_ARG(LossFunction, loss_function) = LossFunction::SmoothL1;
   /// Initial temperature (`log_alpha = log(alpha_init)`).
   TORCH_ARG(double, alpha_init) = 1.0;
-  /// Bounds of alpha: with a non-zero `min_alpha`, `log_alpha` is clamped into
-  /// `[log min_alpha, log max_alpha]` (max 1e9 when unset) whenever alpha is read. As in
-  /// TorchRL 0.4, a `max_alpha` without `min_alpha` clamps nothing.
+  /// Lower bound of alpha: when non-zero, `log_alpha` is clamped into
+  /// `[log min_alpha, log max_alpha]` (max 1e9 when unset) whenever alpha is read.
   TORCH_ARG(std::optional<double>, min_alpha) = std::nullopt;
+  /// Upper bound of alpha, applied with a non-zero `min_alpha` only: as in TorchRL 0.4, a
+  /// `max_alpha` without `min_alpha` clamps nothing.
   TORCH_ARG(std::optional<double>, max_alpha) = std::nullopt;
   /// Keep alpha at `alpha_init` (`log_alpha` is then a buffer, not trained).
   TORCH_ARG(bool, fixed_alpha) = false;
@@ -101,6 +102,10 @@ class SACLossImpl : public ActorQValueLossBase<SACLossOptions, ActorT, QValueT> 
   using Base = ActorQValueLossBase<SACLossOptions, ActorT, QValueT>;
 
  public:
+  /// Registers the actor and `num_qvalue_nets` critics (one dtype and device), `log_alpha`
+  /// (trained unless `fixed_alpha`), the alpha bounds and `target_entropy` buffers, and builds the
+  /// default estimator, TD0; `action_spec`'s last dim is the action's feature count. Throws
+  /// `c10::ValueError` on an empty network, a bad option or a spec with no feature dim.
   SACLossImpl(ActorT actor_network, QValueT qvalue_network, const TensorSpec& action_spec, SACLossOptions options = {})
       : Base("SACLoss", checked(options), std::move(actor_network), std::move(qvalue_network),
              action_features(action_spec),
@@ -139,6 +144,7 @@ class SACLossImpl : public ActorQValueLossBase<SACLossOptions, ActorT, QValueT> 
     return {"loss_actor", "loss_qvalue", "loss_alpha", "alpha", "entropy"};
   }
 
+  /// Prints `rlobj::objectives::SACLoss(num_qvalue_nets=..., fixed_alpha=...)`.
   void pretty_print(std::ostream& stream) const override {
     stream << "rlobj::objectives::SACLoss(num_qvalue_nets=" << this->options.num_qvalue_nets()
            << ", fixed_alpha=" << (this->options.fixed_alpha() ? "true" : "false") << ")";
@@ -254,6 +260,8 @@ class SACLoss : public LossHolder<SACLossImpl<ActorT, QValueT>> {
  public:
   using LossHolder<SACLossImpl<ActorT, QValueT>>::LossHolder;
 };
+/// Deduces the network types from the arguments: `SACLoss(actor, qvalue, spec)` holds a
+/// `SACLossImpl<decltype(actor), decltype(qvalue)>`.
 template <typename ActorT, typename QValueT, typename... Rest>
 SACLoss(ActorT, QValueT, Rest&&...) -> SACLoss<ActorT, QValueT>;
 

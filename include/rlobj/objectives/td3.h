@@ -9,7 +9,7 @@
 ///   `clamp(policy_noise * N(0, 1), -noise_clip, noise_clip)`, clamped into the action spec's
 ///   bounds; the noise is drawn first in `forward` (`randn_like(action)` on LibTorch's default
 ///   generator, exactly TorchRL's call), so a seeded run reproduces TorchRL's draws;
-/// * target `y = r + gamma * (!terminated) * min_i Q'_i(s', a')` (TD(0) by default);
+/// * target ``y = r + gamma * (!terminated) * min_i Q'_i(s', a')`` (TD(0) by default);
 /// * critic loss: `sum_i distance(Q_i(s, a), y)`, reduced; actor loss: `-Q_0(s, mu(s))` with
 ///   the critics frozen (critic 0 only, as TorchRL);
 /// * outputs `loss_actor`, `loss_qvalue`, `state_action_value_actor` (`[N, B]`),
@@ -89,6 +89,10 @@ class TD3LossImpl : public ActorQValueLossBase<TD3LossOptions, ActorT, QValueT> 
   using Base = ActorQValueLossBase<TD3LossOptions, ActorT, QValueT>;
 
  public:
+  /// Registers the actor and `num_qvalue_nets` critics (one dtype and device) and the
+  /// `min_action` / `max_action` buffers (`action_spec`'s bounds), and builds the default
+  /// estimator, TD0. Throws `c10::ValueError` on an empty network, a bad option or a spec that
+  /// is not `Bounded`.
   TD3LossImpl(ActorT actor_network, QValueT qvalue_network, const TensorSpec& action_spec,
               TD3LossOptions options = {})
       : Base("TD3Loss", checked(options), std::move(actor_network), std::move(qvalue_network),
@@ -121,10 +125,12 @@ class TD3LossImpl : public ActorQValueLossBase<TD3LossOptions, ActorT, QValueT> 
     return {"loss_actor", "loss_qvalue", "pred_value", "state_action_value_actor", "next_state_value", "target_value"};
   }
 
-  /// The bounds the smoothed target action is clamped into.
+  /// The lower bound the smoothed target action is clamped into (a buffer).
   const torch::Tensor& min_action() const noexcept { return min_action_; }
+  /// The upper bound the smoothed target action is clamped into (a buffer).
   const torch::Tensor& max_action() const noexcept { return max_action_; }
 
+  /// Prints `rlobj::objectives::TD3Loss(num_qvalue_nets=..., policy_noise=..., noise_clip=...)`.
   void pretty_print(std::ostream& stream) const override {
     stream << "rlobj::objectives::TD3Loss(num_qvalue_nets=" << this->options.num_qvalue_nets()
            << ", policy_noise=" << this->options.policy_noise() << ", noise_clip=" << this->options.noise_clip()
@@ -141,7 +147,7 @@ class TD3LossImpl : public ActorQValueLossBase<TD3LossOptions, ActorT, QValueT> 
     return out;
   }
 
-  /// TD0, TD1 or TDLambda over the next values `forward` passes (`min_i Q'_i`).
+  /// TD0, TD1 or TDLambda over the next values `forward` passes (``min_i Q'_i``).
   std::shared_ptr<value::ValueEstimatorBase> build_value_estimator(
       ValueEstimators type, const value::ValueEstimatorOptions& hyperparams) override {
     return detail::make_bootstrap_estimator("TD3Loss", type, nullptr, hyperparams);
@@ -235,6 +241,8 @@ class TD3Loss : public LossHolder<TD3LossImpl<ActorT, QValueT>> {
  public:
   using LossHolder<TD3LossImpl<ActorT, QValueT>>::LossHolder;
 };
+/// Deduces the network types from the arguments: `TD3Loss(actor, qvalue, spec)` holds a
+/// `TD3LossImpl<decltype(actor), decltype(qvalue)>`.
 template <typename ActorT, typename QValueT, typename... Rest>
 TD3Loss(ActorT, QValueT, Rest&&...) -> TD3Loss<ActorT, QValueT>;
 

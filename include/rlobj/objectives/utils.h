@@ -65,6 +65,9 @@ class TargetNetUpdater {
   const std::vector<TargetPair>& pairs() const noexcept { return pairs_; }
 
  protected:
+  /// Collects the loss's delayed (target, source) pairs, changing nothing; `name`, the updater's
+  /// class name, starts the errors. Throws if the loss is empty, has no delayed target, or has one
+  /// over parameters shared between networks.
   TargetNetUpdater(std::shared_ptr<LossModuleImpl> loss, const char* name) : loss_(std::move(loss)) {
     TORCH_CHECK_VALUE(loss_ != nullptr, name, ": the loss is empty");
     for (auto& p : loss_->target_pairs()) {
@@ -90,6 +93,7 @@ class TargetNetUpdater {
     init_();
   }
 
+  /// The loss a holder holds (`loss.ptr()`); `c10::ValueError` if the holder is empty.
   template <typename Loss>
   static std::shared_ptr<LossModuleImpl> impl_of(const torch::nn::ModuleHolder<Loss>& loss) {
     static_assert(std::is_base_of<LossModuleImpl, Loss>::value, "target updaters take a loss module");
@@ -97,7 +101,9 @@ class TargetNetUpdater {
     return loss.ptr();
   }
 
+  /// The loss whose targets are updated.
   std::shared_ptr<LossModuleImpl> loss_;
+  /// The delayed (target, source) pairs (`pairs()`).
   std::vector<TargetPair> pairs_;
 };
 
@@ -123,9 +129,13 @@ struct SoftUpdateOptions {
 /// ```
 class SoftUpdate : public TargetNetUpdater {
  public:
+  /// Updates the delayed targets of `loss` (a loss holder: `SoftUpdate(loss, options)`), first
+  /// copying every source into its target. Throws `c10::ValueError` unless exactly one of `eps`
+  /// and `tau` is given, in [0, 1]; a throwing constructor changes nothing.
   template <typename Loss>
   SoftUpdate(const torch::nn::ModuleHolder<Loss>& loss, const SoftUpdateOptions& options)
       : SoftUpdate(impl_of(loss), options) {}
+  /// The same from the loss module itself.
   SoftUpdate(std::shared_ptr<LossModuleImpl> loss, const SoftUpdateOptions& options)
       : TargetNetUpdater(std::move(loss), "SoftUpdate"), eps_(checked_eps(options)) {
     start();
@@ -173,9 +183,13 @@ class SoftUpdate : public TargetNetUpdater {
 /// the interval and resets it to 0, else increments it).
 class HardUpdate : public TargetNetUpdater {
  public:
+  /// Updates the delayed targets of `loss` (a loss holder), first copying every source into its
+  /// target. Throws `c10::ValueError` on a negative interval; a throwing constructor changes
+  /// nothing.
   template <typename Loss>
   explicit HardUpdate(const torch::nn::ModuleHolder<Loss>& loss, int64_t value_network_update_interval = 1000)
       : HardUpdate(impl_of(loss), value_network_update_interval) {}
+  /// The same from the loss module itself.
   HardUpdate(std::shared_ptr<LossModuleImpl> loss, int64_t value_network_update_interval = 1000)
       : TargetNetUpdater(std::move(loss), "HardUpdate"), interval_(value_network_update_interval) {
     TORCH_CHECK_VALUE(interval_ >= 0, "HardUpdate: value_network_update_interval must be >= 0, got ",
@@ -192,6 +206,7 @@ class HardUpdate : public TargetNetUpdater {
     }
   }
 
+  /// Calls of `step()` since the last copy (the next call copies when it equals the interval).
   int64_t counter() const noexcept { return counter_; }
   /// Restores the counter (checkpoint resume).
   void set_counter(int64_t counter) {
@@ -199,6 +214,7 @@ class HardUpdate : public TargetNetUpdater {
                       interval_, "], got ", counter);
     counter_ = counter;
   }
+  /// The interval given to the constructor.
   int64_t value_network_update_interval() const noexcept { return interval_; }
 
  private:

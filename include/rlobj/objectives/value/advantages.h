@@ -31,12 +31,21 @@ namespace value {
 /// The keys an estimator reads and writes (TorchRL's `_AcceptedKeys`). `reward`, `done`,
 /// `terminated` are read under `"next"`.
 struct ValueEstimatorKeys {
+  /// Where `forward` writes the advantage.
   NestedKey advantage = "advantage";
+  /// Where `forward` writes the value target.
   NestedKey value_target = "value_target";
+  /// The value network's output; `forward` also writes the values it used there and under
+  /// `"next"`.
   NestedKey value = "state_value";
+  /// The reward, under `"next"` (standardised and written back with `average_rewards`).
   NestedKey reward = "reward";
+  /// The done flag (terminated or truncated), under `"next"`: bool, shaped like the reward.
   NestedKey done = "done";
+  /// The terminated flag, under `"next"`: no bootstrapping past it (`done` when absent).
   NestedKey terminated = "terminated";
+  /// `TD0Estimator`, when present: the steps each transition spans (n-step returns; gamma is
+  /// raised to it), integer, one per reward.
   NestedKey steps_to_next_obs = "steps_to_next_obs";
 };
 
@@ -63,6 +72,7 @@ struct ValueEstimatorOptions {
 /// writes `tensor_keys().value` (a `ValueOperator` holder, a `TensorDictSequential`, a lambda).
 class ValueEstimatorBase {
  public:
+  /// A value network: a TensorDict in, a TensorDict holding `tensor_keys().value` out.
   using ValueNetwork = std::function<TensorDict(TensorDict)>;
 
   virtual ~ValueEstimatorBase() = default;
@@ -93,7 +103,9 @@ class ValueEstimatorBase {
                                    {"terminated", &keys_.terminated},
                                    {"steps_to_next_obs", &keys_.steps_to_next_obs}});
   }
+  /// The keys (renamed by `set_keys`).
   const ValueEstimatorKeys& tensor_keys() const noexcept { return keys_; }
+  /// The hyper-parameters the estimator was built with.
   const ValueEstimatorOptions& options() const noexcept { return options_; }
   /// The discount as TorchRL stores it: a 0-dim float32 tensor.
   const torch::Tensor& gamma() const noexcept { return gamma_; }
@@ -109,9 +121,13 @@ class ValueEstimatorBase {
   void set_next_value_network(ValueNetwork network) { next_value_network_ = std::move(network); }
   /// The entries `forward` feeds the value network (empty: see `set_value_network`).
   const std::vector<NestedKey>& value_network_in_keys() const noexcept { return value_in_keys_; }
+  /// The estimator's TorchRL class name (`"GAE"`), which starts its error messages.
   const char* name() const noexcept { return name_; }
 
  protected:
+  /// `name`: the estimator's TorchRL class name; `network`: its value network (null when the
+  /// loss passes the next values); `in_keys`: see `set_value_network`. Throws `c10::ValueError`
+  /// unless gamma and lmbda are in [0, 1].
   ValueEstimatorBase(const char* name, ValueNetwork network, ValueEstimatorOptions options,
                      std::vector<NestedKey> in_keys = {})
       : name_(name), value_network_(std::move(network)), value_in_keys_(std::move(in_keys)), options_(options) {
@@ -126,7 +142,10 @@ class ValueEstimatorBase {
   /// The reward, done and terminated flags under "next", validated; rewards standardised
   /// (and written back) with `average_rewards`.
   struct Transition {
-    torch::Tensor reward, done, terminated;
+    /// The reward (standardised with `average_rewards`).
+    torch::Tensor reward, done, terminated;  ///< the terminated flag (`done` when absent)
+    /// \var done
+    /// The done flag (terminated or truncated), bool, shaped like the reward.
     bool standardized = false;  ///< reward was standardised (average_rewards), not yet in td
   };
   /// Writes the standardised reward into `td` (average_rewards), returns `estimate`.
@@ -157,6 +176,9 @@ class ValueEstimatorBase {
     }
     return td;
   }
+  /// Reads the reward, done and terminated flags under `"next"` (bool flags shaped like the
+  /// reward; terminated defaults to done), with the reward standardised under `average_rewards`
+  /// (not yet written back: see `commit`). Throws naming what is missing or mismatched.
   Transition read_transition(TensorDict& td) const {
     const NestedKey reward_key = NestedKey("next") / keys_.reward;
     const NestedKey done_key = NestedKey("next") / keys_.done;
@@ -195,6 +217,8 @@ class ValueEstimatorBase {
     return run_value_network(next, next_value_network_);
   }
 
+  /// Runs `network` (null: the value network) on `td`, under `torch::NoGradGuard` unless
+  /// `differentiable`, and returns the value it wrote.
   torch::Tensor run_value_network(TensorDict td, const ValueNetwork& network = nullptr) const {
     const ValueNetwork& net = network ? network : value_network_;
     TORCH_CHECK(net != nullptr, name_, ": no value network; pass the values explicitly");
@@ -261,6 +285,7 @@ class ValueEstimatorBase {
     return t;
   }
 
+  /// Throws unless the next value has exactly the reward's shape.
   void check_value_shape(const torch::Tensor& next_value, const torch::Tensor& reward) const {
     TORCH_CHECK(next_value.sizes() == reward.sizes(), name_, ": the value \"", keys_.value.str(),
                 "\" has shape ", rlobj::detail::shape_str(next_value.sizes()), " but the reward \"next.",
@@ -268,19 +293,30 @@ class ValueEstimatorBase {
                 "; they must match exactly");
   }
 
+  /// The estimator's TorchRL class name (`name()`).
   const char* name_;
+  /// The value network (`set_value_network`); null when the loss passes the values.
   ValueNetwork value_network_;
+  /// The next states' network (`set_next_value_network`); null: `value_network_`.
   ValueNetwork next_value_network_;
+  /// The entries `forward` stacks for the value network (`value_network_in_keys()`).
   std::vector<NestedKey> value_in_keys_;
+  /// The hyper-parameters (`options()`).
   ValueEstimatorOptions options_;
+  /// `lmbda`, rounded to float32 as TorchRL's buffer is.
   double lmbda_ = 0.95;
+  /// The keys (`tensor_keys()`, renamed by `set_keys`).
   ValueEstimatorKeys keys_;
+  /// The discount, a 0-dim float32 tensor (`gamma()`).
   torch::Tensor gamma_;
 };
 
-/// One-step bootstrapped TD target: `r + gamma * (!terminated) * V(s')`.
+/// One-step bootstrapped TD target: ``r + gamma * (!terminated) * V(s')``.
 class TD0Estimator : public ValueEstimatorBase {
  public:
+  /// `value_network`: see `ValueEstimatorBase` (null when the loss passes the values);
+  /// `in_keys`: see `set_value_network`. Throws `c10::ValueError` unless gamma and lmbda are in
+  /// [0, 1].
   explicit TD0Estimator(ValueNetwork value_network, ValueEstimatorOptions options = {},
                 std::vector<NestedKey> in_keys = {})
       : ValueEstimatorBase("TD0Estimator", std::move(value_network), options, std::move(in_keys)) {}
@@ -305,6 +341,9 @@ class TD0Estimator : public ValueEstimatorBase {
 /// TD(1): discounted Monte-Carlo return over the time dim, bootstrapped at truncation.
 class TD1Estimator : public ValueEstimatorBase {
  public:
+  /// `value_network`: see `ValueEstimatorBase` (null when the loss passes the values);
+  /// `in_keys`: see `set_value_network`. Throws `c10::ValueError` unless gamma and lmbda are in
+  /// [0, 1].
   explicit TD1Estimator(ValueNetwork value_network, ValueEstimatorOptions options = {},
                 std::vector<NestedKey> in_keys = {})
       : ValueEstimatorBase("TD1Estimator", std::move(value_network), options, std::move(in_keys)) {}
@@ -318,6 +357,9 @@ class TD1Estimator : public ValueEstimatorBase {
 /// TD(lambda) return over the time dim.
 class TDLambdaEstimator : public ValueEstimatorBase {
  public:
+  /// `value_network`: see `ValueEstimatorBase` (null when the loss passes the values);
+  /// `in_keys`: see `set_value_network`. Throws `c10::ValueError` unless gamma and lmbda are in
+  /// [0, 1].
   explicit TDLambdaEstimator(ValueNetwork value_network, ValueEstimatorOptions options = {},
                 std::vector<NestedKey> in_keys = {})
       : ValueEstimatorBase("TDLambdaEstimator", std::move(value_network), options, std::move(in_keys)) {}
@@ -333,6 +375,9 @@ class TDLambdaEstimator : public ValueEstimatorBase {
 /// `average_gae`) and `value_target`.
 class GAE : public ValueEstimatorBase {
  public:
+  /// `value_network`: see `ValueEstimatorBase` (`value_estimate` runs it on `td` too);
+  /// `in_keys`: see `set_value_network`. Throws `c10::ValueError` unless gamma and lmbda are in
+  /// [0, 1].
   explicit GAE(ValueNetwork value_network, ValueEstimatorOptions options = {},
                 std::vector<NestedKey> in_keys = {})
       : ValueEstimatorBase("GAE", std::move(value_network), options, std::move(in_keys)) {}
