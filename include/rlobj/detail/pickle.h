@@ -507,7 +507,7 @@ inline std::string storage_class(c10::ScalarType dtype) {
 
 /// The `data.pkl` Python's `torch.save(dict_of_tensors)` would write (protocol 2) for `names`:
 /// a dict whose value `i` is `torch._utils._rebuild_tensor_v2` over the persistent storage
-/// `('storage', torch.<T>Storage, '<i>', 'cpu', numel)` (the archive's record `data/<i>`),
+/// ``('storage', torch.<T>Storage, '<i>', 'cpu', numel)`` (the archive's record `data/<i>`),
 /// contiguous, not requiring grad. It uses only globals that Python's
 /// `torch.load(weights_only=True)` (the default since PyTorch 2.6) accepts; LibTorch's
 /// `pickle_save` tags the dict with `torch.jit._pickle.restore_type_tag`, which it refuses.

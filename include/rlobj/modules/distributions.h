@@ -287,11 +287,11 @@ struct TanhNormalOptions {
   }
 };
 
-/// TorchRL 0.4's `TanhNormal`: `a = m + s * safe_tanh(x)`, `x ~ N(loc', scale)` per event,
+/// TorchRL 0.4's `TanhNormal`: `a = m + s * safe_tanh(x)`, ``x ~ N(loc', scale)`` per event,
 /// with `m = (high + low) / 2`, `s = (high - low) / 2`, and the Gaussian's location
-/// `loc' = (loc + s) + low` — which is `loc` up to float rounding, and is what TorchRL computes
+/// ``loc' = (loc + s) + low`` — which is `loc` up to float rounding, and is what TorchRL computes
 /// (the reference numbers depend on that rounding). With the default bounds (-1, 1) there is no
-/// affine map and `loc' = loc`. `safe_tanh` clamps to `±(1 - resolution)` of the dtype
+/// affine map and ``loc' = loc``. `safe_tanh` clamps to `±(1 - resolution)` of the dtype
 /// (`torch.finfo(dtype).resolution`: `1e-6` for float32, `1e-15` for float64, `1e-3` for
 /// float16, `1e-2` for bfloat16), so the sample is invertible.
 ///
@@ -309,7 +309,7 @@ class TanhNormal : public Distribution {
   torch::Tensor rsample(c10::IntArrayRef sample_shape = {}) const override {
     return rsample_with(torch::empty(extended_shape(sample_shape), base_loc_.options()).normal_());
   }
-  /// The sample for given standard normals `eps`: `squash(loc' + eps * scale)`.
+  /// The sample for given standard normals `eps`: ``squash(loc' + eps * scale)``.
   torch::Tensor rsample_with(const torch::Tensor& eps) const {
     check_value(eps, "rsample_with");
     return squash(base_loc_ + eps * scale_);
@@ -326,9 +326,9 @@ class TanhNormal : public Distribution {
     torch::Tensor lp = -detail::sum_rightmost(ladj, n);  // 0.0 - sum: exact negation
     return lp + detail::sum_rightmost(detail::normal_log_prob(x, base_loc_, scale_), n);
   }
-  /// `squash(loc')`.
+  /// ``squash(loc')``.
   torch::Tensor mode() const override { return squash(base_loc_); }
-  /// The Gaussian's location after TorchRL's shift (`loc'`).
+  /// The Gaussian's location after TorchRL's shift (``loc'``).
   const torch::Tensor& base_loc() const noexcept { return base_loc_; }
   /// The Gaussian's scale.
   const torch::Tensor& scale() const noexcept { return scale_; }

@@ -104,7 +104,7 @@ inline void activate_inplace(torch::Tensor& x, Activation a, double negative_slo
   }
 }
 
-/// `grad * act'(.)` from the activation's output `y`: the ops autograd's ReLU/Tanh/Sigmoid/
+/// ``grad * act'(.)`` from the activation's output `y`: the ops autograd's ReLU/Tanh/Sigmoid/
 /// LeakyReLU backward nodes run.
 inline torch::Tensor activation_backward(const torch::Tensor& grad, const torch::Tensor& y, Activation a,
                                          double negative_slope) {
