@@ -7,9 +7,11 @@
 #   /path/to/libtorch  an unpacked official LibTorch download (or any CMAKE_PREFIX_PATH
 #                      holding TorchConfig.cmake)
 # Sets RLOBJ_TORCH_NAME (for build-dir names) and RLOBJ_CMAKE_ARGS; installs Debian packages.
+# ccache, when installed, is used as the compiler launcher (rebuilds after a branch switch).
 rlobj_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RLOBJ_TORCH="${RLOBJ_TORCH:-debian}"
 RLOBJ_CMAKE_ARGS=()
+if command -v ccache >/dev/null 2>&1; then RLOBJ_CMAKE_ARGS+=("-DCMAKE_CXX_COMPILER_LAUNCHER=ccache"); fi
 # The build tools, fmt for Debian's LibTorch, and what the tests, examples and benchmarks use.
 rlobj_common=(g++ make cmake catch2 libcli11-dev libbenchmark-dev nlohmann-json3-dev libgloo-dev)
 case "$RLOBJ_TORCH" in

@@ -9,6 +9,9 @@
 
 #include "objectives/reference.h"
 
+// Everything in a namespace of its own, so that a unity build can join test files.
+namespace rlobj_test_cuda_test {
+
 using rlobj::TensorDict;
 using namespace rlobj::objectives;
 using rlobj_test::reference_batch;
@@ -118,3 +121,5 @@ TEST_CASE("CUDA: the collector and the replay buffer work on the device", "[.cud
   CHECK(batches == 200);
   CHECK(collector.episodes() == 8);  // 4 pendulums x 400 steps, 200 steps an episode
 }
+
+}  // namespace rlobj_test_cuda_test

@@ -26,6 +26,9 @@
 #include "objectives/parity.h"
 #include "test_utils.h"
 
+// Everything in a namespace of its own, so that a unity build can join test files.
+namespace rlobj_test_interop_test {
+
 using Catch::Matchers::Contains;
 using rlobj::StateDict;
 using rlobj::modules::Actor;
@@ -535,3 +538,5 @@ TEST_CASE("interop: files for the Python checks", "[interop][interop-files]") {
   CHECK(rlobj::read_state_dict((dir / "actor_export.pt").string()).keys() == rlobj::state_dict(*actor).keys());
   CHECK(fs::file_size(dir / "policy.ts") > 0);
 }
+
+}  // namespace rlobj_test_interop_test

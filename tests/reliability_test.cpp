@@ -8,6 +8,9 @@
 
 #include <sstream>
 
+// Everything in a namespace of its own, so that a unity build can join test files.
+namespace rlobj_test_reliability_test {
+
 using Catch::Matchers::Contains;
 using rlobj::TensorDict;
 using namespace rlobj::modules;     // NOLINT(build/namespaces)
@@ -302,3 +305,5 @@ TEST_CASE("LossModule.load: a mismatched checkpoint names the entry", "[reliabil
                       Contains("LossModule.load: the checkpoint's \"actor_network_params\" has shape [21] where the "
                                "loss has [41]"));
 }
+
+}  // namespace rlobj_test_reliability_test

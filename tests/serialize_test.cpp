@@ -21,6 +21,9 @@
 #include "objectives/reference.h"
 #include "test_utils.h"
 
+// Everything in a namespace of its own, so that a unity build can join test files.
+namespace rlobj_test_serialize_test {
+
 using Catch::Matchers::Contains;
 using rlobj::TensorDict;
 using rlobj::data::ReplayBuffer;
@@ -273,3 +276,5 @@ TEST_CASE("LossModule: a failed torch::load leaves every parameter as it was", "
   rlobj::objectives::sum_losses(out).backward();
   CHECK(nets.actor->parameters()[0].data_ptr() == loss->parameters()[0].data_ptr());
 }
+
+}  // namespace rlobj_test_serialize_test

@@ -3,6 +3,9 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+// Everything in a namespace of its own, so that a unity build can join test files.
+namespace rlobj_test_specs_test {
+
 using Catch::Matchers::Contains;
 using rlobj::Bounded;
 using rlobj::Categorical;
@@ -149,3 +152,5 @@ TEST_CASE("Composite: a map of specs producing TensorDicts", "[specs]") {
   REQUIRE_THROWS_WITH(spec.assert_is_in(td.exclude({"observation"})), Contains("missing key \"observation\""));
   CHECK(spec.repr().find("observation: Unbounded(shape=[4, 3]") != std::string::npos);
 }
+
+}  // namespace rlobj_test_specs_test

@@ -8,6 +8,9 @@
 
 #include "test_utils.h"
 
+// Everything in a namespace of its own, so that a unity build can join test files.
+namespace rlobj_test_tensordict_test {
+
 using rlobj_test::ints;
 using rlobj_test::values;
 
@@ -753,3 +756,5 @@ TEST_CASE("TensorDict: mutating methods that throw leave everything unchanged",
     CHECK(same_content(td, before));
   }
 }
+
+}  // namespace rlobj_test_tensordict_test

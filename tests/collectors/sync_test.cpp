@@ -8,6 +8,9 @@
 
 #include "test_utils.h"
 
+// Everything in a namespace of its own, so that a unity build can join test files.
+namespace rlobj_test_collectors_sync_test {
+
 using Catch::Matchers::Contains;
 using rlobj::TensorDict;
 using rlobj::collectors::SyncDataCollector;
@@ -100,3 +103,5 @@ TEST_CASE("SyncDataCollector: save and load continue identically", "[collectors]
     CHECK(torch::equal(got.get(key), expected.get(key)));
   }
 }
+
+}  // namespace rlobj_test_collectors_sync_test

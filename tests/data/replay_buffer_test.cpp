@@ -8,6 +8,9 @@
 
 #include "test_utils.h"
 
+// Everything in a namespace of its own, so that a unity build can join test files.
+namespace rlobj_test_data_replay_buffer_test {
+
 using Catch::Matchers::Contains;
 using rlobj::TensorDict;
 using rlobj::data::ReplayBuffer;
@@ -133,3 +136,5 @@ TEST_CASE("ReplayBuffer: bad input is a clear error", "[data]") {
   with_default.extend(transitions(0, 3));
   CHECK(with_default.sample().batch_size() == std::vector<int64_t>{6});
 }
+
+}  // namespace rlobj_test_data_replay_buffer_test

@@ -14,6 +14,9 @@
 
 #include "test_utils.h"
 
+// Everything in a namespace of its own, so that a unity build can join test files.
+namespace rlobj_test_data_samplers_test {
+
 using Catch::Matchers::Contains;
 using rlobj::TensorDict;
 using rlobj::data::MiniBatches;
@@ -308,3 +311,5 @@ TEST_CASE("MiniBatches: save and load restore the order of the next epochs", "[d
   CHECK(ids(a) == ids(b));
   CHECK(ids(a) == ids(b));
 }
+
+}  // namespace rlobj_test_data_samplers_test

@@ -10,6 +10,9 @@
 
 #include "test_utils.h"
 
+// Everything in a namespace of its own, so that a unity build can join test files.
+namespace rlobj_test_envs_cartpole_test {
+
 using Catch::Matchers::Contains;
 using rlobj::TensorDict;
 using rlobj::envs::CartPole;
@@ -767,3 +770,5 @@ TEST_CASE("CartPole: fused and tensor-op steps agree", "[envs][cartpole]") {
     }
   }
 }
+
+}  // namespace rlobj_test_envs_cartpole_test

@@ -8,6 +8,9 @@
 
 #include "test_utils.h"
 
+// Everything in a namespace of its own, so that a unity build can join test files.
+namespace rlobj_test_envs_common_test {
+
 using Catch::Matchers::Contains;
 using rlobj::NestedKey;
 using rlobj::TensorDict;
@@ -143,3 +146,5 @@ TEST_CASE("rollout: lambdas as policies, set_truncated, auto_reset=false", "[env
   auto r3 = env.rollout(2, RolloutOptions().auto_reset(false).tensordict(given));
   CHECK(torch::equal(r3.get("observation").index({ti::Slice(), 0}), given.get("observation")));
 }
+
+}  // namespace rlobj_test_envs_common_test

@@ -7,6 +7,9 @@
 
 #include "test_utils.h"
 
+// Everything in a namespace of its own, so that a unity build can join test files.
+namespace rlobj_test_envs_pendulum_test {
+
 using Catch::Matchers::Contains;
 using rlobj::TensorDict;
 using rlobj::envs::Pendulum;
@@ -283,3 +286,5 @@ TEST_CASE("Pendulum: bad start states and options are clear errors", "[envs][pen
                       Contains("dt must be finite and positive"));
   REQUIRE_THROWS_WITH(rlobj::envs::Pendulum(rlobj::envs::PendulumOptions().m(-1)), Contains("m must be finite"));
 }
+
+}  // namespace rlobj_test_envs_pendulum_test

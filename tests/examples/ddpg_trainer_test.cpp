@@ -9,6 +9,9 @@
 
 #include "ddpg_pendulum/trainer.h"
 
+// Everything in a namespace of its own, so that a unity build can join test files.
+namespace rlobj_test_examples_ddpg_trainer_test {
+
 using Catch::Matchers::Contains;
 using ddpg_pendulum::Config;
 using ddpg_pendulum::Trainer;
@@ -90,3 +93,5 @@ TEST_CASE("ddpg_pendulum: trainers in parallel threads train as they do one afte
     CHECK(torch::equal(pb[i], b[i]));
   }
 }
+
+}  // namespace rlobj_test_examples_ddpg_trainer_test

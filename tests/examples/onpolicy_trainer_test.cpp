@@ -12,6 +12,9 @@
 
 #include "onpolicy/trainer.h"
 
+// Everything in a namespace of its own, so that a unity build can join test files.
+namespace rlobj_test_examples_onpolicy_trainer_test {
+
 using Catch::Matchers::Contains;
 using onpolicy::Config;
 
@@ -164,3 +167,5 @@ TEST_CASE("on-policy trainer: settings that cannot work are refused", "[example]
   cfg.num_epochs = 0;
   REQUIRE_THROWS_WITH(Trainer(cfg), Contains("must be positive"));
 }
+
+}  // namespace rlobj_test_examples_onpolicy_trainer_test

@@ -10,6 +10,9 @@
 #include <cmath>
 #include <optional>
 
+// Everything in a namespace of its own, so that a unity build can join test files.
+namespace rlobj_test_modules_distributions_test {
+
 using Catch::Matchers::Contains;
 using rlobj::TensorDict;
 using namespace rlobj::modules;  // NOLINT(build/namespaces)
@@ -215,3 +218,5 @@ TEST_CASE("ProbabilisticActor: exploration types, log-probabilities, cloning", "
   CHECK(seen == ExplorationType::Random);
   CHECK_FALSE(explicit_exploration_type().has_value());
 }
+
+}  // namespace rlobj_test_modules_distributions_test

@@ -5,6 +5,9 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+// Everything in a namespace of its own, so that a unity build can join test files.
+namespace rlobj_test_modules_exploration_test {
+
 using Catch::Matchers::Contains;
 using rlobj::Bounded;
 using rlobj::TensorDict;
@@ -156,3 +159,5 @@ TEST_CASE("OrnsteinUhlenbeckProcessModule: sigma annealing per environment step"
   CHECK(stds[5] == Approx(0.5).epsilon(0.03));
   CHECK(stds[11] == Approx(0.0).margin(1e-12));
 }
+
+}  // namespace rlobj_test_modules_exploration_test

@@ -8,6 +8,9 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+// Everything in a namespace of its own, so that a unity build can join test files.
+namespace rlobj_test_modules_mlp_test {
+
 using Catch::Matchers::Contains;
 using rlobj::modules::Activation;
 using rlobj::modules::MLP;
@@ -332,3 +335,5 @@ TEST_CASE("MLP: the fused path refuses double backward with a clear error", "[mo
   auto g1 = torch::autograd::grad({plain->forward(x).sum()}, {x}, {}, /*retain_graph=*/true, /*create_graph=*/true);
   CHECK(g1[0].requires_grad());
 }
+
+}  // namespace rlobj_test_modules_mlp_test

@@ -6,6 +6,9 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+// Everything in a namespace of its own, so that a unity build can join test files.
+namespace rlobj_test_modules_tensordict_module_test {
+
 using Catch::Matchers::Contains;
 using rlobj::NestedKey;
 using rlobj::TensorDict;
@@ -162,3 +165,5 @@ TEST_CASE("TensorDictSequential: actor then critic", "[modules]") {
   REQUIRE(clone != nullptr);
   CHECK(clone->parameters()[0].data_ptr() != ac->parameters()[0].data_ptr());
 }
+
+}  // namespace rlobj_test_modules_tensordict_module_test

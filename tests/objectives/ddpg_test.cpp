@@ -14,6 +14,9 @@
 #include "objectives/reference.h"
 #include "test_utils.h"
 
+// Everything in a namespace of its own, so that a unity build can join test files.
+namespace rlobj_test_objectives_ddpg_test {
+
 using Catch::Matchers::Contains;
 using rlobj::NestedKey;
 using rlobj::TensorDict;
@@ -934,3 +937,5 @@ TEST_CASE("separate_losses: gradients through the critic's clone survive zero_gr
   for (size_t i = 0; i < expected.size(); ++i) CHECK(torch::equal(got[i], expected[i]));
   CHECK(expected[1].abs().sum().item<double>() > 0);
 }
+
+}  // namespace rlobj_test_objectives_ddpg_test

@@ -15,6 +15,9 @@
 #include "objectives/parity.h"
 #include "objectives/reference.h"
 
+// Everything in a namespace of its own, so that a unity build can join test files.
+namespace rlobj_test_objectives_dqn_test {
+
 using Catch::Matchers::Contains;
 using rlobj::TensorDict;
 using namespace rlobj::objectives;  // NOLINT(build/namespaces)
@@ -242,3 +245,5 @@ TEST_CASE("DQNLoss: options, categorical actions and clear errors", "[dqn]") {
   CHECK_THROWS_WITH(loss(td), Contains("\"action\" not found"));
   CHECK_THROWS_WITH(loss->make_value_estimator(ValueEstimators::GAE), Contains("GAE is not implemented"));
 }
+
+}  // namespace rlobj_test_objectives_dqn_test

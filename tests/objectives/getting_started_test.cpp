@@ -4,6 +4,9 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+// Everything in a namespace of its own, so that a unity build can join test files.
+namespace rlobj_test_objectives_getting_started_test {
+
 namespace rl = rlobj;
 
 TEST_CASE("The getting-started loop runs as in TorchRL", "[ddpg][example]") {
@@ -54,3 +57,5 @@ TEST_CASE("The getting-started loop runs as in TorchRL", "[ddpg][example]") {
   CHECK(torch::allclose(target, value_net->parameters()[0]));  // already equal: the blend keeps it
   CHECK_FALSE(torch::equal(target, target_before));
 }
+
+}  // namespace rlobj_test_objectives_getting_started_test

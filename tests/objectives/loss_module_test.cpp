@@ -11,6 +11,9 @@
 
 #include "test_utils.h"
 
+// Everything in a namespace of its own, so that a unity build can join test files.
+namespace rlobj_test_objectives_loss_module_test {
+
 namespace rl = rlobj;
 using rl::NestedKey;
 using rl::TensorDict;
@@ -188,3 +191,5 @@ TEST_CASE("The contract sets the exploration type and re-links the parameter gro
   linked(toy_batch());
   CHECK(linked->parameters()[0].narrow(0, 0, 16).eq(0.25).all().item<bool>());
 }
+
+}  // namespace rlobj_test_objectives_loss_module_test

@@ -20,6 +20,9 @@
 #include "objectives/parity.h"
 #include "objectives/reference.h"
 
+// Everything in a namespace of its own, so that a unity build can join test files.
+namespace rlobj_test_objectives_onpolicy_test {
+
 using Catch::Matchers::Contains;
 using rlobj::TensorDict;
 using namespace rlobj::objectives;  // NOLINT(build/namespaces)
@@ -480,3 +483,5 @@ TEST_CASE("ClipPPOLoss trains a categorical policy", "[ppo]") {
   sum_losses(out).backward();
   CHECK(actor_mlp->parameters()[0].grad().abs().sum().item<double>() > 0);
 }
+
+}  // namespace rlobj_test_objectives_onpolicy_test

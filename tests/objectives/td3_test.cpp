@@ -14,6 +14,9 @@
 #include "objectives/parity.h"
 #include "objectives/reference.h"
 
+// Everything in a namespace of its own, so that a unity build can join test files.
+namespace rlobj_test_objectives_td3_test {
+
 using Catch::Matchers::Contains;
 using rlobj::TensorDict;
 using namespace rlobj::objectives;  // NOLINT(build/namespaces)
@@ -342,3 +345,5 @@ TEST_CASE("TD3Loss: twin critics, targets, parameters and errors", "[td3]") {
     REQUIRE_THROWS_WITH(loss->make_value_estimator(ValueEstimators::GAE), Contains("GAE is not implemented"));
   }
 }
+
+}  // namespace rlobj_test_objectives_td3_test

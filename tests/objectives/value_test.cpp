@@ -6,6 +6,9 @@
 
 #include "test_utils.h"
 
+// Everything in a namespace of its own, so that a unity build can join test files.
+namespace rlobj_test_objectives_value_test {
+
 using Catch::Matchers::Contains;
 using rlobj::TensorDict;
 using namespace rlobj::objectives::value;
@@ -286,3 +289,5 @@ TEST_CASE("Functional estimators: bad discounts, dtypes and empty time dims are 
   REQUIRE_THROWS_WITH(td1_return_estimate(0.9, empty(x.next_value), empty(x.reward), empty(x.done), empty(x.terminated)),
                       Contains("the time dim (dim -2) is empty"));
 }
+
+}  // namespace rlobj_test_objectives_value_test
