@@ -23,7 +23,7 @@
 #include <torch/script.h>
 
 #include "common/cli.h"
-#include "offpolicy/trainer.h"
+#include "common/offpolicy.h"
 
 namespace rl = rlobj;
 
@@ -54,14 +54,14 @@ int main(int argc, char** argv) {
     // 1. The trained actor, from the checkpoint and the settings stored in it.
     torch::serialize::InputArchive archive;
     rl::load_archive(archive, checkpoint);
-    rl::check_format(archive, offpolicy::Trainer<offpolicy::DDPG>::format_name(), "deploy_policy");
+    rl::check_format(archive, std::string("rlobj.examples.") + offpolicy::DDPG::kProgram, "deploy_policy");
     c10::IValue fingerprint;
     archive.read("config", fingerprint);
     auto cfg = offpolicy::Config::from_fingerprint(fingerprint.toStringRef(), offpolicy::DDPG::defaults());
-    offpolicy::Trainer<offpolicy::DDPG> trainer(cfg);
-    trainer.load(checkpoint);
-    auto actor = trainer.actor();
-    fmt::print("loaded {} ({} frames of training; {})\n", checkpoint, trainer.frames(), cfg.fingerprint());
+    offpolicy::Run<offpolicy::DDPG> run(cfg);
+    run.trainer->load(checkpoint);
+    auto actor = run.actor;
+    fmt::print("loaded {} ({} frames of training; {})\n", checkpoint, run.trainer->frames(), cfg.fingerprint());
 
     // 2. Export.
     const int64_t n_obs = 3;  // Pendulum's [cos theta, sin theta, theta dot]

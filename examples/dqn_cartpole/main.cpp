@@ -1,35 +1,69 @@
-// dqn_cartpole: trains DQN (DQNLoss, a QValueActor with e-greedy exploration, a hard-updated
-// target network) on gymnasium's CartPole-v1 with rlobj, evaluates it, logs it. Its default flags
-// solve CartPole-v1 (a greedy evaluation return >= 475 over 10 episodes) on seeds 0, 1 and 2.
-// Conventions (validators, progress line, CSV, checkpoints, summary) are the other examples'.
+// dqn_cartpole: DQN on gymnasium's CartPole-v1, as TorchRL's DQN CartPole example
+// (sota-implementations/dqn/dqn_cartpole.py) writes it: a QValueActor over an MLP, an
+// EGreedyModule annealed by collected frames, SyncDataCollector -> ReplayBuffer -> DQNLoss ->
+// Adam -> HardUpdate, on rlobj's library trainer. Its default flags solve CartPole-v1 (a greedy
+// evaluation return >= 475 over 10 episodes) on seeds 0, 1 and 2.
 //
 //   dqn_cartpole --seed 0 --log-csv returns.csv
 //   dqn_cartpole --help
 
-#include <unistd.h>
-
 #include <algorithm>
-#include <cmath>
-#include <cstdio>
+#include <cstdint>
+#include <memory>
 #include <string>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <fmt/ranges.h>  // fmt::join (there since fmt 11)
+#include <rlobj/rlobj.h>
 
+#include "common/app.h"
 #include "common/cli.h"
-#include "dqn_cartpole/trainer.h"
 
 namespace {
 
-using rlobj_examples::Clock;
-using rlobj_examples::fmt_num;
-using rlobj_examples::int_at_least;
-using rlobj_examples::real;
-using rlobj_examples::seconds_since;
+namespace rl = rlobj;
+namespace ex = rlobj_examples;
+
+constexpr const char* kProgram = "dqn_cartpole";
+constexpr int64_t kMaxEpisodeSteps = 500;  // CartPole-v1's TimeLimit
+
+/// Hyper-parameters (the command-line flags). TorchRL's config_cartpole.yaml where it solves
+/// reliably; the changes are commented.
+struct Config : ex::CommonConfig {
+  int64_t frames_per_batch = 10;
+  int64_t num_updates = 1;  ///< gradient steps per collector batch
+  int64_t batch_size = 128;
+  double lr = 2.5e-4;
+  double max_grad_norm = 10;       ///< 0: no clipping
+  int64_t hard_update_freq = 50;   ///< gradient steps between target network copies
+  int64_t init_random_frames = 10000;
+  int64_t buffer_size = 10000;
+  double eps_start = 1.0;
+  double eps_end = 0.05;
+  int64_t annealing_frames = 250000;
+  std::string loss_function = "l2";
+  bool double_dqn = false;
+
+  Config() {
+    total_frames = 500000;
+    num_cells = {120, 84};
+    eval_every = 50000;
+  }
+  /// What a checkpoint must agree on to be resumed: the shapes, and every setting a resumed run
+  /// would otherwise silently change. `total_frames`, `eval_every` and `batch_size` may change.
+  std::string fingerprint() const {
+    return fmt::format(
+        "{} frames_per_batch={} num_updates={} lr={} max_grad_norm={} hard_update_freq={} init_random_frames={} "
+        "buffer_size={} eps_start={} eps_end={} annealing_frames={} loss_function={} double_dqn={}",
+        common_fingerprint(), frames_per_batch, num_updates, lr, max_grad_norm, hard_update_freq, init_random_frames,
+        buffer_size, eps_start, eps_end, annealing_frames, loss_function, double_dqn);
+  }
+};
 
 /// Rules between flags, checked after parsing, each naming the flag to change.
-void check_consistency(const dqn::Config& c) {
+void check_consistency(const Config& c) {
   if (c.num_cells.empty()) throw CLI::ValidationError("--num-cells", "give at least one hidden layer size");
   if (c.frames_per_batch % c.num_envs != 0) {
     throw CLI::ValidationError(
@@ -60,181 +94,184 @@ void check_consistency(const dqn::Config& c) {
   }
 }
 
-/// The CSV header; `csv_row` writes one row per evaluation (eval_return is the 5th column, as in
-/// the other examples' logs, which scripts/plot_returns.sh reads).
-constexpr const char* kCsvHeader = "frames,updates,episodes,wall_s,eval_return,recent_return,loss,eps";
-std::string csv_row(const dqn::Trainer& t, double wall, double eval_return) {
-  return fmt::format("{},{},{},{:.3f},{:.4f},{:.4f},{:.6f},{:.4f}", t.frames(), t.updates(), t.episodes(), wall,
-                     eval_return, t.recent_return(), t.last_loss(), t.eps());
+/// A one-hot action with a single one. QValueModule's one-hot action has several ones when action
+/// values tie (TorchRL's rule); TorchRL's GymEnv then takes the first (argmax), and so do we,
+/// since CartPole accepts exact one-hot rows only.
+void first_of_ties(rl::TensorDict& td) {
+  const torch::Tensor& a = td.get("action");
+  td.set("action", torch::one_hot(a.argmax(-1), a.size(-1)));
 }
 
-int run(int argc, char** argv) {
-  dqn::Config cfg;
-  int64_t seed = 0;  // parsed signed, so that "-1" is rejected instead of wrapping to 2^64-1
-  std::string checkpoint, resume, log_csv;
-  bool quiet = false;
+/// The run: CartPole, the Q network, DQNLoss with a hard-updated target, e-greedy exploration,
+/// the replay buffer, and rlobj's trainer.
+struct Run {
+  using Loss = rl::objectives::DQNLoss<rl::modules::QValueActor>;
 
+  explicit Run(const Config& c)
+      : device(c.device),
+        env(rl::envs::CartPoleOptions().batch_size({c.num_envs}).seed(c.seed).device(device)),
+        eval_env(rl::envs::CartPoleOptions().batch_size({c.eval_episodes}).seed(c.eval_seed()).device(device)),
+        rb(rl::data::ReplayBufferOptions(c.buffer_size).seed(c.seed + 17)) {
+    // The network's initial weights come from a generator of the run's own (the same draws
+    // torch::manual_seed(seed) would give); nothing else in DQN draws from the default generator,
+    // which is seeded anyway and saved with checkpoints.
+    auto init = at::make_generator<at::CPUGeneratorImpl>(c.seed);
+    torch::manual_seed(c.seed + 43);
+    const int64_t n_obs = env.observation_spec().at("observation").shape().back();
+    const int64_t n_act = env.action_spec().shape().back();
+    qnet = rl::modules::QValueActor(rl::modules::MLP(rl::modules::MLPOptions(n_obs, n_act)
+                                                         .num_cells(c.num_cells)
+                                                         .activation(rl::modules::activation_from_string(c.activation))
+                                                         .generator(init)),
+                                    /*in_keys=*/{"observation"}, rl::modules::ActionSpace::OneHot);
+    qnet->to(device);
+    loss = Loss(qnet, rl::objectives::DQNLossOptions()
+                          .loss_function(rl::objectives::loss_function_from_string(c.loss_function))
+                          .delay_value(true)
+                          .double_dqn(c.double_dqn));
+    loss->make_value_estimator(rl::objectives::ValueEstimators::TD0,
+                               rl::objectives::value::ValueEstimatorOptions().gamma(c.gamma));
+    hard_update = std::make_shared<rl::objectives::HardUpdate>(loss, c.hard_update_freq);
+    update = std::make_shared<rl::trainers::LossUpdate<Loss>>(
+        loss, std::make_shared<torch::optim::Adam>(loss->parameters(), torch::optim::AdamOptions(c.lr)), hard_update,
+        rl::trainers::LossUpdateOptions().max_grad_norm(c.max_grad_norm));
+
+    // The spec of one action (TorchRL's QValueActor spec), not the env's batched one.
+    egreedy = rl::modules::EGreedyModule(rl::OneHot(n_act, {n_act}, torch::kInt64, device),
+                                         rl::modules::EGreedyModuleOptions()
+                                             .eps_init(c.eps_start)
+                                             .eps_end(c.eps_end)
+                                             .annealing_num_steps(c.annealing_frames)
+                                             .seed(c.seed + 29));
+    auto explore = rl::modules::TensorDictSequential(qnet, egreedy);
+    auto collector = std::make_shared<rl::collectors::SyncDataCollector>(
+        env,
+        [explore](rl::TensorDict& td) mutable {
+          explore(td);
+          first_of_ties(td);
+        },
+        c.frames_per_batch, c.total_frames, c.init_random_frames);
+
+    trainer = std::make_unique<rl::trainers::Trainer>(collector, [u = update](const rl::TensorDict& b) { return (*u)(b); },
+                                                      rl::trainers::TrainerOptions()
+                                                          .optim_steps_per_batch(c.num_updates)
+                                                          .init_random_frames(c.init_random_frames));
+    auto& records = trainer->records();
+    records.set_kind(std::string("rlobj.examples.") + kProgram);
+    records.set_fingerprint(c.fingerprint());
+    returns.register_with(*trainer);
+    rl::trainers::ReplayBufferHook(rb, c.batch_size, transition_keys(), device).register_with(*trainer);
+    // TorchRL's loop: eps is annealed by every batch's frames, the random ones included.
+    trainer->register_op(rl::trainers::Stage::BatchProcess,
+                         [this, n = c.frames_per_batch](rl::trainers::StepContext&) { egreedy->step(n); });
+    losses.register_with(*trainer);
+    records.add(
+        "loss", [this](torch::serialize::OutputArchive& a) { loss->save(a); },
+        [this](torch::serialize::InputArchive& a) { loss->load(a); });
+    update->register_records(records);
+    records.add(
+        "hard_update", [this](torch::serialize::OutputArchive& a) { a.write("counter", torch::tensor(hard_update->counter())); },
+        [this](torch::serialize::InputArchive& a) {
+          torch::Tensor counter;
+          a.read("counter", counter);
+          TORCH_CHECK_VALUE(counter.numel() == 1 && counter.scalar_type() == torch::kLong,
+                            "the HardUpdate counter must be one int64");
+          hard_update->set_counter(counter.item<int64_t>());
+        });
+    records.add(
+        "egreedy", [this](torch::serialize::OutputArchive& a) { egreedy->save(a); },
+        [this](torch::serialize::InputArchive& a) { egreedy->load(a); });
+    rl::trainers::add_generator_record(records, device);
+  }
+
+  /// Keys the loss reads: only these go into the replay buffer.
+  static std::vector<rl::NestedKey> transition_keys() {
+    return {"observation", "action", {"next", "observation"}, {"next", "reward"}, {"next", "done"},
+            {"next", "terminated"}};
+  }
+
+  torch::Device device;
+  rl::envs::CartPole env, eval_env;
+  rl::data::ReplayBuffer rb;
+  rl::modules::QValueActor qnet{nullptr};
+  Loss loss{nullptr};
+  std::shared_ptr<rl::objectives::HardUpdate> hard_update;
+  std::shared_ptr<rl::trainers::LossUpdate<Loss>> update;
+  rl::modules::EGreedyModule egreedy{nullptr};
+  rl::trainers::ReturnTracker returns;
+  rl::trainers::LossTracker losses{{"loss"}};
+  std::unique_ptr<rl::trainers::Trainer> trainer;
+};
+
+int run(int argc, char** argv) {
+  Config cfg;
+  ex::RunFlags flags;
   CLI::App app{"Train DQN on gymnasium's CartPole-v1 with rlobj (TorchRL's objectives for LibTorch)."};
-  app.failure_message([](const CLI::App*, const CLI::Error& e) {
-    return fmt::format("{}: error: {} (see --help)\n", dqn::kProgram, rlobj_examples::first_line(e.what()));
-  });
-  const auto positive = real([](double v) { return v > 0; }, "a positive number");
-  const auto probability = real([](double v) { return v >= 0 && v <= 1; }, "in [0, 1]");
-  app.add_option("--seed", seed, "Random seed (network, environments, exploration, replay buffer), >= 0")
-      ->capture_default_str()
-      ->check(int_at_least(0));
-  app.add_option("--total-frames", cfg.total_frames, "Environment steps to collect, >= 1")
-      ->capture_default_str()
-      ->check(int_at_least(1));
-  app.add_option("--num-envs", cfg.num_envs, "Carts stepped together by the collector, >= 1")
-      ->capture_default_str()
-      ->check(int_at_least(1));
-  app.add_option("--frames-per-batch", cfg.frames_per_batch,
-                 "Transitions per collector batch (a multiple of --num-envs), >= 1")
-      ->capture_default_str()
-      ->check(int_at_least(1));
-  app.add_option("--num-updates", cfg.num_updates, "Gradient steps per collector batch, >= 1")
-      ->capture_default_str()
-      ->check(int_at_least(1));
-  app.add_option("--batch-size", cfg.batch_size, "Transitions per gradient step, >= 1")
-      ->capture_default_str()
-      ->check(int_at_least(1));
-  app.add_option("--lr", cfg.lr, "Adam learning rate, > 0")->capture_default_str()->check(positive);
-  app.add_option("--max-grad-norm", cfg.max_grad_norm, "Clip the gradient norm to this (0: no clipping), >= 0")
-      ->capture_default_str()
-      ->check(real([](double v) { return v >= 0; }, "a non-negative number"));
-  app.add_option("--gamma", cfg.gamma, "Discount factor, in (0, 1]")
-      ->capture_default_str()
-      ->check(real([](double v) { return v > 0 && v <= 1; }, "in (0, 1]"));
-  app.add_option("--hard-update-freq", cfg.hard_update_freq,
-                 "Gradient steps between copies of the Q network into its target, >= 0")
-      ->capture_default_str()
-      ->check(int_at_least(0));
-  app.add_option("--num-cells", cfg.num_cells, "Hidden layer sizes of the Q network, each >= 1")
-      ->capture_default_str()
-      ->delimiter(',')
-      ->check(int_at_least(1));
-  app.add_option("--activation", cfg.activation,
-                 "Hidden activation: tanh, relu, elu, leaky_relu, gelu, sigmoid, silu or identity")
-      ->capture_default_str()
-      ->check(rlobj_examples::activation_name());
-  app.add_option("--init-random-frames", cfg.init_random_frames, "Random-action frames before learning starts, >= 0")
-      ->capture_default_str()
-      ->check(int_at_least(0));
-  app.add_option("--buffer-size", cfg.buffer_size, "Replay buffer capacity, >= --batch-size")
-      ->capture_default_str()
-      ->check(int_at_least(1));
-  app.add_option("--eps-start", cfg.eps_start, "Initial probability of a random action, in [0, 1]")
-      ->capture_default_str()
-      ->check(probability);
-  app.add_option("--eps-end", cfg.eps_end, "Final probability of a random action, in [0, --eps-start]")
-      ->capture_default_str()
-      ->check(probability);
-  app.add_option("--annealing-frames", cfg.annealing_frames, "Frames over which epsilon decreases linearly, >= 1")
-      ->capture_default_str()
-      ->check(int_at_least(1));
+  ex::add_common_flags(app, kProgram, cfg, flags, "network, environments, exploration, replay buffer",
+                       "Carts stepped together by the collector");
+  ex::add_int(app, "--frames-per-batch", cfg.frames_per_batch,
+              "Transitions per collector batch (a multiple of --num-envs), >= 1", 1);
+  ex::add_int(app, "--num-updates", cfg.num_updates, "Gradient steps per collector batch, >= 1", 1);
+  ex::add_int(app, "--batch-size", cfg.batch_size, "Transitions per gradient step, >= 1", 1);
+  ex::add_real(app, "--lr", cfg.lr, "Adam learning rate, > 0", ex::positive());
+  ex::add_real(app, "--max-grad-norm", cfg.max_grad_norm, "Clip the gradient norm to this (0: no clipping), >= 0",
+               ex::non_negative());
+  ex::add_int(app, "--hard-update-freq", cfg.hard_update_freq,
+              "Gradient steps between copies of the Q network into its target, >= 0", 0);
+  ex::add_int(app, "--init-random-frames", cfg.init_random_frames, "Random-action frames before learning starts, >= 0",
+              0);
+  ex::add_int(app, "--buffer-size", cfg.buffer_size, "Replay buffer capacity, >= --batch-size", 1);
+  const auto probability = ex::real([](double v) { return v >= 0 && v <= 1; }, "in [0, 1]");
+  ex::add_real(app, "--eps-start", cfg.eps_start, "Initial probability of a random action, in [0, 1]", probability);
+  ex::add_real(app, "--eps-end", cfg.eps_end, "Final probability of a random action, in [0, --eps-start]",
+               probability);
+  ex::add_int(app, "--annealing-frames", cfg.annealing_frames, "Frames over which epsilon decreases linearly, >= 1", 1);
   app.add_option("--loss-function", cfg.loss_function, "TD error distance: l2, l1 or smooth_l1")
       ->capture_default_str()
       ->check(CLI::IsMember({"l2", "l1", "smooth_l1"}));
   app.add_option("--double-dqn", cfg.double_dqn,
                  "Double DQN: the online network picks the next action, the target values it (true/false)")
       ->capture_default_str();
-  app.add_option("--eval-every", cfg.eval_every, "Evaluate (greedy episodes) every N frames, >= 1")
-      ->capture_default_str()
-      ->check(int_at_least(1));
-  app.add_option("--eval-episodes", cfg.eval_episodes, "Episodes per evaluation, >= 1")
-      ->capture_default_str()
-      ->check(int_at_least(1));
-  app.add_option("--device", cfg.device, "Torch device (cpu, cuda, cuda:1, ...)")
-      ->capture_default_str()
-      ->check(rlobj_examples::usable_device());
-  app.add_option("--checkpoint", checkpoint, "Save a checkpoint here at each evaluation and at the end (atomic)")
-      ->check(rlobj_examples::writable_file_path());
-  app.add_option("--resume", resume, "Resume from this checkpoint")->check(CLI::ExistingFile);
-  app.add_option("--log-csv", log_csv, "Append evaluation returns and losses to this CSV file");
-  app.add_flag("--quiet", quiet, "Only print the final summary");
   try {
     app.parse(argc, argv);
     check_consistency(cfg);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  cfg.seed = static_cast<uint64_t>(seed);
+  cfg.seed = static_cast<uint64_t>(flags.seed);
 
-  {
-    const auto t0 = Clock::now();
-    // Opened before the (slower) trainer, so that an unwritable CSV fails at once.
-    rlobj_examples::CsvLog csv(log_csv, /*append=*/!resume.empty(), kCsvHeader);
-    dqn::Trainer trainer(cfg);
-    if (!resume.empty()) {
-      trainer.load(resume);
-      if (!quiet) fmt::print("resumed from {} at frame {}\n", resume, trainer.frames());
-    }
-    const bool tty = ::isatty(STDOUT_FILENO) != 0;
-    if (!quiet) {
-      fmt::print("DQN on CartPole-v1: seed {}, {} frames, {} env(s), {} frames per batch, {} update(s) per batch, "
-                 "batch {}, cells [{}], {}, {}{}, device {}\n",
-                 cfg.seed, cfg.total_frames, cfg.num_envs, cfg.frames_per_batch, cfg.num_updates, cfg.batch_size,
-                 fmt::join(cfg.num_cells, ", "), cfg.activation, cfg.loss_function,
-                 cfg.double_dqn ? ", double DQN" : "", cfg.device);
-    }
-
-    const int64_t start_frames = trainer.frames();
-    double last_eval = std::nan("");
-    auto last_print = Clock::now();
-    auto progress = [&](bool force) {
-      if (quiet) return;
-      // Decide before formatting: the line reads the loss back from the device.
-      const bool print = force || (tty && seconds_since(last_print) > 0.2);
-      if (!print) return;
-      const double wall = seconds_since(t0);
-      const double fps = (trainer.frames() - start_frames) / std::max(wall, 1e-9);
-      const double eta = fps > 0 ? std::max<double>(0, cfg.total_frames - trainer.frames()) / fps : 0;
-      const std::string line = fmt::format(
-          "frames {:>7}/{} | episodes {:>5} | recent return {:>7} | eval {:>7} | loss {:>8.4f} | eps {:.3f} | "
-          "{:>5.0f} frames/s | ETA {:>4.0f}s",
-          trainer.frames(), cfg.total_frames, trainer.episodes(), fmt_num(trainer.recent_return()), fmt_num(last_eval),
-          trainer.last_loss(), trainer.eps(), fps, eta);
-      if (tty) {
-        fmt::print("\r{}", line);  // a live line redrawn in place, at most 5 times a second
-        std::fflush(stdout);
-        last_print = Clock::now();
-      } else {
-        fmt::print("{}\n", line);  // logs get one line per evaluation
-        std::fflush(stdout);
-      }
-    };
-
-    // Periodic evaluations; the one at the last frame is the final evaluation below.
-    int64_t next_eval = (trainer.frames() / cfg.eval_every + 1) * cfg.eval_every;
-    while (trainer.step()) {
-      if (trainer.frames() >= next_eval && trainer.frames() < cfg.total_frames) {
-        last_eval = trainer.evaluate();
-        csv.row(csv_row(trainer, seconds_since(t0), last_eval));
-        if (!checkpoint.empty()) trainer.save(checkpoint);
-        while (next_eval <= trainer.frames()) next_eval += cfg.eval_every;
-        progress(/*force=*/true);
-        if (tty && !quiet) fmt::print("\n");
-      } else {
-        progress(/*force=*/false);
-      }
-    }
-    const double final_return = trainer.evaluate();
-    const double wall = seconds_since(t0);
-    csv.row(csv_row(trainer, wall, final_return));
-    if (!checkpoint.empty()) trainer.save(checkpoint);
-    if (tty && !quiet) fmt::print("\n");
-    fmt::print("summary: seed {} | wall time {:.1f} s | env steps {} | updates {} | episodes {} | final eval return "
-               "{:.1f} (mean of {} greedy episodes of up to {} steps)\n",
-               cfg.seed, wall, trainer.frames(), trainer.updates(), trainer.episodes(), final_return,
-               cfg.eval_episodes, dqn::kMaxEpisodeSteps);
+  const auto t0 = ex::Clock::now();
+  Run r(cfg);
+  ex::resume_if_asked(*r.trainer, flags);
+  if (!flags.quiet) {
+    fmt::print("DQN on CartPole-v1: seed {}, {} frames, {} env(s), {} frames per batch, {} update(s) per batch, "
+               "batch {}, cells [{}], {}, {}{}, device {}\n",
+               cfg.seed, cfg.total_frames, cfg.num_envs, cfg.frames_per_batch, cfg.num_updates, cfg.batch_size,
+               fmt::join(cfg.num_cells, ", "), cfg.activation, cfg.loss_function, cfg.double_dqn ? ", double DQN" : "",
+               cfg.device);
   }
-  rlobj_examples::check_stdout();  // the summary is the job's result
-  return 0;
+  rl::trainers::Evaluator evaluate(r.eval_env,
+                                   [&r](rl::TensorDict& td) {
+                                     r.qnet(td);
+                                     first_of_ties(td);
+                                   },
+                                   rl::trainers::EvaluatorOptions().max_steps(kMaxEpisodeSteps).seed(cfg.eval_seed()));
+  ex::Report report;
+  report.program = kProgram;
+  report.total_frames = cfg.total_frames;
+  report.eval_every = cfg.eval_every;
+  report.evaluate = [&] { return evaluate(); };
+  report.recent_return = [&] { return r.returns.recent_return(); };
+  report.columns = {{"loss", [&] { return fmt::format("{:.6f}", r.losses.last("loss")); }},
+                    {"eps", [&] { return fmt::format("{:.4f}", r.egreedy->eps()); }}};
+  report.progress = [&] { return fmt::format("loss {:>8.4f} | eps {:.3f}", r.losses.last("loss"), r.egreedy->eps()); };
+  report.evaluation =
+      fmt::format("mean of {} greedy episodes of up to {} steps", cfg.eval_episodes, kMaxEpisodeSteps);
+  return ex::train_and_report(*r.trainer, report, cfg, flags, t0);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  return rlobj_examples::guarded_main(dqn::kProgram, [&] { return run(argc, argv); });
+  return rlobj_examples::guarded_main(kProgram, [&] { return run(argc, argv); });
 }

@@ -3,9 +3,9 @@
 //   sac_pendulum --seed 0 --total-frames 20000 --log-csv returns.csv
 //   sac_pendulum --help
 //
-// The training loop and the command line are shared with the other off-policy examples
-// (examples/offpolicy/).
+// The run (networks, loss, update, replay buffer on rlobj's trainer) and the command line are the
+// off-policy examples' (examples/common/offpolicy.h); this program picks SAC.
 
-#include "offpolicy/main.h"
+#include "common/offpolicy_main.h"
 
 int main(int argc, char** argv) { return offpolicy::main<offpolicy::SAC>(argc, argv); }

@@ -30,6 +30,7 @@
 #include "rlobj/envs/cartpole.h"
 
 // Data collection and storage (rlobj::collectors, rlobj::data), checkpoints
+#include "rlobj/collectors/common.h"
 #include "rlobj/collectors/sync.h"
 #include "rlobj/data/replay_buffer.h"
 #include "rlobj/data/samplers.h"
@@ -49,3 +50,7 @@
 #include "rlobj/objectives/a2c.h"
 #include "rlobj/objectives/reinforce.h"
 #include "rlobj/objectives/utils.h"
+#include "rlobj/trainers/checkpoint.h"
+#include "rlobj/trainers/trainer.h"
+#include "rlobj/trainers/update.h"
+#include "rlobj/trainers/hooks.h"

@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+#include "objectives/toy_loss.h"
 #include "test_utils.h"
 
 // Everything in a namespace of its own, so that a unity build can join test files.
@@ -18,74 +19,11 @@ namespace rl = rlobj;
 using rl::NestedKey;
 using rl::TensorDict;
 using rl::objectives::FiniteCheck;
-using rl::objectives::KeyField;
+using rlobj_test::ToyLoss;
+using rlobj_test::ToyLossOptions;
 using Catch::Matchers::Contains;
 
 namespace {
-
-// ---- The toy loss: TD(0) regression of a state-value critic towards r + gamma * V'(s'). ----
-
-struct ToyLossOptions {
-  TORCH_ARG(double, gamma) = 0.9;
-  TORCH_ARG(FiniteCheck, check_finite) = FiniteCheck::Auto;
-};
-
-struct ToyLossKeys {
-  NestedKey value = "state_value";
-  NestedKey reward = "reward";
-  static std::vector<KeyField<ToyLossKeys>> fields() {
-    return {{"value", &ToyLossKeys::value}, {"reward", &ToyLossKeys::reward}};
-  }
-};
-
-class ToyLossImpl : public rl::objectives::LossModuleBase<ToyLossOptions, ToyLossKeys> {
- public:
-  explicit ToyLossImpl(rl::modules::ValueOperator critic, ToyLossOptions options = {})
-      : LossModuleBase("ToyLoss", options), critic_(std::move(critic)) {
-    net_ = register_network("value_network", critic_.ptr(), rl::objectives::NetworkOptions().target(true));
-    keys_changed();
-  }
-  std::vector<std::string> out_keys() const override { return {"loss_value", "target_value"}; }
-
-  /// The exploration type `compute` last ran under (what the contract set).
-  std::optional<rl::modules::ExplorationType> seen_exploration;
-
- protected:
-  TensorDict compute(TensorDict& td) override {
-    seen_exploration = rl::modules::explicit_exploration_type();
-    const NestedKey next("next");
-    torch::Tensor target;
-    {
-      torch::NoGradGuard no_grad;
-      TensorDict next_td = net_.targets().front()->forward(td.get_sub(next).copy());
-      target = td.get(next / keys_.reward) + options.gamma() * next_td.get(keys_.value);
-    }
-    TensorDict in = net_.online.front()->forward(td.select(critic_->in_keys()));
-    torch::Tensor loss = (in.get(keys_.value) - target).pow(2).mean();
-    TensorDict out(TensorDict::BatchSize{});
-    out.set("loss_value", loss);
-    out.set("target_value", target.detach());
-    return out;
-  }
-  void keys_changed() override {
-    const NestedKey next("next");
-    std::vector<NestedKey> keys = {next / keys_.reward};
-    for (const auto& k : critic_->in_keys()) {
-      keys.push_back(k);
-      keys.push_back(next / k);
-    }
-    set_input_keys(keys, keys);
-  }
-
- private:
-  rl::modules::ValueOperator critic_;
-  rl::objectives::LossNetwork<rl::modules::ValueOperatorImpl> net_;
-};
-
-class ToyLoss : public rl::objectives::LossHolder<ToyLossImpl> {
- public:
-  using LossHolder::LossHolder;
-};
 
 rl::modules::ValueOperator toy_critic() {
   torch::manual_seed(3);

@@ -168,6 +168,34 @@ inline double ulp32(double x) {
 constexpr double kSafety = 8.0;
 constexpr double kUlpFloor = 8.0;
 
+/// Per record key (`"iterations/1/targets_after_update/target.qvalue1.2.weight"`), per element,
+/// the magnitude of the operands the element was computed from, when that exceeds the element's
+/// own: a number produced by cancellation (`x = a + b`, `|a|, |b| >> |x|`) carries the rounding
+/// error of `a` and `b`, and its ulp floor is taken at their magnitude.
+using OperandScales = std::map<std::string, torch::Tensor>;
+
+/// The operands of every soft target update of a run, `target = eps * target_before +
+/// (1 - eps) * source`: for each `<it>/targets_after_update/target.<p>`, elementwise
+/// `max(eps |target before|, (1 - eps) |source|)`, the target before being
+/// `<it-1>/targets_after_update/target.<p>` (or `initial/<p>`, the parameters the updater
+/// copied when built) and the source `<it>/params_after_adam/<p>`.
+inline OperandScales soft_update_scales(const Quantities& run, double eps, size_t iterations,
+                                        const std::vector<std::string>& params) {
+  OperandScales scales;
+  for (size_t i = 0; i < iterations; ++i) {
+    const std::string it = "iterations/" + std::to_string(i);
+    for (const auto& p : params) {
+      const std::string before = i == 0 ? "initial/" + p : "iterations/" + std::to_string(i - 1) + "/targets_after_update/target." + p;
+      const auto prev = run.find(before);
+      const auto source = run.find(it + "/params_after_adam/" + p);
+      if (prev == run.end() || source == run.end()) continue;
+      scales[it + "/targets_after_update/target." + p] =
+          torch::max(eps * prev->second.abs(), (1.0 - eps) * source->second.abs());
+    }
+  }
+  return scales;
+}
+
 /// The outcome of comparing one run with the reference.
 struct Report {
   int64_t compared = 0;
@@ -179,9 +207,11 @@ struct Report {
 /// Compares `run` with the reference records `records` (key -> record), each tolerance set
 /// by the spread of the `perturbed` runs around `base`, the unperturbed run of the same
 /// (unmutated) scenario: `run` itself when checking parity, a mutated run in the mutation
-/// tests (whose own changes must not widen the tolerances).
+/// tests (whose own changes must not widen the tolerances). `operands` raise the ulp floor of
+/// elements produced by cancellation (see `OperandScales`; taken from `base`).
 inline Report compare(const std::map<std::string, const nlohmann::json*>& records, const Quantities& run,
-                      const Quantities& base, const std::vector<Quantities>& perturbed) {
+                      const Quantities& base, const std::vector<Quantities>& perturbed,
+                      const OperandScales& operands = {}) {
   Report r;
   for (const auto& [key, rec] : records) {
     auto it = run.find(key);
@@ -209,8 +239,14 @@ inline Report compare(const std::map<std::string, const nlohmann::json*>& record
       const auto o = stats_of(*rec, other.at(key));
       for (size_t i = 0; i < got.size(); ++i) spread[i] = std::max(spread[i], std::abs(o[i].value - center[i].value));
     }
+    const auto op = operands.find(key);
+    const double* op_scale = op != operands.end() ? op->second.data_ptr<double>() : nullptr;
+    const int64_t op_n = op != operands.end() ? op->second.numel() : 0;
     for (size_t i = 0; i < got.size(); ++i) {
-      const double tol = kSafety * spread[i] + kUlpFloor * ulp32(std::max(got[i].scale, std::abs(want[i])));
+      double scale = std::max(got[i].scale, std::abs(want[i]));
+      // Elements only (not norms or sums): they come first, in order.
+      if (op_scale != nullptr && static_cast<int64_t>(i) < op_n && got[i].name[0] == '[') scale = std::max(scale, op_scale[i]);
+      const double tol = kSafety * spread[i] + kUlpFloor * ulp32(scale);
       const double err = std::abs(got[i].value - want[i]);
       ++r.compared;
       const double ratio = tol > 0 ? err / tol : (err > 0 ? INFINITY : 0.0);

@@ -144,6 +144,8 @@ parity::Quantities run_sac(const std::string& scenario, const parity::Perturbati
     if (learned && !target) parity::record(q, prefix + "/log_alpha", grads ? loss->log_alpha().grad() : loss->log_alpha());
   };
 
+  // What the updater copied into the targets (the operands of the first soft update).
+  record_params("initial", false, false);
   torch::optim::Adam optim(loss->parameters(), torch::optim::AdamOptions(ref["meta"]["adam"]["lr"].get<double>()));
   TensorDict batch = sac_batch(pert);
   const auto perm = pert.perm("batch", 8);
@@ -210,6 +212,15 @@ std::map<std::string, const nlohmann::json*> sac_records(const nlohmann::json& s
   return records;
 }
 
+/// The soft updates' operand magnitudes (see `parity::soft_update_scales`).
+parity::OperandScales sac_operands(const nlohmann::json& sc, const parity::Quantities& run) {
+  std::vector<std::string> params;
+  for (const char* net : {"qvalue0", "qvalue1"}) {
+    for (const auto& name : rlobj_test::mlp_param_names()) params.push_back(std::string(net) + "." + name);
+  }
+  return parity::soft_update_scales(run, sc["updater"]["eps"].get<double>(), sc["iterations"].size(), params);
+}
+
 }  // namespace
 
 TEST_CASE("SACLoss, Adam and SoftUpdate reproduce TorchRL 0.4.0", "[sac][parity]") {
@@ -220,9 +231,12 @@ TEST_CASE("SACLoss, Adam and SoftUpdate reproduce TorchRL 0.4.0", "[sac][parity]
       for (const auto& p : parity::tolerance_runs(kToleranceRuns)) spread.push_back(run_sac(scenario.key(), p, /*inject=*/true));
       // The compared run draws from LibTorch's generator, seeded as TorchRL was.
       const auto drawn = run_sac(scenario.key(), parity::Perturbation::none(), /*inject=*/false);
-      parity::require_match(parity::compare(records, drawn, drawn, spread), scenario.key());
+      parity::require_match(parity::compare(records, drawn, drawn, spread, sac_operands(scenario.value(), drawn)),
+                            scenario.key());
       const auto injected = run_sac(scenario.key(), parity::Perturbation::none(), /*inject=*/true);
-      parity::require_match(parity::compare(records, injected, injected, spread), scenario.key() + " (injected)");
+      parity::require_match(
+          parity::compare(records, injected, injected, spread, sac_operands(scenario.value(), injected)),
+          scenario.key() + " (injected)");
     }
   }
 }
@@ -248,7 +262,8 @@ TEST_CASE("SACLoss: parity fails under semantic mutations", "[sac][parity][mutat
     for (const auto& p : parity::tolerance_runs(kToleranceRuns)) spread.push_back(run_sac(c.scenario, p, /*inject=*/true));
     const auto base = run_sac(c.scenario, parity::Perturbation::none(), /*inject=*/true);
     const auto mutated = run_sac(c.scenario, parity::Perturbation::none(), /*inject=*/true, c.mutation);
-    const auto report = parity::compare(records, mutated, base, spread);
+    const auto report =
+        parity::compare(records, mutated, base, spread, sac_operands(sac_reference()["scenarios"][c.scenario], base));
     INFO(report.mismatches.size() << " mismatches, worst |diff|/tolerance " << report.worst_ratio);
     CHECK(report.compared > 0);
     CHECK(report.mismatches.size() > 0);

@@ -149,6 +149,8 @@ parity::Quantities run_td3(const std::string& scenario, const parity::Perturbati
     }
   };
 
+  // What the updater copied into the targets (the operands of the first soft update).
+  record_params("initial", false, false);
   torch::optim::Adam optim(loss->parameters(), torch::optim::AdamOptions(ref["meta"]["adam"]["lr"].get<double>()));
   TensorDict batch = td3_batch(pert);
   const auto perm = pert.perm("batch", 8);
@@ -205,6 +207,15 @@ std::map<std::string, const nlohmann::json*> td3_records(const nlohmann::json& s
   return records;
 }
 
+/// The soft updates' operand magnitudes (see `parity::soft_update_scales`).
+parity::OperandScales td3_operands(const nlohmann::json& sc, const parity::Quantities& run) {
+  std::vector<std::string> params;
+  for (const char* net : {"actor", "qvalue0", "qvalue1"}) {
+    for (const auto& name : rlobj_test::mlp_param_names()) params.push_back(std::string(net) + "." + name);
+  }
+  return parity::soft_update_scales(run, sc["updater"]["eps"].get<double>(), sc["iterations"].size(), params);
+}
+
 }  // namespace
 
 TEST_CASE("TD3Loss, Adam and SoftUpdate reproduce TorchRL 0.4.0", "[td3][parity]") {
@@ -215,10 +226,12 @@ TEST_CASE("TD3Loss, Adam and SoftUpdate reproduce TorchRL 0.4.0", "[td3][parity]
       for (const auto& p : parity::tolerance_runs()) spread.push_back(run_td3(scenario.key(), p, /*inject=*/true));
       // The compared run draws its noise from LibTorch's generator, seeded as TorchRL was.
       const auto drawn = run_td3(scenario.key(), parity::Perturbation::none(), /*inject=*/false);
-      parity::require_match(parity::compare(records, drawn, drawn, spread), scenario.key());
+      const auto operands = td3_operands(scenario.value(), drawn);
+      parity::require_match(parity::compare(records, drawn, drawn, spread, operands), scenario.key());
       // Injecting the recorded normals gives the same numbers.
       const auto injected = run_td3(scenario.key(), parity::Perturbation::none(), /*inject=*/true);
-      parity::require_match(parity::compare(records, injected, injected, spread), scenario.key() + " (injected)");
+      parity::require_match(parity::compare(records, injected, injected, spread, td3_operands(scenario.value(), injected)),
+                            scenario.key() + " (injected)");
     }
   }
 }
@@ -244,7 +257,8 @@ TEST_CASE("TD3Loss: parity fails under semantic mutations", "[td3][parity][mutat
     for (const auto& p : parity::tolerance_runs()) spread.push_back(run_td3(c.scenario, p, /*inject=*/true));
     const auto base = run_td3(c.scenario, parity::Perturbation::none(), /*inject=*/true);
     const auto mutated = run_td3(c.scenario, parity::Perturbation::none(), /*inject=*/true, c.mutation);
-    const auto report = parity::compare(records, mutated, base, spread);
+    const auto report =
+        parity::compare(records, mutated, base, spread, td3_operands(td3_reference()["scenarios"][c.scenario], base));
     INFO(report.mismatches.size() << " mismatches, worst |diff|/tolerance " << report.worst_ratio);
     CHECK(report.compared > 0);
     CHECK(report.mismatches.size() > 0);

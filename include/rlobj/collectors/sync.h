@@ -19,6 +19,7 @@
 #include <torch/types.h>
 #include <torch/utils.h>
 
+#include "rlobj/collectors/common.h"
 #include "rlobj/envs/common.h"
 #include "rlobj/modules/exploration_type.h"
 #include "rlobj/serialize.h"
@@ -40,7 +41,7 @@ namespace collectors {
 ///                                                /*total_frames=*/20000, /*init_random_frames=*/1000);
 /// for (rlobj::TensorDict batch : collector) rb.extend(batch);
 /// ```
-class SyncDataCollector {
+class SyncDataCollector : public DataCollectorBase {
  public:
   /// The type-erased policy: called on each step's root TensorDict, it writes the action.
   using Policy = std::function<void(TensorDict&)>;
@@ -76,7 +77,7 @@ class SyncDataCollector {
   /// a policy must write new tensors (`td.set`), not modify its input's in place, and a batch
   /// you keep must not be modified in place before the next call (the library's environments,
   /// modules and replay buffer never do either).
-  std::optional<TensorDict> next() {
+  std::optional<TensorDict> next() override {
     if (total_frames_ > 0 && frames_ >= total_frames_) return std::nullopt;
     if (!root_) root_ = env_->reset();
     const bool random = frames_ < init_random_frames_;
@@ -111,10 +112,10 @@ class SyncDataCollector {
   modules::ExplorationType exploration_type() const noexcept { return exploration_type_; }
 
   /// Frames collected so far.
-  int64_t frames() const noexcept { return frames_; }
+  int64_t frames() const noexcept override { return frames_; }
   /// Episodes finished so far (done flags seen). Reads a counter kept on the environment's
   /// device (a host sync on CUDA).
-  int64_t episodes() const { return episodes_ + (done_count_.defined() ? done_count_.item<int64_t>() : 0); }
+  int64_t episodes() const override { return episodes_ + (done_count_.defined() ? done_count_.item<int64_t>() : 0); }
   /// Transitions per batch, over all sub-environments.
   int64_t frames_per_batch() const noexcept { return frames_per_batch_; }
   /// Frames to collect before the iteration ends (-1: no limit).
@@ -124,7 +125,7 @@ class SyncDataCollector {
 
   /// Writes the collector's progress, the environments' current state and the env's
   /// generator into `archive`.
-  void save(torch::serialize::OutputArchive& archive) const {
+  void save(torch::serialize::OutputArchive& archive) const override {
     write_format(archive, "rlobj.SyncDataCollector");
     archive.write("counters", torch::tensor({frames_, episodes()}, torch::kInt64));
     archive.write("env_generator", env_->generator().get_state());
@@ -136,7 +137,7 @@ class SyncDataCollector {
   }
   /// Restores what `save` wrote.
   /// Everything is read and checked before anything changes.
-  void load(torch::serialize::InputArchive& archive) {
+  void load(torch::serialize::InputArchive& archive) override {
     check_format(archive, "rlobj.SyncDataCollector", "SyncDataCollector.load");
     torch::Tensor counters, gen;
     archive.read("counters", counters);

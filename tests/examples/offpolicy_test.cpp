@@ -1,4 +1,5 @@
-// The off-policy examples' training loop (DDPG, TD3, SAC): checkpoints resume exactly.
+// The off-policy examples' configuration of the library trainer (DDPG, TD3, SAC;
+// examples/common/offpolicy.h): checkpoints resume exactly, parallel runs do not interfere.
 #include <cstdio>
 #include <filesystem>
 #include <thread>
@@ -7,14 +8,13 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
-#include "ddpg_pendulum/trainer.h"
+#include "common/offpolicy.h"
 
 // Everything in a namespace of its own, so that a unity build can join test files.
-namespace rlobj_test_examples_ddpg_trainer_test {
+namespace rlobj_test_examples_offpolicy_test {
 
 using Catch::Matchers::Contains;
-using ddpg_pendulum::Config;
-using ddpg_pendulum::Trainer;
+using offpolicy::Config;
 
 namespace {
 Config small_config() {
@@ -31,42 +31,43 @@ Config small_config() {
 
 TEMPLATE_TEST_CASE("off-policy trainer: a resumed run continues exactly as if never stopped", "[example][checkpoint]",
                    offpolicy::DDPG, offpolicy::TD3, offpolicy::SAC) {
-  using Trainer = offpolicy::Trainer<TestType>;
+  using Run = offpolicy::Run<TestType>;
   const std::string path =
       (std::filesystem::temp_directory_path() / (std::string("rlobj_trainer_test_") + TestType::kProgram + ".pt"))
           .string();
-  Trainer straight(small_config());
-  while (straight.step()) {
-  }
-  CHECK(straight.frames() == 600);
-  CHECK(straight.updates() == 2 * (600 - 100) / 2 + 2);  // num_envs updates per batch once learning starts
+  Run straight(small_config());
+  straight.trainer->train();
+  CHECK(straight.trainer->frames() == 600);
+  CHECK(straight.trainer->updates() == 2 * (600 - 100) / 2 + 2);  // num_envs updates per batch once learning starts
 
-  Trainer first(small_config());
-  while (first.frames() < 300) first.step();
-  first.save(path);
+  Run first(small_config());
+  while (first.trainer->frames() < 300) first.trainer->step();
+  first.trainer->save(path);
   CHECK(std::filesystem::exists(path));
 
-  Trainer resumed(small_config());
-  resumed.load(path);
-  CHECK(resumed.frames() == 300);
-  while (resumed.step()) {
-  }
-  CHECK(resumed.updates() == straight.updates());
-  auto p1 = straight.loss()->parameters();
-  auto p2 = resumed.loss()->parameters();
+  Run resumed(small_config());
+  resumed.trainer->load(path);
+  CHECK(resumed.trainer->frames() == 300);
+  resumed.trainer->train();
+  CHECK(resumed.trainer->updates() == straight.trainer->updates());
+  auto p1 = straight.loss->parameters();
+  auto p2 = resumed.loss->parameters();
   for (size_t i = 0; i < p1.size(); ++i) CHECK(torch::equal(p1[i], p2[i]));
   const std::string target = std::string("target_") + TestType::kCritic + "_params";
-  auto t1 = straight.loss()->named_buffers()[target];
-  auto t2 = resumed.loss()->named_buffers()[target];
+  auto t1 = straight.loss->named_buffers()[target];
+  auto t2 = resumed.loss->named_buffers()[target];
   CHECK(torch::equal(t1, t2));
-  CHECK(straight.recent_return() == resumed.recent_return());
-  CHECK(straight.last_loss_value() == resumed.last_loss_value());
-  CHECK(straight.evaluate() == resumed.evaluate());
+  CHECK(straight.returns.recent_return() == resumed.returns.recent_return());
+  CHECK(straight.losses.last(TestType::kCriticLoss) == resumed.losses.last(TestType::kCriticLoss));
+  const auto evaluate = [](Run& r) {
+    return rlobj::trainers::Evaluator(r.eval_env, r.actor, rlobj::trainers::EvaluatorOptions().max_steps(200))();
+  };
+  CHECK(evaluate(straight) == evaluate(resumed));
 
   Config other = small_config();
   other.num_cells = {8};
-  Trainer incompatible(other);
-  REQUIRE_THROWS_WITH(incompatible.load(path), Contains("was made with"));
+  Run incompatible(other);
+  REQUIRE_THROWS_WITH(incompatible.trainer->load(path), Contains("was made with"));
   std::remove(path.c_str());
 }
 
@@ -75,11 +76,10 @@ TEST_CASE("ddpg_pendulum: trainers in parallel threads train as they do one afte
     Config cfg = small_config();
     cfg.seed = seed;
     cfg.total_frames = 300;
-    Trainer t(cfg);
-    while (t.step()) {
-    }
+    offpolicy::Run<offpolicy::DDPG> r(cfg);
+    r.trainer->train();
     std::vector<torch::Tensor> params;
-    for (const auto& p : t.loss()->parameters()) params.push_back(p.detach().clone());
+    for (const auto& p : r.loss->parameters()) params.push_back(p.detach().clone());
     return params;
   };
   const auto a = run(4), b = run(5);
@@ -94,4 +94,4 @@ TEST_CASE("ddpg_pendulum: trainers in parallel threads train as they do one afte
   }
 }
 
-}  // namespace rlobj_test_examples_ddpg_trainer_test
+}  // namespace rlobj_test_examples_offpolicy_test
