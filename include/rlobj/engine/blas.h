@@ -1,0 +1,112 @@
+#pragma once
+
+/// \file
+/// The matrix products of rlobj's fused update engine, on the BLAS LibTorch itself uses: the
+/// Fortran `sgemm_` already loaded into the process (Debian's LibTorch links the system BLAS,
+/// OpenBLAS; pip's exports its bundled MKL's), found with `dlsym` so that nothing extra is linked
+/// and the kernels are LibTorch's own. `linear_gemm` issues exactly the call ATen's `addmm` /
+/// `mm` make for the same operands (`addmm_impl_cpu_`'s choice of transposes and leading dims
+/// for row-major contiguous matrices), so a product computed here equals LibTorch's bit for bit.
+
+#include <dlfcn.h>
+
+#include <cstdint>
+#include <string>
+
+#include <c10/util/Exception.h>
+
+namespace rlobj {
+namespace engine {
+namespace detail {
+
+/// Fortran BLAS single-precision GEMM (LP64).
+using SgemmFn = void (*)(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+                         const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+                         const float* beta, float* c, const int* ldc);
+
+/// The process's `sgemm_`, or null when no BLAS exports one (then the engine is not used).
+inline SgemmFn sgemm_fn() {
+  static const SgemmFn fn = reinterpret_cast<SgemmFn>(::dlsym(RTLD_DEFAULT, "sgemm_"));
+  return fn;
+}
+
+/// Why the engine cannot run matrix products here, or empty.
+inline std::string blas_unavailable() {
+  return sgemm_fn() == nullptr ? "no sgemm_ in the process (LibTorch without an external BLAS)" : std::string();
+}
+
+}  // namespace detail
+
+/// A row-major matrix view: `rows x cols` elements at `data`, row `r` at `data + r * ld`, or
+/// the transpose of such a matrix (`transposed`: element (i, j) at `data[j * ld + i]`).
+struct MatrixView {
+  const float* data = nullptr;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t ld = 0;
+  bool transposed = false;
+
+  /// Strides in elements, as a tensor of this view would have them.
+  int64_t stride0() const { return transposed ? 1 : ld; }
+  int64_t stride1() const { return transposed ? ld : 1; }
+};
+
+/// `C = alpha * A B + beta * C` for a row-major contiguous `C` (`m x n`, leading dim `n`), with
+/// the transposes and leading dims ATen's `addmm_impl_cpu_` picks for these operands, then
+/// `cpublas::gemm`'s normalisation of degenerate dims, then `sgemm_` (column-major).
+inline void gemm(const MatrixView& a, const MatrixView& b, float* c, float alpha, float beta) {
+  const int64_t m_rows = a.rows, n_cols = b.cols;
+  TORCH_CHECK(a.cols == b.rows, "engine::gemm: inner dims differ (", a.cols, " vs ", b.rows, ")");
+  // The result's strides: (n, 1); ATen's first branch takes it as column-major when it is a
+  // column ([m, 1], strides (1, 1)).
+  const bool column_result = n_cols == 1;
+  MatrixView m1 = a, m2 = b;
+  bool transpose_c = false;
+  if (!column_result) {
+    std::swap(m1, m2);
+    transpose_c = true;
+  }
+  const int64_t m = transpose_c ? n_cols : m_rows;
+  const int64_t n = transpose_c ? m_rows : n_cols;
+  const int64_t k = transpose_c ? m1.rows : m1.cols;
+  const auto s = [&](const MatrixView& v, int i) { return i == 0 ? v.stride0() : v.stride1(); };
+  bool transpose_a = false;
+  if (s(m1, transpose_c ? 1 : 0) == 1 && s(m1, transpose_c ? 0 : 1) >= std::max<int64_t>(1, m)) {
+    transpose_a = false;
+  } else if (s(m1, transpose_c ? 0 : 1) == 1 && s(m1, transpose_c ? 1 : 0) >= std::max<int64_t>(1, k)) {
+    transpose_a = true;
+  } else {
+    TORCH_CHECK(false, "engine::gemm: an operand layout ATen would copy");
+  }
+  bool transpose_b = false;
+  if (s(m2, transpose_c ? 1 : 0) == 1 && s(m2, transpose_c ? 0 : 1) >= std::max<int64_t>(1, k)) {
+    transpose_b = false;
+  } else if (s(m2, transpose_c ? 0 : 1) == 1 && s(m2, transpose_c ? 1 : 0) >= std::max<int64_t>(1, n)) {
+    transpose_b = true;
+  } else {
+    TORCH_CHECK(false, "engine::gemm: an operand layout ATen would copy");
+  }
+  int64_t lda = s(m1, (transpose_a == transpose_c) ? 1 : 0);
+  int64_t ldb = s(m2, (transpose_b == transpose_c) ? 1 : 0);
+  int64_t ldc = transpose_c ? n_cols : 1;  // c's strides: (n_cols, 1)
+  if (!transpose_c) ldc = 1;
+  // cpublas's normalize_last_dims.
+  if (n == 1) ldc = m;
+  if (transpose_a) {
+    if (m == 1) lda = k;
+  } else if (k == 1) {
+    lda = m;
+  }
+  if (transpose_b) {
+    if (k == 1) ldb = n;
+  } else if (n == 1) {
+    ldb = k;
+  }
+  const char ta = transpose_a ? 't' : 'n', tb = transpose_b ? 't' : 'n';
+  const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
+  const int ldai = static_cast<int>(lda), ldbi = static_cast<int>(ldb), ldci = static_cast<int>(ldc);
+  detail::sgemm_fn()(&ta, &tb, &mi, &ni, &ki, &alpha, m1.data, &ldai, m2.data, &ldbi, &beta, c, &ldci);
+}
+
+}  // namespace engine
+}  // namespace rlobj
