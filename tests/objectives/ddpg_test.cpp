@@ -1,3 +1,4 @@
+#include <rlobj/engine/actor_critic.h>
 #include <rlobj/objectives/ddpg.h>
 #include <rlobj/objectives/utils.h>
 
@@ -38,8 +39,10 @@ struct Mutation {
 
 /// One run of a reference scenario of ddpg_torchrl.json: every quantity the reference
 /// records, in its layout.
+/// `engine`: the update on `rlobj::engine::ActorCriticEngine` (where it computes the run: float32,
+/// a mean reduction), op by op otherwise.
 parity::Quantities run_ddpg(const nlohmann::json& sc, const parity::Perturbation& pert, bool extra_truncations,
-                            const Mutation& mut = {}) {
+                            const Mutation& mut = {}, bool engine = false) {
   const auto& meta = reference()["meta"];
   ReferenceNets nets(pert);
   DDPGLossOptions options;
@@ -50,12 +53,12 @@ parity::Quantities run_ddpg(const nlohmann::json& sc, const parity::Perturbation
   if (mut.gamma) loss->make_value_estimator(ValueEstimators::TD0, value::ValueEstimatorOptions().gamma(*mut.gamma));
   if (mut.done_as_mask) loss->set_keys({{"terminated", "done"}});
 
-  std::unique_ptr<TargetNetUpdater> updater;
+  std::shared_ptr<TargetNetUpdater> updater;
   if (sc["updater"] == "hard") {
-    updater = std::make_unique<HardUpdate>(loss, meta["hard_update_interval"].get<int64_t>());
+    updater = std::make_shared<HardUpdate>(loss, meta["hard_update_interval"].get<int64_t>());
   } else {
     const double eps = meta["soft_update_eps"].get<double>();
-    updater = std::make_unique<SoftUpdate>(loss, SoftUpdateOptions().eps(mut.eps_tau_swapped ? 1.0 - eps : eps));
+    updater = std::make_shared<SoftUpdate>(loss, SoftUpdateOptions().eps(mut.eps_tau_swapped ? 1.0 - eps : eps));
   }
   auto target_of = [&](const std::string& canonical) {
     const bool is_actor = canonical.rfind("actor.", 0) == 0;
@@ -84,13 +87,25 @@ parity::Quantities run_ddpg(const nlohmann::json& sc, const parity::Perturbation
   };
   record_targets("targets_after_updater_init");
 
-  torch::optim::Adam optim(loss->parameters(), torch::optim::AdamOptions(meta["adam"]["lr"].get<double>()));
+  auto optim = std::make_shared<torch::optim::Adam>(loss->parameters(),
+                                                    torch::optim::AdamOptions(meta["adam"]["lr"].get<double>()));
+  std::unique_ptr<rlobj::engine::ActorCriticEngine> fused;
+  if (engine) {
+    std::string why;
+    fused = rlobj::engine::ActorCriticEngine::make(loss, optim, optim, updater, &why);
+    // The engine computes every float32 mean-reduced run (the float64 perturbation and the
+    // sum-reduction mutation run op by op).
+    const bool computable = pert.dtype == torch::kFloat32 && !mut.sum_reduction;
+    INFO(why);
+    REQUIRE((fused != nullptr) == computable);
+  }
   auto batch = reference_batch(pert, extra_truncations);
   const auto unpermute = torch::argsort(pert.perm("batch", batch.batch_size()[0]));
   const int64_t n_iter = static_cast<int64_t>(sc["iterations"].size());
   for (int64_t i = 0; i < n_iter; ++i) {
     const std::string it = "iterations/" + std::to_string(i);
-    TensorDict out = loss(batch);
+    TensorDict out = fused ? fused->critic_loss(batch) : loss(batch);
+    if (fused) out.update(fused->actor_loss(batch));
     for (const auto& item : out.items()) {
       const auto& t = item.second.tensor();
       const bool per_sample = t.dim() == 1;
@@ -100,14 +115,23 @@ parity::Quantities run_ddpg(const nlohmann::json& sc, const parity::Perturbation
     parity::record(q, it + "/batch_td_error", batch.get("td_error").index_select(0, unpermute));
     torch::Tensor total = sum_losses(out);
     parity::record(q, it + "/total_loss", total);
-    total.backward();
+    if (!fused) total.backward();
     record_params(it + "/grads", /*grads=*/true);
-    optim.step();
+    if (fused) {
+      fused->step_critic();
+      fused->step_actor();
+    } else {
+      optim->step();
+    }
     record_params(it + "/params_after_adam", false);
-    updater->step();
+    if (fused) {
+      fused->update_targets();
+    } else {
+      updater->step();
+    }
     record_params(it + "/params_after_update", false);
     record_targets(it + "/targets_after_update");
-    optim.zero_grad();
+    if (!fused) optim->zero_grad();  // the engine overwrites the gradients
   }
   return q;
 }
@@ -148,12 +172,20 @@ const Spread& ddpg_spread(const std::string& scenario, bool extra_truncations) {
   return s;
 }
 
-parity::Report ddpg_report(const std::string& scenario, bool extra_truncations, const Mutation& mut = {}) {
+/// `engine`: the compared run on the fused engine, compared on what it outputs, within the
+/// tolerances of the op-by-op path (the engine's reductions in another order are one more
+/// reordering, which those tolerances bound; a spread of engine runs would also take in the
+/// float64 run, which the engine leaves to the op-by-op path, and a fault of the engine's).
+parity::Report ddpg_report(const std::string& scenario, bool extra_truncations, const Mutation& mut = {},
+                           bool engine = false) {
   const auto& sc = reference()["scenarios"][scenario];
   const auto& spread = ddpg_spread(scenario, extra_truncations);
   const bool mutated = mut.gamma || mut.done_as_mask || mut.sum_reduction || mut.eps_tau_swapped;
-  return parity::compare(ddpg_records(sc),
-                         mutated ? run_ddpg(sc, parity::Perturbation::none(), extra_truncations, mut) : spread.base,
+  auto records = ddpg_records(sc);
+  if (engine) records = parity::engine_records(records);
+  return parity::compare(records,
+                         mutated || engine ? run_ddpg(sc, parity::Perturbation::none(), extra_truncations, mut, engine)
+                                           : spread.base,
                          spread.base, spread.perturbed);
 }
 
@@ -211,12 +243,15 @@ TEST_CASE("DDPGLoss, Adam and target updaters reproduce TorchRL 0.4.0", "[ddpg][
           CHECK(updater.counter() == it["hard_counter_after_step"].get<int64_t>());
         }
       }
-      // Every number, within its derived tolerance.
-      parity::require_match(ddpg_report(scenario.key(), /*extra_truncations=*/false), scenario.key());
-      // Rows that are done but not terminated (truncations) change nothing: TD(0) bootstraps
-      // through them.
-      parity::require_match(ddpg_report(scenario.key(), /*extra_truncations=*/true),
-                            scenario.key() + " with extra truncations");
+      // Every number, within its derived tolerance, op by op and on the fused engine.
+      for (const bool engine : {false, true}) {
+        const std::string path = engine ? " (fused engine)" : "";
+        parity::require_match(ddpg_report(scenario.key(), /*extra_truncations=*/false, {}, engine), scenario.key() + path);
+        // Rows that are done but not terminated (truncations) change nothing: TD(0) bootstraps
+        // through them.
+        parity::require_match(ddpg_report(scenario.key(), /*extra_truncations=*/true, {}, engine),
+                              scenario.key() + " with extra truncations" + path);
+      }
     }
   }
 }
@@ -243,14 +278,17 @@ TEST_CASE("DDPG parity tests fail under semantic mutations", "[ddpg][parity][mut
                         Case{"soft update with eps and tau swapped", swapped, true}}) {
     for (const auto& scenario : reference()["scenarios"].items()) {
       if (c.soft_only && scenario.value()["updater"] != "soft") continue;
-      INFO(c.name << ", scenario " << scenario.key());
-      // The mask mutation needs rows whose done and terminated differ: the batch with extra
-      // truncations, which the unmutated loss reproduces exactly (above).
-      const auto report = ddpg_report(scenario.key(), /*extra_truncations=*/c.mutation.done_as_mask, c.mutation);
-      INFO(report.mismatches.size() << " mismatches, worst |diff|/tolerance " << report.worst_ratio << " at "
-                                    << report.worst);
-      CHECK(report.compared > 0);
-      CHECK(report.mismatches.size() > 0);
+      for (const bool engine : {false, true}) {
+        INFO(c.name << ", scenario " << scenario.key() << (engine ? ", fused engine" : ""));
+        // The mask mutation needs rows whose done and terminated differ: the batch with extra
+        // truncations, which the unmutated loss reproduces exactly (above).
+        const auto report =
+            ddpg_report(scenario.key(), /*extra_truncations=*/c.mutation.done_as_mask, c.mutation, engine);
+        INFO(report.mismatches.size() << " mismatches, worst |diff|/tolerance " << report.worst_ratio << " at "
+                                      << report.worst);
+        CHECK(report.compared > 0);
+        CHECK(report.mismatches.size() > 0);
+      }
     }
   }
 }

@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <cstdlib>
 #include <cstdint>
@@ -276,6 +277,23 @@ inline void collect_records(const nlohmann::json& node, const std::string& prefi
     return;
   }
   for (const auto& kv : node.items()) collect_records(kv.value(), prefix.empty() ? kv.key() : prefix + "/" + kv.key(), out);
+}
+
+/// The records an update on the fused engine produces: all but the loss's logging entries
+/// (`.../loss_out/<key>` and `.../per_sample/<key>` other than the `loss_*` ones), which the
+/// engine does not output.
+inline std::map<std::string, const nlohmann::json*> engine_records(
+    const std::map<std::string, const nlohmann::json*>& records) {
+  std::map<std::string, const nlohmann::json*> out;
+  for (const auto& [key, rec] : records) {
+    bool logging = false;
+    for (const char* part : {"/loss_out/", "/per_sample/"}) {
+      const auto at = key.find(part);
+      if (at != std::string::npos && key.compare(at + std::strlen(part), 5, "loss_") != 0) logging = true;
+    }
+    if (!logging) out[key] = rec;
+  }
+  return out;
 }
 
 /// Prints a report's first mismatches and CHECKs that there are none.

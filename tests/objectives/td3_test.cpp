@@ -1,3 +1,4 @@
+#include <rlobj/engine/actor_critic.h>
 #include <rlobj/objectives/td3.h>
 #include <rlobj/objectives/utils.h>
 
@@ -84,8 +85,10 @@ struct Mutation {
   bool sum_reduction = false;         ///< drop the 1/B of the mean
 };
 
+/// `engine`: the update on `rlobj::engine::ActorCriticEngine` where it computes the run (float32,
+/// a mean reduction), op by op otherwise.
 parity::Quantities run_td3(const std::string& scenario, const parity::Perturbation& pert, bool inject,
-                           const Mutation& mut = {}) {
+                           const Mutation& mut = {}, bool engine = false) {
   const auto& ref = td3_reference();
   const auto& sc = ref["scenarios"][scenario];
   const auto& kw = sc["loss_kwargs"];
@@ -121,7 +124,7 @@ parity::Quantities run_td3(const std::string& scenario, const parity::Perturbati
       }
     }
   }
-  SoftUpdate updater(loss, SoftUpdateOptions().eps(sc["updater"]["eps"].get<double>()));
+  auto updater = std::make_shared<SoftUpdate>(loss, SoftUpdateOptions().eps(sc["updater"]["eps"].get<double>()));
 
   // canonical "actor.0.weight" / "qvalue1.2.bias" -> (network, layout, local name)
   auto locate = [&](const std::string& canonical, bool target) {
@@ -151,7 +154,15 @@ parity::Quantities run_td3(const std::string& scenario, const parity::Perturbati
 
   // What the updater copied into the targets (the operands of the first soft update).
   record_params("initial", false, false);
-  torch::optim::Adam optim(loss->parameters(), torch::optim::AdamOptions(ref["meta"]["adam"]["lr"].get<double>()));
+  auto optim = std::make_shared<torch::optim::Adam>(loss->parameters(),
+                                                    torch::optim::AdamOptions(ref["meta"]["adam"]["lr"].get<double>()));
+  std::unique_ptr<rlobj::engine::ActorCriticEngine> fused;
+  if (engine) {
+    std::string why;
+    fused = rlobj::engine::ActorCriticEngine::make(loss, optim, optim, updater, &why);
+    INFO(why);
+    REQUIRE((fused != nullptr) == (pert.dtype == torch::kFloat32 && !mut.sum_reduction));
+  }
   TensorDict batch = td3_batch(pert);
   const auto perm = pert.perm("batch", 8);
   const auto unpermute = torch::argsort(perm);
@@ -166,7 +177,8 @@ parity::Quantities run_td3(const std::string& scenario, const parity::Perturbati
     } else if (noise.contains("seed") && !noise["seed"].is_null()) {
       torch::manual_seed(noise["seed"].get<uint64_t>());
     }
-    TensorDict out = loss(batch);
+    TensorDict out = fused ? fused->critic_loss(batch) : loss(batch);
+    if (fused) out.update(fused->actor_loss(batch));
     for (const auto& item : out.items()) {
       torch::Tensor t = item.second.tensor();
       if (t.dim() >= 1) t = t.index_select(t.dim() - 1, unpermute);
@@ -175,14 +187,23 @@ parity::Quantities run_td3(const std::string& scenario, const parity::Perturbati
     parity::record(q, it + "/batch_td_error", batch.get("td_error").index_select(0, unpermute));
     torch::Tensor total = sum_losses(out);
     parity::record(q, it + "/total_loss", total);
-    total.backward();
+    if (!fused) total.backward();
     record_params(it + "/grads", /*grads=*/true, false);
-    optim.step();
+    if (fused) {
+      fused->step_critic();
+      fused->step_actor();
+    } else {
+      optim->step();
+    }
     record_params(it + "/params_after_adam", false, false);
-    updater.step();
+    if (fused) {
+      fused->update_targets();
+    } else {
+      updater->step();
+    }
     record_params(it + "/params_after_update", false, false);
     record_params(it + "/targets_after_update", false, /*target=*/true);
-    optim.zero_grad();
+    if (!fused) optim->zero_grad();  // the engine overwrites the gradients
   }
   return q;
 }
@@ -220,18 +241,25 @@ parity::OperandScales td3_operands(const nlohmann::json& sc, const parity::Quant
 
 TEST_CASE("TD3Loss, Adam and SoftUpdate reproduce TorchRL 0.4.0", "[td3][parity]") {
   for (const auto& scenario : td3_reference()["scenarios"].items()) {
-    DYNAMIC_SECTION("scenario " << scenario.key()) {
-      const auto records = td3_records(scenario.value());
-      std::vector<parity::Quantities> spread;
-      for (const auto& p : parity::tolerance_runs()) spread.push_back(run_td3(scenario.key(), p, /*inject=*/true));
-      // The compared run draws its noise from LibTorch's generator, seeded as TorchRL was.
-      const auto drawn = run_td3(scenario.key(), parity::Perturbation::none(), /*inject=*/false);
-      const auto operands = td3_operands(scenario.value(), drawn);
-      parity::require_match(parity::compare(records, drawn, drawn, spread, operands), scenario.key());
-      // Injecting the recorded normals gives the same numbers.
-      const auto injected = run_td3(scenario.key(), parity::Perturbation::none(), /*inject=*/true);
-      parity::require_match(parity::compare(records, injected, injected, spread, td3_operands(scenario.value(), injected)),
-                            scenario.key() + " (injected)");
+    for (const bool engine : {false, true}) {
+      DYNAMIC_SECTION("scenario " << scenario.key() << (engine ? " on the fused engine" : "")) {
+        auto records = td3_records(scenario.value());
+        if (engine) records = parity::engine_records(records);
+        std::vector<parity::Quantities> spread;
+        // The tolerances: the op-by-op path's (see ddpg_report in ddpg_test.cpp).
+        for (const auto& p : parity::tolerance_runs()) spread.push_back(run_td3(scenario.key(), p, /*inject=*/true));
+        // The compared run draws its noise from LibTorch's generator, seeded as TorchRL was.
+        const auto base = run_td3(scenario.key(), parity::Perturbation::none(), /*inject=*/true);
+        const auto drawn = run_td3(scenario.key(), parity::Perturbation::none(), /*inject=*/false, {}, engine);
+        const auto operands = td3_operands(scenario.value(), drawn);
+        const std::string path = engine ? " (fused engine)" : "";
+        parity::require_match(parity::compare(records, drawn, base, spread, operands), scenario.key() + path);
+        // Injecting the recorded normals gives the same numbers.
+        const auto injected = run_td3(scenario.key(), parity::Perturbation::none(), /*inject=*/true, {}, engine);
+        parity::require_match(
+            parity::compare(records, injected, base, spread, td3_operands(scenario.value(), injected)),
+            scenario.key() + " (injected)" + path);
+      }
     }
   }
 }
@@ -251,17 +279,20 @@ TEST_CASE("TD3Loss: parity fails under semantic mutations", "[td3][parity][mutat
                         Case{"noise clipped at 0.4", clip, "policy_noise_0.2_seeded"},
                         Case{"done as the bootstrap mask", mask, "policy_noise_0"},
                         Case{"a missing 1/B", sum, "policy_noise_0"}}) {
-    INFO(c.name);
-    const auto records = td3_records(td3_reference()["scenarios"][c.scenario]);
-    std::vector<parity::Quantities> spread;
-    for (const auto& p : parity::tolerance_runs()) spread.push_back(run_td3(c.scenario, p, /*inject=*/true));
-    const auto base = run_td3(c.scenario, parity::Perturbation::none(), /*inject=*/true);
-    const auto mutated = run_td3(c.scenario, parity::Perturbation::none(), /*inject=*/true, c.mutation);
-    const auto report =
-        parity::compare(records, mutated, base, spread, td3_operands(td3_reference()["scenarios"][c.scenario], base));
-    INFO(report.mismatches.size() << " mismatches, worst |diff|/tolerance " << report.worst_ratio);
-    CHECK(report.compared > 0);
-    CHECK(report.mismatches.size() > 0);
+    for (const bool engine : {false, true}) {
+      INFO(c.name << (engine ? ", fused engine" : ""));
+      auto records = td3_records(td3_reference()["scenarios"][c.scenario]);
+      if (engine) records = parity::engine_records(records);
+      std::vector<parity::Quantities> spread;
+      for (const auto& p : parity::tolerance_runs()) spread.push_back(run_td3(c.scenario, p, /*inject=*/true));
+      const auto base = run_td3(c.scenario, parity::Perturbation::none(), /*inject=*/true);
+      const auto mutated = run_td3(c.scenario, parity::Perturbation::none(), /*inject=*/true, c.mutation, engine);
+      const auto report =
+          parity::compare(records, mutated, base, spread, td3_operands(td3_reference()["scenarios"][c.scenario], base));
+      INFO(report.mismatches.size() << " mismatches, worst |diff|/tolerance " << report.worst_ratio);
+      CHECK(report.compared > 0);
+      CHECK(report.mismatches.size() > 0);
+    }
   }
 }
 

@@ -40,15 +40,23 @@ inline std::string blas_unavailable() {
 /// A row-major matrix view: `rows x cols` elements at `data`, row `r` at `data + r * ld`, or
 /// the transpose of such a matrix (`transposed`: element (i, j) at `data[j * ld + i]`).
 struct MatrixView {
-  const float* data = nullptr;
-  int64_t rows = 0;
-  int64_t cols = 0;
-  int64_t ld = 0;
-  bool transposed = false;
+  const float* data = nullptr;  ///< the first element
+  int64_t rows = 0;             ///< rows of the (possibly transposed) matrix
+  int64_t cols = 0;             ///< columns of the (possibly transposed) matrix
+  int64_t ld = 0;               ///< elements between rows of the stored row-major matrix
+  bool transposed = false;      ///< the view is the transpose of the stored matrix
 
-  /// Strides in elements, as a tensor of this view would have them.
+  /// The stride of dim 0, in elements, as a tensor of this view would have it.
   int64_t stride0() const { return transposed ? 1 : ld; }
+  /// The stride of dim 1.
   int64_t stride1() const { return transposed ? ld : 1; }
+
+  /// A row-major `rows x cols` matrix at `data` (leading dim `cols`).
+  static MatrixView rows_of(const float* data, int64_t rows, int64_t cols) { return {data, rows, cols, cols, false}; }
+  /// The transpose of the row-major `rows x cols` matrix at `data`: a `cols x rows` view.
+  static MatrixView transpose_of(const float* data, int64_t rows, int64_t cols) {
+    return {data, cols, rows, cols, true};
+  }
 };
 
 /// `C = alpha * A B + beta * C` for a row-major contiguous `C` (`m x n`, leading dim `n`), with
@@ -88,8 +96,7 @@ inline void gemm(const MatrixView& a, const MatrixView& b, float* c, float alpha
   }
   int64_t lda = s(m1, (transpose_a == transpose_c) ? 1 : 0);
   int64_t ldb = s(m2, (transpose_b == transpose_c) ? 1 : 0);
-  int64_t ldc = transpose_c ? n_cols : 1;  // c's strides: (n_cols, 1)
-  if (!transpose_c) ldc = 1;
+  int64_t ldc = transpose_c ? n_cols : 1;  // c's strides are (n_cols, 1)
   // cpublas's normalize_last_dims.
   if (n == 1) ldc = m;
   if (transpose_a) {

@@ -146,6 +146,16 @@ class LossModuleImpl : public torch::nn::Module {
     return run(td, [this](TensorDict& batch) { return compute(batch); });
   }
 
+  /// `forward`'s checks of `td` (the declared keys, dtypes, shapes, the finite rule) and the
+  /// re-linking of the parameter groups, without computing anything: what an update engine that
+  /// computes the loss itself (`rlobj::engine`) runs first, so that a batch the loss would refuse
+  /// is refused the same way, before anything changes.
+  void validate(const TensorDict& td) {
+    check_inputs(td);
+    detail::check_finite_inputs(name_.c_str(), td, input_keys_, finite_check());
+    ensure_linked();
+  }
+
   /// The loss's TorchRL class name (`"SACLoss"`), which starts its error messages.
   const std::string& loss_name() const noexcept { return name_; }
   /// Every key `forward` may read, sorted (TorchRL's `in_keys`).
@@ -465,9 +475,7 @@ class LossModuleImpl : public torch::nn::Module {
   /// (`forward`, `actor_loss`, ...) goes through it.
   template <typename Body>
   TensorDict run(TensorDict& td, Body&& body) {
-    check_inputs(td);
-    detail::check_finite_inputs(name_.c_str(), td, input_keys_, finite_check());
-    ensure_linked();
+    validate(td);
     modules::SetExplorationType exploration(sampling_mode_);
     return body(td);
   }

@@ -125,6 +125,14 @@ class TD3LossImpl : public ActorQValueLossBase<TD3LossOptions, ActorT, QValueT> 
     return {"loss_actor", "loss_qvalue", "pred_value", "state_action_value_actor", "next_state_value", "target_value"};
   }
 
+  /// The target policy smoothing noise for `action`: `clamp(policy_noise * N(0, 1), -noise_clip,
+  /// noise_clip)`, the normals from `standard_normal_like` (one draw on LibTorch's default
+  /// generator, as TorchRL's `randn_like`).
+  torch::Tensor smoothing_noise(const torch::Tensor& action) {
+    return (standard_normal_like(action) * this->options.policy_noise())
+        .clamp(-this->options.noise_clip(), this->options.noise_clip());
+  }
+
   /// The lower bound the smoothed target action is clamped into (a buffer).
   const torch::Tensor& min_action() const noexcept { return min_action_; }
   /// The upper bound the smoothed target action is clamped into (a buffer).
@@ -197,9 +205,7 @@ class TD3LossImpl : public ActorQValueLossBase<TD3LossOptions, ActorT, QValueT> 
     const auto& keys = this->keys_;
     const auto& options = this->options;
     // The smoothing noise: drawn before the target is computed (TorchRL).
-    const torch::Tensor& action = td.get(keys.action);
-    torch::Tensor noise =
-        (standard_normal_like(action) * options.policy_noise()).clamp(-options.noise_clip(), options.noise_clip());
+    torch::Tensor noise = smoothing_noise(td.get(keys.action));
     torch::Tensor next_q, target;
     {
       torch::NoGradGuard no_grad;

@@ -10,7 +10,7 @@
 ///   (DQN, PPO, A2C, ...), an optional gradient-norm clip and target updater;
 /// * `ActorCriticUpdate`: separate actor, critic (and SAC's temperature) optimisers with a
 ///   delayed policy update (DDPG, TD3, SAC), the critic stepped first where TorchRL's TD3
-///   example does.
+///   example does; DDPG and TD3 on the fused update engine (`rlobj/engine/`) where it applies.
 ///
 /// A hand-written `loss -> backward -> step -> update` gives the same numbers.
 
@@ -28,6 +28,7 @@
 #include <torch/serialize/archive.h>
 #include <torch/types.h>
 
+#include "rlobj/engine/actor_critic.h"
 #include "rlobj/objectives/utils.h"
 #include "rlobj/tensordict.h"
 #include "rlobj/trainers/checkpoint.h"
@@ -133,6 +134,16 @@ class LossUpdate {
   LossUpdateOptions options_;
 };
 
+/// How `ActorCriticUpdate` computes an update.
+enum class UpdateEngine {
+  /// The fused engine (`rlobj::engine::ActorCriticEngine`) where it applies, else op by op.
+  Auto,
+  /// The fused engine; a `c10::ValueError` saying why when it does not apply.
+  Fused,
+  /// `loss(batch)`, `backward`, the optimisers' and the updater's `step`, op by op.
+  OpByOp,
+};
+
 /// Options of `ActorCriticUpdate`.
 struct ActorCriticUpdateOptions {
   /// The actor (and the temperature) are stepped, and the targets updated, every
@@ -143,10 +154,20 @@ struct ActorCriticUpdateOptions {
   /// `actor_loss`). Otherwise (DDPG's and SAC's examples) one forward, the summed losses (only
   /// the critic's off the actor's turn), one backward, every optimiser.
   TORCH_ARG(bool, critic_first) = false;
+  /// Which path computes the update (`path()` and `reason()` say which one did and why).
+  TORCH_ARG(UpdateEngine, engine) = UpdateEngine::Auto;
 };
 
 /// The update of TorchRL's DDPG, TD3 and SAC examples: an actor optimiser, a critic optimiser
 /// and, for SAC, a temperature optimiser, with a delayed policy update and a soft target update.
+///
+/// Where it applies (DDPG and TD3 over rlobj MLPs, Adam, float32 on the CPU: see
+/// `engine::ActorCriticEngine::make`), the update runs on the fused engine: the same quantities
+/// without autograd or per-op dispatch, its state where the op-by-op path keeps it (the loss's
+/// parameters, the optimisers' state, the targets), so checkpoints and a hand-written loop
+/// interoperate. There the result holds the losses only (`loss_actor` on the actor's turns and
+/// the critic's), not the loss's logging entries. `path()` says which path runs, `reason()` why
+/// not the fused one.
 ///
 /// ```
 /// trainers::ActorCriticUpdate<objectives::TD3Loss<Actor>> update(
@@ -177,11 +198,29 @@ class ActorCriticUpdate {
                       options_.policy_delay());
     TORCH_CHECK_VALUE(!options_.critic_first() || detail::has_split_losses<typename Loss::ContainedType>::value,
                       "ActorCriticUpdate: critic_first needs a loss with value_loss() and actor_loss() (TD3Loss)");
+    TORCH_CHECK_VALUE(optim_actor_ != optim_critic_,
+                      "ActorCriticUpdate: the actor and the critic need optimizers of their own (one optimizer would "
+                      "be stepped twice per update); for one optimizer over the whole loss, use LossUpdate");
+    if (options_.engine() == UpdateEngine::OpByOp) {
+      reason_ = "UpdateEngine::OpByOp was asked for";
+    } else if (optim_alpha_ != nullptr) {
+      reason_ = "a temperature optimizer (SAC: the engine computes DDPGLoss and TD3Loss)";
+    } else {
+      engine_ = engine::ActorCriticEngine::make(loss_, optim_actor_, optim_critic_, updater_, &reason_);
+    }
+    TORCH_CHECK_VALUE(engine_ != nullptr || options_.engine() != UpdateEngine::Fused,
+                      "ActorCriticUpdate: UpdateEngine::Fused asked for, but the fused engine does not compute ",
+                      reason_);
   }
 
   /// One update on `batch`; returns the losses computed, detached.
   TensorDict operator()(const TensorDict& batch) {
     const bool actor_turn = (steps_ + 1) % options_.policy_delay() == 0;  // TorchRL counts from 1
+    if (engine_) {
+      TensorDict losses = engine_->step(batch, actor_turn, options_.critic_first());
+      ++steps_;
+      return losses;
+    }
     TensorDict result;
     if constexpr (detail::has_split_losses<typename Loss::ContainedType>::value) {
       if (options_.critic_first()) {
@@ -227,6 +266,10 @@ class ActorCriticUpdate {
   int64_t steps() const noexcept { return steps_; }
   /// The loss.
   Loss& loss() noexcept { return loss_; }
+  /// `"fused"` or `"op-by-op"`: the path the updates take.
+  const char* path() const noexcept { return engine_ ? "fused" : "op-by-op"; }
+  /// Why the updates take the op-by-op path (what the fused engine does not compute), or empty.
+  const std::string& reason() const noexcept { return reason_; }
 
  private:
   TensorDict critic_first(const TensorDict& batch, bool actor_turn) {
@@ -253,6 +296,8 @@ class ActorCriticUpdate {
   std::shared_ptr<objectives::TargetNetUpdater> updater_;
   ActorCriticUpdateOptions options_;
   int64_t steps_ = 0;
+  std::unique_ptr<engine::ActorCriticEngine> engine_;
+  std::string reason_;
 };
 
 }  // namespace trainers
