@@ -64,15 +64,70 @@ rl::modules::Activation activation_of(int64_t code) {
   return code == 0 ? rl::modules::Activation::Tanh : rl::modules::Activation::ReLU;
 }
 
+std::shared_ptr<torch::optim::Adam> adam_over(std::vector<torch::Tensor> params) {
+  return std::make_shared<torch::optim::Adam>(std::move(params), torch::optim::AdamOptions(1e-3));
+}
+
+/// What the trainers run: `ActorCriticUpdate` over a loss, its actor and critic optimisers and a
+/// soft updater, on the path `engine` asks for (Auto: the fused engine where it applies).
+template <typename Loss>
+std::unique_ptr<rl::trainers::ActorCriticUpdate<Loss>> trainer_update(Loss loss, const std::string& critic,
+                                                                       rl::trainers::UpdateEngine engine) {
+  const std::string critic_loss = critic == "value_network" ? "loss_value" : "loss_qvalue";
+  return std::make_unique<rl::trainers::ActorCriticUpdate<Loss>>(
+      loss, critic_loss, adam_over(loss->parameters_of("actor_network")), adam_over(loss->parameters_of(critic)),
+      nullptr, std::make_shared<rl::objectives::SoftUpdate>(loss, rl::objectives::SoftUpdateOptions().tau(0.005)),
+      rl::trainers::ActorCriticUpdateOptions().engine(engine));
+}
+
+/// The matrix products of one update, alone: the update's `sgemm_` calls recorded once
+/// (`engine::gemm_log`), then replayed on buffers of the same sizes. The BLAS floor of an update.
+template <typename Update>
+void replay_products(benchmark::State& state, Update& update, const rl::TensorDict& batch) {
+  std::vector<rl::engine::GemmCall> calls;
+  rl::engine::gemm_log() = &calls;
+  update(batch);
+  rl::engine::gemm_log() = nullptr;
+  int64_t most = 0;
+  for (const auto& c : calls) {
+    most = std::max<int64_t>({most, static_cast<int64_t>(c.lda) * std::max(c.k, std::max(c.m, c.n)),
+                              static_cast<int64_t>(c.ldb) * std::max(c.k, std::max(c.m, c.n)),
+                              static_cast<int64_t>(c.ldc) * std::max(c.m, c.n)});
+  }
+  auto a = torch::randn({most}), b = torch::randn({most}), c = torch::zeros({most});
+  for (auto _ : state) {
+    for (const auto& call : calls) rl::engine::sgemm(call, a.data_ptr<float>(), b.data_ptr<float>(), c.data_ptr<float>());
+  }
+  state.SetLabel(fmt::format("{} products", calls.size()));
+}
+
 // -- the full update ---------------------------------------------------------------------------
 
-// Args: cells, threads, activation (0 tanh, 1 relu)
-void DDPGUpdate_rlobj(benchmark::State& state) {
+// Args: cells, threads, activation (0 tanh, 1 relu). "rlobj" is what the trainers run (the fused
+// engine), "rlobj_opbyop" the loss -> backward -> step -> update loop a user writes.
+void DDPGUpdate_rlobj_opbyop(benchmark::State& state) {
   torch::set_num_threads(static_cast<int>(state.range(1)));
   RlobjDDPG ddpg(state.range(0), activation_of(state.range(2)));
   auto batch = random_batch(kBatch);
   for (auto _ : state) ddpg.update(batch);
   state.SetItemsProcessed(state.iterations());
+}
+
+void DDPGUpdate_rlobj(benchmark::State& state) {
+  torch::set_num_threads(static_cast<int>(state.range(1)));
+  RlobjDDPG ddpg(state.range(0), activation_of(state.range(2)));
+  auto update = trainer_update(ddpg.loss, "value_network", rl::trainers::UpdateEngine::Auto);
+  auto batch = random_batch(kBatch);
+  for (auto _ : state) (*update)(batch);
+  state.SetItemsProcessed(state.iterations());
+  state.SetLabel(update->path());
+}
+
+void DDPGUpdate_blas_floor(benchmark::State& state) {
+  torch::set_num_threads(static_cast<int>(state.range(1)));
+  RlobjDDPG ddpg(state.range(0), activation_of(state.range(2)));
+  auto update = trainer_update(ddpg.loss, "value_network", rl::trainers::UpdateEngine::Fused);
+  replay_products(state, *update, random_batch(kBatch));
 }
 
 void DDPGUpdate_handwritten(benchmark::State& state) {
@@ -113,17 +168,38 @@ rl::modules::ValueOperator bench_critic(int64_t cells, rl::modules::Activation a
       rl::modules::MLP(rl::modules::MLPOptions(4, 1).num_cells({cells, cells}).activation(act)), {"observation", "action"});
 }
 
-void TD3Update_rlobj(benchmark::State& state) {
-  torch::set_num_threads(static_cast<int>(state.range(1)));
+RlobjOffPolicy<rl::objectives::TD3Loss<>> bench_td3(const benchmark::State& state) {
   torch::manual_seed(0);
   const auto act = activation_of(state.range(2));
   const int64_t cells = state.range(0);
-  RlobjOffPolicy<rl::objectives::TD3Loss<>> td3(
+  return RlobjOffPolicy<rl::objectives::TD3Loss<>>(
       rl::modules::Actor(rl::modules::MLP(rl::modules::MLPOptions(3, 1).num_cells({cells, cells}).activation(act))),
       bench_critic(cells, act));
+}
+
+void TD3Update_rlobj_opbyop(benchmark::State& state) {
+  torch::set_num_threads(static_cast<int>(state.range(1)));
+  auto td3 = bench_td3(state);
   auto batch = random_batch(kBatch);
   for (auto _ : state) td3.update(batch);
   state.SetItemsProcessed(state.iterations());
+}
+
+void TD3Update_rlobj(benchmark::State& state) {
+  torch::set_num_threads(static_cast<int>(state.range(1)));
+  auto td3 = bench_td3(state);
+  auto update = trainer_update(td3.loss, "qvalue_network", rl::trainers::UpdateEngine::Auto);
+  auto batch = random_batch(kBatch);
+  for (auto _ : state) (*update)(batch);
+  state.SetItemsProcessed(state.iterations());
+  state.SetLabel(update->path());
+}
+
+void TD3Update_blas_floor(benchmark::State& state) {
+  torch::set_num_threads(static_cast<int>(state.range(1)));
+  auto td3 = bench_td3(state);
+  auto update = trainer_update(td3.loss, "qvalue_network", rl::trainers::UpdateEngine::Fused);
+  replay_products(state, *update, random_batch(kBatch));
 }
 
 void SACUpdate_rlobj(benchmark::State& state) {
@@ -345,20 +421,23 @@ class RatioReporter : public benchmark::ConsoleReporter {
   }
   void Finalize() override {
     ConsoleReporter::Finalize();
-    bool header = false;
-    for (const auto& [name, t] : times_) {
-      const auto pos = name.find("/rlobj");
-      if (pos == std::string::npos) continue;
-      std::string twin = name;
-      twin.replace(pos, 6, "/handwritten");
-      auto it = times_.find(twin);
-      if (it == times_.end()) continue;
-      if (!header) {
-        fmt::print("\n{:<48} {:>12} {:>14} {:>8}\n", "benchmark (rlobj vs hand-written LibTorch)", "rlobj", "hand-written",
-                   "ratio");
-        header = true;
+    // rlobj (what the trainers run) against each twin that exists.
+    for (const char* twin_kind : {"handwritten", "rlobj_opbyop", "blas_floor"}) {
+      bool header = false;
+      for (const auto& [name, t] : times_) {
+        const auto pos = name.find("/rlobj/");
+        if (pos == std::string::npos) continue;
+        std::string twin = name;
+        twin.replace(pos + 1, 5, twin_kind);
+        auto it = times_.find(twin);
+        if (it == times_.end()) continue;
+        if (!header) {
+          fmt::print("\n{:<48} {:>12} {:>14} {:>8}\n", fmt::format("benchmark (rlobj vs {})", twin_kind), "rlobj",
+                     twin_kind, "ratio");
+          header = true;
+        }
+        fmt::print("{:<48} {:>12.1f} {:>14.1f} {:>8.3f}\n", name, t, it->second, t / it->second);
       }
-      fmt::print("{:<48} {:>12.1f} {:>14.1f} {:>8.3f}\n", name, t, it->second, t / it->second);
     }
   }
 
@@ -372,8 +451,12 @@ int main(int argc, char** argv) {
   using benchmark::RegisterBenchmark;
   const auto us = benchmark::kMicrosecond;
   // cells x threads x activation (0 tanh: TorchRL's default; 1 relu)
-  for (auto* fn : {&DDPGUpdate_rlobj, &DDPGUpdate_handwritten}) {
-    const char* name = fn == &DDPGUpdate_rlobj ? "DDPGUpdate/rlobj" : "DDPGUpdate/handwritten";
+  const std::vector<std::pair<const char*, void (*)(benchmark::State&)>> ddpg = {
+      {"DDPGUpdate/rlobj", &DDPGUpdate_rlobj},
+      {"DDPGUpdate/rlobj_opbyop", &DDPGUpdate_rlobj_opbyop},
+      {"DDPGUpdate/blas_floor", &DDPGUpdate_blas_floor},
+      {"DDPGUpdate/handwritten", &DDPGUpdate_handwritten}};
+  for (const auto& [name, fn] : ddpg) {
     RegisterBenchmark(name, fn)
         ->ArgNames({"cells", "threads", "relu"})
         ->ArgsProduct({{32, 256}, {1, 2}, {0, 1}})
@@ -382,6 +465,8 @@ int main(int argc, char** argv) {
   }
   const std::vector<std::pair<const char*, void (*)(benchmark::State&)>> off_policy = {
       {"TD3Update/rlobj", &TD3Update_rlobj},
+      {"TD3Update/rlobj_opbyop", &TD3Update_rlobj_opbyop},
+      {"TD3Update/blas_floor", &TD3Update_blas_floor},
       {"TD3Update/handwritten", &OffPolicyUpdate_handwritten<rlobj_bench::HandwrittenTD3>},
       {"SACUpdate/rlobj", &SACUpdate_rlobj},
       {"SACUpdate/handwritten", &OffPolicyUpdate_handwritten<rlobj_bench::HandwrittenSAC>}};

@@ -50,6 +50,7 @@ struct Config : ex::CommonConfig {
   std::string loss_function = "l2";  ///< critic distance: l2, l1 or smooth_l1 (l2: TorchRL's examples)
   double alpha_init = 1.0;           ///< SAC's initial temperature
   double lr_alpha = 3e-4;            ///< SAC's temperature learning rate
+  std::string update_engine = "auto";  ///< auto, fused or op-by-op (not part of the fingerprint: same numbers)
 
   Config() { num_cells = {32, 32}; }
 
@@ -279,7 +280,12 @@ struct Run {
         loss, Algo::kCriticLoss, adam(loss->parameters_of("actor_network"), c.lr_actor),
         adam(loss->parameters_of(Algo::kCritic), c.lr_critic), optim_alpha,
         std::make_shared<rl::objectives::SoftUpdate>(loss, rl::objectives::SoftUpdateOptions().tau(c.tau)),
-        rl::trainers::ActorCriticUpdateOptions().policy_delay(c.policy_delay).critic_first(Algo::kCriticFirst));
+        rl::trainers::ActorCriticUpdateOptions()
+            .policy_delay(c.policy_delay)
+            .critic_first(Algo::kCriticFirst)
+            .engine(c.update_engine == "fused"      ? rl::trainers::UpdateEngine::Fused
+                    : c.update_engine == "op-by-op" ? rl::trainers::UpdateEngine::OpByOp
+                                                    : rl::trainers::UpdateEngine::Auto));
 
     rl::modules::TensorDictSequential policy(nullptr);
     if constexpr (Algo::kStochastic) {
@@ -387,6 +393,11 @@ void add_flags(CLI::App& app, Config& c, std::string& preset) {
   app.add_option("--loss-function", c.loss_function, "Critic loss: l2, l1 or smooth_l1")
       ->capture_default_str()
       ->check(CLI::IsMember({"l2", "l1", "smooth_l1"}));
+  app.add_option("--update-engine", c.update_engine,
+                 "auto: the fused update engine where it applies (DDPG, TD3), else op by op; fused: fail where it "
+                 "does not; op-by-op: loss, backward, optimiser and updater steps")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "fused", "op-by-op"}));
   if constexpr (!Algo::kStochastic) {
     ex::add_real(app, "--noise-std", c.noise_std, "Std of the Gaussian exploration noise, >= 0", ex::non_negative());
   }

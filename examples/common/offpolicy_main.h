@@ -56,11 +56,12 @@ int run(int argc, char** argv) {
   }
   cfg.seed = static_cast<uint64_t>(flags.seed);
   const auto t0 = ex::Clock::now();
-  const auto announce = [&] {
+  const auto announce = [&](const Run<Algo>& r) {
     if (flags.quiet) return;
     fmt::print("{} on Pendulum-v1: seed {}, {} frames, {} env(s), batch {}, cells [{}], {}, device {}{}\n",
                Algo::kName, cfg.seed, cfg.total_frames, cfg.num_envs, cfg.batch_size, fmt::join(cfg.num_cells, ", "),
                cfg.activation, cfg.device, preset.empty() ? std::string() : ", preset " + preset);
+    fmt::print("update: {}{}\n", r.update->path(), r.update->reason().empty() ? "" : " (" + r.update->reason() + ")");
   };
 
   // Without --collectors only WORLD_SIZE is looked at (a stray RANK in the environment is ignored).
@@ -72,7 +73,7 @@ int run(int argc, char** argv) {
   if (collectors == 0) {
     Run<Algo> r(cfg);
     ex::resume_if_asked(*r.trainer, flags);
-    announce();
+    announce(r);
     return ex::train_and_report(*r.trainer, report_of(r, cfg), cfg, flags, t0);
   }
 #if RLOBJ_EXAMPLES_DISTRIBUTED
@@ -106,7 +107,7 @@ int run(int argc, char** argv) {
       if (remote->rounds() % weights_every == 0) channel.push_weights(r->policy_parameters());
     });
     ex::resume_if_asked(*r->trainer, flags);
-    announce();
+    announce(*r);
     if (!flags.quiet) {
       fmt::print("distributed: rank 0 learns, {} collector processes, weights pushed every {} round(s) of {} frames\n",
                  collectors, weights_every, collectors * cfg.num_envs);

@@ -4,14 +4,17 @@
 /// The matrix products of rlobj's fused update engine, on the BLAS LibTorch itself uses: the
 /// Fortran `sgemm_` already loaded into the process (Debian's LibTorch links the system BLAS,
 /// OpenBLAS; pip's exports its bundled MKL's), found with `dlsym` so that nothing extra is linked
-/// and the kernels are LibTorch's own. `linear_gemm` issues exactly the call ATen's `addmm` /
+/// and the kernels are LibTorch's own. `gemm` issues exactly the call ATen's `addmm` /
 /// `mm` make for the same operands (`addmm_impl_cpu_`'s choice of transposes and leading dims
 /// for row-major contiguous matrices), so a product computed here equals LibTorch's bit for bit.
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <c10/util/Exception.h>
 
@@ -36,6 +39,27 @@ inline std::string blas_unavailable() {
 }
 
 }  // namespace detail
+
+/// The arguments of one `sgemm_` call `gemm` made (column-major, as BLAS takes them).
+struct GemmCall {
+  char transa = 'n', transb = 'n';  ///< 'n' or 't'
+  int m = 0, n = 0, k = 0;          ///< C is m x n, the inner dim k
+  int lda = 0, ldb = 0, ldc = 0;    ///< leading dims
+  float alpha = 1, beta = 0;        ///< C = alpha A B + beta C
+};
+
+/// Where this thread's `gemm` calls are recorded (null: not recorded, the default). The
+/// benchmarks record one update's products and replay them alone: the BLAS floor of an update.
+inline std::vector<GemmCall>*& gemm_log() {
+  static thread_local std::vector<GemmCall>* log = nullptr;
+  return log;
+}
+
+/// Calls `sgemm_` with `call`'s arguments on `a`, `b`, `c` (the replay of a recorded call).
+inline void sgemm(const GemmCall& call, const float* a, const float* b, float* c) {
+  detail::sgemm_fn()(&call.transa, &call.transb, &call.m, &call.n, &call.k, &call.alpha, a, &call.lda, b, &call.ldb,
+                     &call.beta, c, &call.ldc);
+}
 
 /// A row-major matrix view: `rows x cols` elements at `data`, row `r` at `data + r * ld`, or
 /// the transpose of such a matrix (`transposed`: element (i, j) at `data[j * ld + i]`).
@@ -109,10 +133,11 @@ inline void gemm(const MatrixView& a, const MatrixView& b, float* c, float alpha
   } else if (n == 1) {
     ldb = k;
   }
-  const char ta = transpose_a ? 't' : 'n', tb = transpose_b ? 't' : 'n';
-  const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
-  const int ldai = static_cast<int>(lda), ldbi = static_cast<int>(ldb), ldci = static_cast<int>(ldc);
-  detail::sgemm_fn()(&ta, &tb, &mi, &ni, &ki, &alpha, m1.data, &ldai, m2.data, &ldbi, &beta, c, &ldci);
+  const GemmCall call{transpose_a ? 't' : 'n', transpose_b ? 't' : 'n', static_cast<int>(m), static_cast<int>(n),
+                      static_cast<int>(k),  static_cast<int>(lda),       static_cast<int>(ldb), static_cast<int>(ldc),
+                      alpha,               beta};
+  if (std::vector<GemmCall>* log = gemm_log()) log->push_back(call);
+  sgemm(call, m1.data, m2.data, c);
 }
 
 }  // namespace engine
