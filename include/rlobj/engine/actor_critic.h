@@ -187,6 +187,7 @@ class ActorCriticEngine {
       e->loss_function_ = o.loss_function();
       e->critic_loss_key_ = ddpg ? "loss_value" : "loss_qvalue";
       const std::string critic_group = ddpg ? "value_network" : "qvalue_network";
+      e->critic_group_ = critic_group;
       const auto actor_groups = impl.parameters_of("actor_network");
       const auto critic_groups = impl.parameters_of(critic_group);
       if (actor_groups.size() != 1 || critic_groups.size() != 1) return fail("networks without one parameter group each");
@@ -373,6 +374,10 @@ class ActorCriticEngine {
   void prepare(const TensorDict& batch) {
     loss_->validate(batch);
     const std::string& name = loss_->loss_name();
+    TORCH_CHECK(loss_->parameters_of("actor_network")[0].unsafeGetTensorImpl() == actor_flat_.unsafeGetTensorImpl() &&
+                    loss_->parameters_of(critic_group_)[0].unsafeGetTensorImpl() == critic_flat_.unsafeGetTensorImpl(),
+                name, ": the loss's parameter groups were replaced since the update engine was made (loss->to(...)?); "
+                "make the engine (or the ActorCriticUpdate) again");
     TORCH_CHECK(batch.batch_dims() == 1, name, ": the update engine expects a batch with one batch dim, got ",
                 batch.batch_dims(), " (batch size ", rlobj::detail::shape_str(batch.batch_size()), ")");
     const int64_t rows = batch.batch_size()[0];
@@ -662,7 +667,7 @@ class ActorCriticEngine {
 
   std::shared_ptr<objectives::LossModuleImpl> loss_;
   objectives::LossFunction loss_function_ = objectives::LossFunction::L2;
-  std::string critic_loss_key_;
+  std::string critic_loss_key_, critic_group_;
   torch::Tensor actor_flat_, critic_flat_, target_actor_flat_, target_critic_flat_;
   detail::NetworkPlan actor_, target_actor_;
   std::vector<detail::NetworkPlan> critics_, target_critics_;

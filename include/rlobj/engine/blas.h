@@ -42,10 +42,16 @@ inline std::string blas_unavailable() {
 
 /// The arguments of one `sgemm_` call `gemm` made (column-major, as BLAS takes them).
 struct GemmCall {
-  char transa = 'n', transb = 'n';  ///< 'n' or 't'
-  int m = 0, n = 0, k = 0;          ///< C is m x n, the inner dim k
-  int lda = 0, ldb = 0, ldc = 0;    ///< leading dims
-  float alpha = 1, beta = 0;        ///< C = alpha A B + beta C
+  char transa = 'n';  ///< A transposed ('t') or not ('n')
+  char transb = 'n';  ///< B transposed ('t') or not ('n')
+  int m = 0;          ///< rows of C
+  int n = 0;          ///< columns of C
+  int k = 0;          ///< the inner dim
+  int lda = 0;        ///< A's leading dim
+  int ldb = 0;        ///< B's leading dim
+  int ldc = 0;        ///< C's leading dim
+  float alpha = 1;    ///< C = alpha A B + beta C
+  float beta = 0;     ///< C = alpha A B + beta C
 };
 
 /// Where this thread's `gemm` calls are recorded (null: not recorded, the default). The

@@ -90,8 +90,9 @@ inline void adam_moments(const float* __restrict p, const float* __restrict g, f
   }
 }
 
-/// The parameter move of Adam's step: `p = p + (-step_size) m / (sqrt(v) / sqrt(bias_correction2)
-/// + eps)`, from `sqrt_v` (LibTorch's `addcdiv_(exp_avg, denom, -step_size)`).
+/// The parameter move of Adam's step, from `sqrt_v`:
+/// `p = p + (-step_size) m / (sqrt_v / sqrt(bias_correction2) + eps)` (LibTorch's
+/// `addcdiv_(exp_avg, denom, -step_size)`).
 RLOBJ_ENGINE_CLONES
 inline void adam_apply(float* __restrict p, const float* __restrict m, const float* __restrict sqrt_v, int64_t n,
                        float sqrt_bias_correction2, float eps, float neg_step_size) {
