@@ -21,12 +21,14 @@
 #include <utility>
 #include <vector>
 
+// Before clip_grad.h, which uses torch::Tensor without including its definition.
+#include <torch/types.h>
+
 #include <c10/util/Exception.h>
 #include <torch/arg.h>
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/optimizer.h>
 #include <torch/serialize/archive.h>
-#include <torch/types.h>
 
 #include "rlobj/engine/actor_critic.h"
 #include "rlobj/objectives/utils.h"
