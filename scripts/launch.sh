@@ -9,7 +9,7 @@
 #   scripts/launch.sh -n 3 -- build/examples/td3_pendulum --collectors 2
 #   scripts/launch.sh -n 2 --port 29600 -- ./my_trainer --flag
 #
-# Options: -n|--nproc N (>= 1), --port P (default: a free port from 29500 up), --addr A
+# Options: -n|--nproc N (1 to 64 per CPU), --port P (default: a free port from 29500 up), --addr A
 # (default 127.0.0.1), --grace S (default 30).
 set -uo pipefail
 
@@ -35,6 +35,15 @@ while [ $# -gt 0 ]; do
   esac
 done
 [[ "$nproc" =~ ^[1-9][0-9]*$ ]] || { echo "launch.sh: -n needs a positive number of processes, got '$nproc'" >&2; exit 2; }
+# At most 64 processes per CPU of this machine (and never more than the user's process limit):
+# beyond that a typo, not a job. Compared as text first, so that a huge -n cannot wrap around.
+max_nproc=$((64 * $(getconf _NPROCESSORS_ONLN)))
+user_limit="$(ulimit -u)"
+if [[ "$user_limit" =~ ^[0-9]+$ ]] && [ "$user_limit" -lt "$max_nproc" ]; then max_nproc=$user_limit; fi
+if [ "${#nproc}" -gt "${#max_nproc}" ] || [ "$nproc" -gt "$max_nproc" ]; then
+  echo "launch.sh: -n $nproc is more than this machine can run (at most $max_nproc: 64 per CPU, within ulimit -u)" >&2
+  exit 2
+fi
 [[ "$grace" =~ ^[0-9]+$ ]] || { echo "launch.sh: --grace needs a number of seconds, got '$grace'" >&2; exit 2; }
 [ $# -gt 0 ] || { echo "launch.sh: no command given (scripts/launch.sh -n N -- command args...)" >&2; exit 2; }
 

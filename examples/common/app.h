@@ -59,7 +59,7 @@ struct RunFlags {
 /// `--name`, an integer >= `lo`, its default shown in --help.
 inline CLI::Option* add_int(CLI::App& app, const std::string& name, int64_t& value, const std::string& help,
                             int64_t lo) {
-  return app.add_option(name, value, help)->capture_default_str()->check(int_at_least(lo));
+  return app.add_option(name, value, help)->capture_default_str()->transform(int_at_least(lo));
 }
 /// `--name`, a finite real accepted by `check`, its default shown in --help.
 inline CLI::Option* add_real(CLI::App& app, const std::string& name, double& value, const std::string& help,
@@ -86,7 +86,7 @@ inline void add_common_flags(CLI::App& app, const std::string& program, CommonCo
   app.add_option("--num-cells", c.num_cells, "Hidden layer sizes of the networks, each >= 1")
       ->capture_default_str()
       ->delimiter(',')
-      ->check(int_at_least(1));
+      ->transform(int_at_least(1));
   app.add_option("--activation", c.activation,
                  "Hidden activation: tanh, relu, elu, leaky_relu, gelu, sigmoid, silu or identity")
       ->capture_default_str()
@@ -102,6 +102,11 @@ inline void add_common_flags(CLI::App& app, const std::string& program, CommonCo
   app.add_option("--resume", run.resume, "Resume from this checkpoint")->check(CLI::ExistingFile);
   app.add_option("--log-csv", run.log_csv, "Append evaluation returns and losses to this CSV file");
   app.add_flag("--quiet", run.quiet, "Only print the final summary");
+  // The CSV log is appended to; the checkpoint replaces its file: one file for both loses data.
+  app.final_callback([&run] {
+    refuse_same_file({{"--log-csv", run.log_csv}, {"--checkpoint", run.checkpoint}, {"--resume", run.resume}},
+                     /*allowed=*/{{"--checkpoint", "--resume"}});
+  });
 }
 
 /// A column of the CSV log and its value now (after the shared frames, updates, episodes,

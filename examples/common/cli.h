@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -21,6 +22,8 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <c10/util/Exception.h>
@@ -52,14 +55,23 @@ inline std::string errno_reason(int err) { return err != 0 ? std::strerror(err) 
 
 constexpr int64_t kMaxInt64 = std::numeric_limits<int64_t>::max();
 
-/// An integer >= lo: CLI11's Range, which also rejects what does not parse as an integer, after a check
-/// that the value fits in 64 bits (CLI11's conversion would silently saturate it).
+/// A decimal integer >= lo, as written: digits with an optional sign (no 0x / 0b / 0o prefix, no
+/// exponent), leading zeros read as decimal (CLI11 alone reads 0400 as octal 256), within 64 bits
+/// (CLI11's conversion would silently saturate it), then CLI11's Range. It rewrites the input
+/// (leading zeros dropped), so options add it with `transform`, not `check`.
 inline CLI::Validator int_at_least(int64_t lo) {
   const CLI::Validator range = CLI::Range(lo, kMaxInt64);
   return CLI::Validator(
       [range](std::string& input) -> std::string {
+        const size_t digits = !input.empty() && (input[0] == '+' || input[0] == '-') ? 1 : 0;
+        if (digits == input.size() || input.find_first_not_of("0123456789", digits) != std::string::npos) {
+          return fmt::format("{} is not a decimal integer", input);
+        }
+        // Decimal as written: CLI11 converts with base 0, which reads 0400 as octal 256.
+        const size_t first = input.find_first_not_of('0', digits);
+        input = input.substr(0, digits) + (first == std::string::npos ? "0" : input.substr(first));
         errno = 0;
-        std::strtoll(input.c_str(), nullptr, 0);
+        std::strtoll(input.c_str(), nullptr, 10);
         if (errno == ERANGE) return fmt::format("{} does not fit in a 64-bit integer", input);
         return range(input);
       },
@@ -142,6 +154,38 @@ inline CLI::Validator writable_file_path() {
         return {};
       },
       "");
+}
+
+/// Whether two paths name one file: the same path after resolving `.`, `..` and symbolic links
+/// (for the parts that exist), or, when both exist, the same inode (hard links).
+inline bool same_file(const std::string& a, const std::string& b) {
+  namespace fs = std::filesystem;
+  std::error_code ec_a, ec_b;
+  const fs::path ca = fs::weakly_canonical(fs::absolute(a), ec_a), cb = fs::weakly_canonical(fs::absolute(b), ec_b);
+  if (!ec_a && !ec_b && ca == cb) return true;
+  std::error_code ec;
+  return fs::exists(a, ec) && fs::exists(b, ec) && fs::equivalent(a, b, ec) && !ec;
+}
+
+/// Refuses (CLI::ValidationError naming both flags) two given file flags that name one file: an
+/// output written over another output or over an input loses data. `flags` holds (flag, path)
+/// pairs; empty paths (flags not given) are skipped; `allowed` lists the pairs that may share a file
+/// (such as `--resume` and `--checkpoint`: a run continued in place).
+inline void refuse_same_file(const std::vector<std::pair<std::string, std::string>>& flags,
+                             const std::vector<std::pair<std::string, std::string>>& allowed = {}) {
+  for (size_t i = 0; i < flags.size(); ++i) {
+    for (size_t j = i + 1; j < flags.size(); ++j) {
+      const auto& [flag_a, path_a] = flags[i];
+      const auto& [flag_b, path_b] = flags[j];
+      if (path_a.empty() || path_b.empty()) continue;
+      bool ok = false;
+      for (const auto& [x, y] : allowed) ok = ok || (x == flag_a && y == flag_b) || (x == flag_b && y == flag_a);
+      if (!ok && same_file(path_a, path_b)) {
+        throw CLI::ValidationError(flag_a, fmt::format("{} and {} name the same file ({}); one would overwrite the other",
+                                                       path_a, flag_b, path_b));
+      }
+    }
+  }
 }
 
 /// The CSV log: a header, then one row per evaluation. Every write is flushed and checked: a lost

@@ -44,10 +44,14 @@ int main(int argc, char** argv) {
       ->check(rlobj_examples::writable_file_path());
   app.add_option("--seed", seed, "Seed of the Pendulum episodes' start states, >= 0")
       ->capture_default_str()
-      ->check(rlobj_examples::int_at_least(0));
+      ->transform(rlobj_examples::int_at_least(0));
   app.add_option("--episodes", episodes, "Episodes to run with the exported policy (together, batched), >= 1")
       ->capture_default_str()
-      ->check(rlobj_examples::int_at_least(1));
+      ->transform(rlobj_examples::int_at_least(1));
+  app.final_callback([&] {
+    rlobj_examples::refuse_same_file(
+        {{"--checkpoint", checkpoint}, {"--output", output}, {"--state-dict", state_dict_path}});
+  });
   CLI11_PARSE(app, argc, argv);
 
   try {

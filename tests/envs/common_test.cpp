@@ -38,6 +38,32 @@ TEST_CASE("step_mdp: next becomes the root", "[envs]") {
   REQUIRE_THROWS_WITH(rlobj::envs::step_mdp(TensorDict({2})), Contains("no \"next\""));
 }
 
+// A subclass that forgets its specs: what a user's first environment often looks like.
+class SpeclessEnv : public rlobj::envs::EnvBase {
+ public:
+  SpeclessEnv() : EnvBase({}, torch::kCPU, 0) {}
+  const char* name() const override { return "SpeclessEnv"; }
+
+ protected:
+  TensorDict reset_impl(const TensorDict*) override { return TensorDict({{"observation", torch::zeros({1})}}, {}); }
+  TensorDict step_impl(const TensorDict&) override {
+    return TensorDict({{"observation", torch::zeros({1})},
+                       {"reward", torch::zeros({1})},
+                       {"done", torch::zeros({1}, torch::kBool)},
+                       {"terminated", torch::zeros({1}, torch::kBool)},
+                       {"truncated", torch::zeros({1}, torch::kBool)}},
+                      {});
+  }
+};
+
+TEST_CASE("an environment whose specs were never set: clear errors, no crash", "[envs][validation]") {
+  SpeclessEnv env;
+  REQUIRE_THROWS_WITH(env.rollout(3), Contains("SpeclessEnv: the action spec was never set"));
+  REQUIRE_THROWS_WITH(env.rand_action(TensorDict(TensorDict::BatchSize{})), Contains("action spec was never set"));
+  REQUIRE_THROWS_WITH(env.action_spec(), Contains("action_spec_"));
+  REQUIRE_THROWS_WITH(env.reward_spec(), Contains("SpeclessEnv: the reward spec was never set"));
+}
+
 TEST_CASE("rollout: TorchRL's layout, unbatched and batched", "[envs][rollout]") {
   for (auto batch : {std::vector<int64_t>{}, std::vector<int64_t>{5}}) {
     INFO("batch dims " << batch.size());

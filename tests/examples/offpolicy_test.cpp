@@ -2,8 +2,13 @@
 // examples/common/offpolicy.h): checkpoints resume exactly, parallel runs do not interfere.
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <limits>
+#include <string>
 #include <thread>
 #include <vector>
+
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
@@ -28,6 +33,51 @@ Config small_config() {
   return cfg;
 }
 }  // namespace
+
+TEST_CASE("examples' integer flags: decimal as written", "[example][cli]") {
+  const auto parse = [](const std::string& text) {
+    CLI::App app;
+    int64_t value = -7;
+    app.add_option("--n", value)->transform(rlobj_examples::int_at_least(1));
+    app.parse(text, /*program_name_included=*/false);
+    return value;
+  };
+  CHECK(parse("--n 0400") == 400);  // not octal 256
+  CHECK(parse("--n 12") == 12);
+  CHECK(parse("--n +007") == 7);
+  CHECK(parse("--n 9223372036854775807") == std::numeric_limits<int64_t>::max());
+  for (const char* bad : {"0x10", "0b11", "0o17", "1e9", "12.0", "1_000", "+", "-"}) {
+    INFO(bad);
+    REQUIRE_THROWS_WITH(parse(std::string("--n ") + bad), Contains("--n: " + std::string(bad) + " is not a decimal integer"));
+  }
+  REQUIRE_THROWS_WITH(parse("--n 99999999999999999999"), Contains("does not fit in a 64-bit integer"));
+  REQUIRE_THROWS_AS(parse("--n 0000"), CLI::ValidationError);  // 0 < 1
+  REQUIRE_THROWS_AS(parse("--n -5"), CLI::ValidationError);
+}
+
+TEST_CASE("examples' file flags: two naming one file are refused", "[example][cli]") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("rlobj_same_file_" + std::to_string(::getpid()));
+  fs::create_directories(dir / "sub");
+  const std::string a = (dir / "a.pt").string();
+  { std::ofstream(a) << "x"; }
+  using rlobj_examples::refuse_same_file;
+  CHECK_NOTHROW(refuse_same_file({{"--log-csv", (dir / "log.csv").string()}, {"--checkpoint", a}}));
+  CHECK_NOTHROW(refuse_same_file({{"--log-csv", a}, {"--checkpoint", ""}}));  // a flag not given
+  REQUIRE_THROWS_WITH(refuse_same_file({{"--log-csv", a}, {"--checkpoint", (dir / "sub" / ".." / "a.pt").string()}}),
+                      Contains("--log-csv: " + a + " and --checkpoint name the same file"));
+  // A file that does not exist yet, named two ways.
+  REQUIRE_THROWS_AS(refuse_same_file({{"--output", (dir / "new.ts").string()}, {"--state-dict", (dir / "./new.ts").string()}}),
+                    CLI::ValidationError);
+  // Links: a symbolic one, and a hard one.
+  fs::create_symlink(a, dir / "sym.pt");
+  fs::create_hard_link(a, dir / "hard.pt");
+  REQUIRE_THROWS_AS(refuse_same_file({{"--checkpoint", a}, {"--log-csv", (dir / "sym.pt").string()}}), CLI::ValidationError);
+  REQUIRE_THROWS_AS(refuse_same_file({{"--checkpoint", a}, {"--log-csv", (dir / "hard.pt").string()}}), CLI::ValidationError);
+  // A pair declared allowed (a run continued in place).
+  CHECK_NOTHROW(refuse_same_file({{"--checkpoint", a}, {"--resume", a}}, {{"--resume", "--checkpoint"}}));
+  fs::remove_all(dir);
+}
 
 TEMPLATE_TEST_CASE("off-policy trainer: a resumed run continues exactly as if never stopped", "[example][checkpoint]",
                    offpolicy::DDPG, offpolicy::TD3, offpolicy::SAC) {

@@ -162,7 +162,7 @@ class EnvBase {
 
   /// Writes a random action drawn from `action_spec()` with the environment's generator.
   TensorDict rand_action(TensorDict td) {
-    td.set("action", action_spec_->rand({}, generator_));
+    td.set("action", action_spec().rand({}, generator_));
     return td;
   }
 
@@ -191,10 +191,20 @@ class EnvBase {
   /// Specs of the root entries a reset or a step writes (observations, state, `step_count`,
   /// `is_init`), batch dims included.
   const Composite& observation_spec() const noexcept { return observation_spec_; }
-  /// Spec of `"action"`, batch dims included; `rand_action` draws from it.
-  const TensorSpec& action_spec() const noexcept { return *action_spec_; }
-  /// Spec of `("next", "reward")`, batch dims included.
-  const TensorSpec& reward_spec() const noexcept { return *reward_spec_; }
+  /// Spec of `"action"`, batch dims included; `rand_action` draws from it. Throws
+  /// `c10::Error` when the subclass never set `action_spec_`.
+  const TensorSpec& action_spec() const {
+    TORCH_CHECK(action_spec_ != nullptr, name(),
+                ": the action spec was never set (the environment's constructor must set action_spec_)");
+    return *action_spec_;
+  }
+  /// Spec of `("next", "reward")`, batch dims included. Throws `c10::Error` when the subclass
+  /// never set `reward_spec_`.
+  const TensorSpec& reward_spec() const {
+    TORCH_CHECK(reward_spec_ != nullptr, name(),
+                ": the reward spec was never set (the environment's constructor must set reward_spec_)");
+    return *reward_spec_;
+  }
   /// Specs of `done`, `terminated` and `truncated` (bool `[*batch, 1]`).
   const Composite& done_spec() const noexcept { return done_spec_; }
   /// The environment's batch dims (`[]`: a single environment).
