@@ -362,7 +362,7 @@ TEST_CASE("The fused engine refuses bad batches as the loss does, before changin
   SECTION("a wrong shape or dtype") {
     TensorDict b = random_batch(c, 1);
     b.set("observation", torch::randn({16, 4}));
-    CHECK_THROWS_WITH(update(b), Contains("\"observation\" of shape [16, 3]") && Contains("got shape [16, 4]"));
+    CHECK_THROWS_WITH(update(b), Contains("\"observation\" of shape [16, 4]") && Contains("the engine reads [16, 3]"));
     CHECK_THROWS(loss(b));  // the op-by-op path refuses it too (in the first product)
     unchanged();
     TensorDict t = random_batch(c, 1);
@@ -374,9 +374,106 @@ TEST_CASE("The fused engine refuses bad batches as the loss does, before changin
   }
   SECTION("a batch with two batch dims") {
     TensorDict b = random_batch(c, 1).reshape({4, 4});
-    CHECK_THROWS_WITH(update(b), Contains("one batch dim"));
+    CHECK_THROWS_WITH(update(b), Contains("UpdateEngine::Fused") && Contains("2 batch dims"));
     unchanged();
   }
+}
+
+TEST_CASE("What changes after the engine is made is seen at the next update", "[engine]") {
+  // A DDPG update (no random draw) on fresh networks for each section.
+  torch::manual_seed(11);
+  rlobj::Bounded spec(-2.0, 2.0, {1});
+  auto actor_mlp = MLP(MLPOptions(3, 1).num_cells({8}).activation(Activation::ReLU));
+  auto actor = mod::TensorDictSequential(mod::TensorDictModule(actor_mlp, {"observation"}, {"param"}),
+                                         mod::TanhModule({"param"}, {"action"}, spec));
+  auto critic = mod::ValueOperator(MLP(MLPOptions(4, 1).num_cells({8}).activation(Activation::ReLU)),
+                                   {"observation", "action"});
+  auto loss = obj::DDPGLoss(actor, critic);
+  auto oa = std::make_shared<torch::optim::Adam>(loss->parameters_of("actor_network"));
+  auto oc = std::make_shared<torch::optim::Adam>(loss->parameters_of("value_network"));
+  auto updater = std::make_shared<obj::SoftUpdate>(loss, obj::SoftUpdateOptions().tau(0.05));
+  ActorCriticUpdate<decltype(loss)> update(loss, "loss_value", oa, oc, nullptr, updater);
+  REQUIRE(std::string(update.path()) == "fused");
+  Config c;
+  c.batch = 16;
+  const TensorDict b = random_batch(c, 1);
+  auto falls_back = [&](const TensorDict& batch, const std::string& why) {
+    update(batch);
+    CHECK(std::string(update.path()) == "op-by-op");
+    CHECK_THAT(update.reason(), Contains(why));
+    // UpdateEngine::Fused refuses it instead (when made, or at the update).
+    CHECK_THROWS_WITH(([&] {
+                        ActorCriticUpdate<decltype(loss)> fused(loss, "loss_value", oa, oc, nullptr, updater,
+                                                                ActorCriticUpdateOptions().engine(UpdateEngine::Fused));
+                        fused(batch);
+                      }()),
+                      Contains("UpdateEngine::Fused asked for, but the fused engine does not compute"));
+  };
+  SECTION("another gamma: the fused loss is the op-by-op loss with it") {
+    loss->make_value_estimator(obj::ValueEstimators::TD0, obj::value::ValueEstimatorOptions().gamma(0.5));
+    const float expected = loss(b).get("loss_value").item<float>();
+    const float got = update(b).get("loss_value").item<float>();
+    CHECK(std::string(update.path()) == "fused");
+    CHECK(got == Approx(expected).epsilon(1e-5));
+  }
+  SECTION("average_rewards") {
+    loss->make_value_estimator(obj::ValueEstimators::TD0, obj::value::ValueEstimatorOptions().average_rewards(true));
+    falls_back(b, "average_rewards");
+  }
+  SECTION("n-step returns in the batch") {
+    TensorDict n = b.clone();
+    n.set("steps_to_next_obs", torch::full({16, 1}, 3, torch::kLong));
+    falls_back(n, "steps_to_next_obs");
+  }
+  SECTION("a parameter frozen") {
+    actor_mlp->linears()[0]->weight.requires_grad_(false);
+    falls_back(b, "frozen");
+  }
+  SECTION("a parameter group added to an optimizer") {
+    oc->add_param_group(torch::optim::OptimizerParamGroup({torch::zeros({2}, torch::requires_grad())}));
+    falls_back(b, "parameter groups changed");
+  }
+  SECTION("amsgrad turned on") {
+    static_cast<torch::optim::AdamOptions&>(oa->param_groups()[0].options()).amsgrad(true);
+    falls_back(b, "amsgrad");
+  }
+  SECTION("a batch with two batch dims, or done without terminated") {
+    falls_back(b.reshape({4, 4}), "2 batch dims");
+    TensorDict d = b.clone();
+    d.erase(NestedKey({"next", "terminated"}));  // op by op, terminated defaults to done
+    falls_back(d, "without \"next.terminated\"");
+  }
+  SECTION("the engine runs again once nothing stops it") {
+    falls_back(b.reshape({4, 4}), "2 batch dims");
+    update(b);
+    CHECK(std::string(update.path()) == "fused");
+    CHECK(update.reason().empty());
+  }
+}
+
+TEST_CASE("The fused engine leaves the actor's gradient as op by op on the critic's turns", "[engine]") {
+  // TD3's first update is the critic's alone (policy delay 2): op by op, the actor's optimizer
+  // zeroes its gradient and the critic's loss adds nothing to it.
+  torch::manual_seed(13);
+  rlobj::Bounded spec(-2.0, 2.0, {1});
+  auto actor = mod::TensorDictSequential(
+      mod::TensorDictModule(MLP(MLPOptions(3, 1).num_cells({8}).activation(Activation::ReLU)), {"observation"}, {"param"}),
+      mod::TanhModule({"param"}, {"action"}, spec));
+  auto critic = mod::ValueOperator(MLP(MLPOptions(4, 1).num_cells({8}).activation(Activation::ReLU)),
+                                   {"observation", "action"});
+  auto loss = obj::TD3Loss(actor, critic, spec);
+  auto oa = std::make_shared<torch::optim::Adam>(loss->parameters_of("actor_network"));
+  auto oc = std::make_shared<torch::optim::Adam>(loss->parameters_of("qvalue_network"));
+  auto updater = std::make_shared<obj::SoftUpdate>(loss, obj::SoftUpdateOptions().tau(0.05));
+  std::string why;
+  auto engine = ActorCriticEngine::make(loss, oa, oc, updater, &why);
+  REQUIRE(engine != nullptr);
+  Config c;
+  c.batch = 16;
+  engine->step(random_batch(c, 1), /*actor_turn=*/true, /*critic_first=*/false);
+  REQUIRE(loss->parameters_of("actor_network")[0].grad().abs().sum().item<double>() > 0);
+  engine->step(random_batch(c, 2), /*actor_turn=*/false, /*critic_first=*/false);
+  CHECK(loss->parameters_of("actor_network")[0].grad().abs().sum().item<double>() == 0);
 }
 
 TEST_CASE("The fused and op-by-op paths share their state: updates may alternate between them", "[engine]") {

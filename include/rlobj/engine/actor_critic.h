@@ -15,9 +15,10 @@
 /// otherwise) and falls back to the op-by-op update.
 
 #include <algorithm>
-#include <functional>
 #include <cmath>
 #include <cstdint>
+#include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,6 +28,7 @@
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
+#include <fmt/format.h>
 #include <torch/optim/adam.h>
 #include <torch/types.h>
 
@@ -180,7 +182,6 @@ class ActorCriticEngine {
       const auto& o = impl.options;
       if (o.reduction() != objectives::Reduction::Mean) return fail("a reduction other than mean");
       if (o.separate_losses()) return fail("separate_losses");
-      if (impl.value_type() != objectives::ValueEstimators::TD0) return fail("a value estimator other than TD0");
       impl.ensure_linked();
       std::unique_ptr<ActorCriticEngine> e(new ActorCriticEngine());
       e->loss_ = loss.ptr();
@@ -256,9 +257,40 @@ class ActorCriticEngine {
           return fail("a critic whose input is not the observation and the action the actor reads and writes");
         }
       }
-      const torch::Tensor gamma = impl.value_estimator().gamma();
-      if (gamma.numel() != 1) return fail("a gamma tensor with several values");
-      e->gamma_ = gamma.template item<float>();
+      // What the loss's options, estimator and keys may change after this: read again before
+      // every update (a change the engine does not compute sends the update op by op).
+      ActorCriticEngine* self = e.get();
+      e->config_ = [&impl, self]() -> std::string {
+        const auto& options = impl.options;
+        if (options.reduction() != objectives::Reduction::Mean) return "a reduction other than mean";
+        if (options.separate_losses()) return "separate_losses";
+        if (impl.value_type() != objectives::ValueEstimators::TD0) return "a value estimator other than TD0";
+        const auto& estimator = impl.value_estimator();
+        if (estimator.options().average_rewards()) return "a value estimator with average_rewards";
+        if (estimator.options().differentiable()) return "a differentiable value estimator";
+        const torch::Tensor& gamma = estimator.gamma();
+        if (gamma.numel() != 1 || !gamma.is_cpu() || gamma.scalar_type() != torch::kFloat) {
+          return "a gamma that is not one float32 CPU value";
+        }
+        self->gamma_ = *gamma.data_ptr<float>();
+        self->steps_key_ = estimator.tensor_keys().steps_to_next_obs;
+        self->loss_function_ = options.loss_function();
+        const auto& keys = impl.tensor_keys();
+        if (!(keys.state_action_value == self->value_key_) || !(keys.reward == self->reward_key_) ||
+            !(keys.terminated == self->terminated_key_) || !(keys.priority == self->priority_key_)) {
+          return "tensor keys renamed (set_keys) since the engine was made";
+        }
+        if constexpr (!ddpg) {
+          if (!(keys.action == self->action_key_)) return "tensor keys renamed (set_keys) since the engine was made";
+        }
+        return "";
+      };
+      if (std::string reason = e->config_(); !reason.empty()) return fail(reason);
+      // The trained networks' parameters, whose requires_grad a user may turn off later.
+      for (const auto& p : impl.actor_network()->parameters()) e->trained_params_.push_back(p);
+      for (const auto& c : critics) {
+        for (const auto& p : c->parameters()) e->trained_params_.push_back(p);
+      }
       // The optimisers: Adam over the loss's two flat groups, nothing else.
       e->shared_optimizer_ = optim_actor == optim_critic;
       const std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers =
@@ -267,7 +299,12 @@ class ActorCriticEngine {
       for (const auto& optimizer : optimizers) {
         auto* adam = dynamic_cast<torch::optim::Adam*>(optimizer.get());
         if (adam == nullptr) return fail("an optimizer other than torch::optim::Adam");
+        e->optimizers_.push_back({adam, {}});
         for (size_t gi = 0; gi < adam->param_groups().size(); ++gi) {
+          e->optimizers_.back().groups.emplace_back();
+          for (const auto& p : adam->param_groups()[gi].params()) {
+            e->optimizers_.back().groups.back().push_back(p.unsafeGetTensorImpl());
+          }
           auto& group = adam->param_groups()[gi];
           const auto& ao = static_cast<const torch::optim::AdamOptions&>(group.options());
           if (ao.amsgrad()) return fail("Adam with amsgrad");
@@ -284,6 +321,7 @@ class ActorCriticEngine {
           }
         }
       }
+      if (std::string reason = e->state_inapplicable(); !reason.empty()) return fail(reason);
       e->updater_ = updater;
       e->soft_ = dynamic_cast<objectives::SoftUpdate*>(updater.get());
       if (e->soft_ != nullptr) {
@@ -350,7 +388,22 @@ class ActorCriticEngine {
     } else if (!critic_first) {
       step_critic();
     }
+    // Op by op, the actor's optimizer zeroes its gradient on the critic's turns too, and the
+    // critic's loss adds nothing to it.
+    if (!actor_turn) actor_flat_.grad().zero_();
     return out;
+  }
+
+  /// Why the engine cannot compute an update on `batch` now, or empty: a loss option, estimator,
+  /// key, parameter (frozen, moved, retyped) or optimizer (groups, amsgrad) changed since `make`,
+  /// or a batch whose layout the engine does not read (not one batch dim, a missing
+  /// `terminated`, `steps_to_next_obs`, other dtypes, shapes or devices). Changes nothing but the
+  /// engine's copy of the loss's gamma and loss function; `ActorCriticUpdate` runs such an update
+  /// op by op. The loss's own checks are `validate`'s, not repeated here.
+  std::string inapplicable(const TensorDict& batch) {
+    if (std::string reason = config_(); !reason.empty()) return reason;
+    if (std::string reason = state_inapplicable(); !reason.empty()) return reason;
+    return batch_inapplicable(batch);
   }
 
   /// The critic loss's output key (`"loss_value"` or `"loss_qvalue"`).
@@ -373,32 +426,84 @@ class ActorCriticEngine {
   // size: all before anything changes.
   void prepare(const TensorDict& batch) {
     loss_->validate(batch);
-    const std::string& name = loss_->loss_name();
-    TORCH_CHECK(loss_->parameters_of("actor_network")[0].unsafeGetTensorImpl() == actor_flat_.unsafeGetTensorImpl() &&
-                    loss_->parameters_of(critic_group_)[0].unsafeGetTensorImpl() == critic_flat_.unsafeGetTensorImpl(),
-                name, ": the loss's parameter groups were replaced since the update engine was made (loss->to(...)?); "
-                "make the engine (or the ActorCriticUpdate) again");
-    TORCH_CHECK(batch.batch_dims() == 1, name, ": the update engine expects a batch with one batch dim, got ",
-                batch.batch_dims(), " (batch size ", rlobj::detail::shape_str(batch.batch_size()), ")");
+    const std::string reason = inapplicable(batch);
+    TORCH_CHECK(reason.empty(), loss_->loss_name(), ": the update engine does not compute this update: ", reason);
+    loss_->ensure_linked();  // gradients a zero_grad(set_to_none) dropped
+    resize(batch.batch_size()[0]);
+  }
+
+  // The parameters and optimizers as the engine reads them raw.
+  std::string state_inapplicable() const {
+    if (loss_->parameters_of("actor_network")[0].unsafeGetTensorImpl() != actor_flat_.unsafeGetTensorImpl() ||
+        loss_->parameters_of(critic_group_)[0].unsafeGetTensorImpl() != critic_flat_.unsafeGetTensorImpl()) {
+      return "parameter groups replaced since the engine was made (loss->to(...)?)";
+    }
+    for (const torch::Tensor* t : {&actor_flat_, &critic_flat_, &target_actor_flat_, &target_critic_flat_}) {
+      if (!t->is_cpu() || t->scalar_type() != torch::kFloat || !t->is_contiguous()) {
+        return "parameters that are not contiguous float32 CPU tensors (loss->to(...)?)";
+      }
+    }
+    if (!actor_flat_.requires_grad() || !critic_flat_.requires_grad()) return "a frozen parameter";
+    for (const auto& p : trained_params_) {
+      if (!p.requires_grad()) return "a frozen parameter";
+    }
+    for (const auto& o : optimizers_) {
+      const auto& groups = o.adam->param_groups();
+      if (groups.size() != o.groups.size()) return "optimizer parameter groups changed since the engine was made";
+      for (size_t g = 0; g < groups.size(); ++g) {
+        const auto& params = groups[g].params();
+        if (params.size() != o.groups[g].size()) return "optimizer parameter groups changed since the engine was made";
+        for (size_t i = 0; i < params.size(); ++i) {
+          if (params[i].unsafeGetTensorImpl() != o.groups[g][i]) {
+            return "optimizer parameter groups changed since the engine was made";
+          }
+        }
+        if (static_cast<const torch::optim::AdamOptions&>(groups[g].options()).amsgrad()) return "Adam with amsgrad";
+      }
+    }
+    return "";
+  }
+
+  // The batch's layout: what the engine reads raw.
+  std::string batch_inapplicable(const TensorDict& batch) const {
+    if (batch.batch_dims() != 1) {
+      return fmt::format("a batch with {} batch dims (batch size {}; the engine takes one)", batch.batch_dims(),
+                         rlobj::detail::shape_str(batch.batch_size()));
+    }
     const int64_t rows = batch.batch_size()[0];
-    TORCH_CHECK(rows > 0, name, ": the update engine got an empty batch");
+    if (rows <= 0) return "an empty batch";
+    if (rows > std::numeric_limits<int>::max() / std::max<int64_t>(1, critics_[0].mlp.in_features() + 1)) {
+      return "a batch beyond the BLAS's 32-bit sizes";
+    }
+    if (batch.find(steps_key_) != nullptr) return fmt::format("a batch with \"{}\" (n-step returns)", steps_key_.str());
     const NestedKey next("next");
+    if (batch.find(next / terminated_key_) == nullptr) {
+      return fmt::format("a batch without \"{}\" (done alone)", (next / terminated_key_).str());
+    }
     const int64_t obs_dim = actor_.mlp.in_features(), act_dim = actor_.mlp.out_features();
+    std::string reason;
     const auto check = [&](const NestedKey& key, int64_t features, torch::ScalarType dtype, bool flat_ok) {
-      const torch::Tensor& t = batch.get(key);
+      if (!reason.empty()) return;
+      const torch::Tensor* found = batch.find(key);
+      if (found == nullptr) {
+        reason = fmt::format("a batch without \"{}\"", key.str());  // the loss's own check names it
+        return;
+      }
+      const torch::Tensor& t = *found;
       const bool shape = (t.dim() == 2 && t.size(0) == rows && t.size(1) == features) ||
                          (flat_ok && t.dim() == 1 && t.size(0) == rows);
-      TORCH_CHECK(shape && t.scalar_type() == dtype && t.is_cpu(), name, ": the update engine expects \"", key.str(),
-                  "\" of shape [", rows, ", ", features, "] and dtype ", rlobj::detail::dtype_str(dtype),
-                  " on the CPU, got shape ", rlobj::detail::shape_str(t.sizes()), " and dtype ",
-                  rlobj::detail::dtype_str(t.scalar_type()), " on ", t.device());
+      if (!shape || t.scalar_type() != dtype || !t.is_cpu()) {
+        reason = fmt::format("\"{}\" of shape {} and dtype {} on {} (the engine reads [{}, {}] {} on the CPU)", key.str(),
+                             rlobj::detail::shape_str(t.sizes()), rlobj::detail::dtype_str(t.scalar_type()),
+                             t.device().str(), rows, features, rlobj::detail::dtype_str(dtype));
+      }
     };
     check(obs_key_, obs_dim, torch::kFloat, false);
     check(action_key_, act_dim, torch::kFloat, false);
     check(next / obs_key_, obs_dim, torch::kFloat, false);
     check(next / reward_key_, 1, torch::kFloat, true);
     check(next / terminated_key_, 1, torch::kBool, true);
-    resize(rows);
+    return reason;
   }
 
   // The input of a critic for observations `obs` and actions `act` (each row-major).
@@ -489,7 +594,8 @@ class ActorCriticEngine {
     // Targets: y = r + (gamma * !terminated) * Q'(s', mu'(s') [+ clipped noise]).
     torch::NoGradGuard no_grad;
     torch::Tensor noise;
-    if (td3_noise_) noise = td3_noise_(action).contiguous();  // drawn first, as TorchRL
+    // Drawn first, as TorchRL, from the batch's tensor itself (randn_like keeps its strides).
+    if (td3_noise_) noise = td3_noise_(batch.get(action_key_)).contiguous();
     act(target_actor_, target_actor_pass_, target_actor_flat_, ptr(next_obs), tanh_next_, next_action_);
     if (noise.defined()) {
       // (a' + noise).clamp(min_action, max_action), bounds per action feature.
@@ -665,7 +771,16 @@ class ActorCriticEngine {
     }
   }
 
+  struct OptimizerLayout {
+    torch::optim::Adam* adam;
+    std::vector<std::vector<const c10::TensorImpl*>> groups;  // its groups' parameters at make
+  };
+
   std::shared_ptr<objectives::LossModuleImpl> loss_;
+  std::function<std::string()> config_;  // the loss's options, estimator and keys, read again
+  std::vector<torch::Tensor> trained_params_;
+  std::vector<OptimizerLayout> optimizers_;
+  NestedKey steps_key_{"steps_to_next_obs"};
   objectives::LossFunction loss_function_ = objectives::LossFunction::L2;
   std::string critic_loss_key_, critic_group_;
   torch::Tensor actor_flat_, critic_flat_, target_actor_flat_, target_critic_flat_;

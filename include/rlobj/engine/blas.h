@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -139,6 +140,9 @@ inline void gemm(const MatrixView& a, const MatrixView& b, float* c, float alpha
   } else if (n == 1) {
     ldb = k;
   }
+  constexpr int64_t int_max = std::numeric_limits<int>::max();  // sgemm_ takes 32-bit ints
+  TORCH_CHECK(m <= int_max && n <= int_max && k <= int_max && lda <= int_max && ldb <= int_max && ldc <= int_max,
+              "engine::gemm: a dimension beyond the BLAS's 32-bit range (m ", m, ", n ", n, ", k ", k, ")");
   const GemmCall call{transpose_a ? 't' : 'n', transpose_b ? 't' : 'n', static_cast<int>(m), static_cast<int>(n),
                       static_cast<int>(k),  static_cast<int>(lda),       static_cast<int>(ldb), static_cast<int>(ldc),
                       alpha,               beta};

@@ -17,12 +17,17 @@ namespace rlobj {
 namespace engine {
 namespace kernels {
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-/// Compiled three times (AVX-512, AVX2 with FMA, baseline), the loader picking the CPU's best,
-/// and vectorised whatever the including project's optimisation level (GCC vectorises loops from
-/// -O3 only; these are a header-only library's hot loops).
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && defined(__ELF__) && \
+    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+/// Compiled three times (AVX-512, x86-64-v3 = AVX2 with FMA, baseline), the loader picking the
+/// best the CPU supports by its features (an `arch=<cpu>` clone would be picked by CPU model
+/// only), and vectorised whatever the including project's optimisation level (GCC vectorises
+/// loops from -O3 only; these are a header-only library's hot loops). Not under the sanitizers,
+/// whose runtimes are not ready when an ifunc resolver runs. An explicit `fmaf` is fused in
+/// every clone (an instruction, or libm's exact `fmaf`); elsewhere the FMA clones may fuse a
+/// multiply and an add that the baseline rounds twice, as ATen's own AVX2 / AVX-512 kernels do.
 #define RLOBJ_ENGINE_CLONES \
-  __attribute__((target_clones("avx512f", "arch=haswell", "default"), optimize("O3", "no-math-errno")))
+  __attribute__((target_clones("avx512f", "arch=x86-64-v3", "default"), optimize("O3", "no-math-errno")))
 #elif defined(__GNUC__) && !defined(__clang__)
 #define RLOBJ_ENGINE_CLONES __attribute__((optimize("O3", "no-math-errno")))
 #else

@@ -210,18 +210,32 @@ class ActorCriticUpdate {
     } else {
       engine_ = engine::ActorCriticEngine::make(loss_, optim_actor_, optim_critic_, updater_, &reason_);
     }
+    fused_ = engine_ != nullptr;
     TORCH_CHECK_VALUE(engine_ != nullptr || options_.engine() != UpdateEngine::Fused,
                       "ActorCriticUpdate: UpdateEngine::Fused asked for, but the fused engine does not compute ",
                       reason_);
   }
 
-  /// One update on `batch`; returns the losses computed, detached.
+  /// One update on `batch`; returns the losses computed, detached. On the fused engine where it
+  /// computes this update (the loss, its optimizers and the batch as they are now), else op by op
+  /// (`UpdateEngine::Fused`: a `c10::ValueError` saying why instead).
   TensorDict operator()(const TensorDict& batch) {
     const bool actor_turn = (steps_ + 1) % options_.policy_delay() == 0;  // TorchRL counts from 1
     if (engine_) {
-      TensorDict losses = engine_->step(batch, actor_turn, options_.critic_first());
-      ++steps_;
-      return losses;
+      std::string why = engine_->inapplicable(batch);
+      if (why.empty()) {
+        TensorDict losses = engine_->step(batch, actor_turn, options_.critic_first());
+        ++steps_;
+        fused_ = true;
+        reason_.clear();
+        return losses;
+      }
+      if (options_.engine() == UpdateEngine::Fused) loss_->validate(batch);  // the loss's own message first
+      TORCH_CHECK_VALUE(options_.engine() != UpdateEngine::Fused,
+                        "ActorCriticUpdate: UpdateEngine::Fused asked for, but the fused engine does not compute "
+                        "this update: ", why);
+      fused_ = false;
+      reason_ = std::move(why);
     }
     TensorDict result;
     if constexpr (detail::has_split_losses<typename Loss::ContainedType>::value) {
@@ -268,9 +282,10 @@ class ActorCriticUpdate {
   int64_t steps() const noexcept { return steps_; }
   /// The loss.
   Loss& loss() noexcept { return loss_; }
-  /// `"fused"` or `"op-by-op"`: the path the updates take.
-  const char* path() const noexcept { return engine_ ? "fused" : "op-by-op"; }
-  /// Why the updates take the op-by-op path (what the fused engine does not compute), or empty.
+  /// `"fused"` or `"op-by-op"`: the path the last update took (before the first, the path updates
+  /// take where nothing changes).
+  const char* path() const noexcept { return fused_ ? "fused" : "op-by-op"; }
+  /// Why the last update (before the first: the updates) took the op-by-op path, or empty.
   const std::string& reason() const noexcept { return reason_; }
 
  private:
@@ -298,6 +313,7 @@ class ActorCriticUpdate {
   std::shared_ptr<objectives::TargetNetUpdater> updater_;
   ActorCriticUpdateOptions options_;
   int64_t steps_ = 0;
+  bool fused_ = false;
   std::unique_ptr<engine::ActorCriticEngine> engine_;
   std::string reason_;
 };
