@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <catch2/catch.hpp>
@@ -55,6 +56,23 @@ TEST_CASE("crc32 is zip's CRC-32", "[serialize]") {
   const std::string check = "123456789";  // the standard check value
   CHECK(rlobj::detail::crc32(check.data(), check.size()) == 0xCBF43926u);
   CHECK(rlobj::detail::crc32(nullptr, 0) == 0u);
+}
+
+TEST_CASE("load_archive reads regular files only, and names the file", "[serialize][validation]") {
+  torch::serialize::InputArchive archive;
+  if (std::filesystem::exists("/dev/zero")) {  // would never end if read whole
+    REQUIRE_THROWS_WITH(rlobj::load_archive(archive, "/dev/zero"),
+                        Contains("load_archive: \"/dev/zero\" is not a regular file"));
+  }
+  const auto dir = std::filesystem::temp_directory_path();
+  REQUIRE_THROWS_WITH(rlobj::load_archive(archive, dir.string()), Contains("is not a regular file"));
+  REQUIRE_THROWS_WITH(rlobj::load_archive(archive, (dir / "rlobj_no_such_file.pt").string()),
+                      Contains("cannot open") && Contains("rlobj_no_such_file.pt"));
+  // An empty regular file is read (zero bytes) and refused as an archive, naming it.
+  const auto empty = dir / ("rlobj_empty_" + std::to_string(::getpid()) + ".pt");
+  { std::ofstream(empty.string()); }
+  REQUIRE_THROWS_WITH(rlobj::load_archive(archive, empty.string()), Contains(empty.string()));
+  std::filesystem::remove(empty);
 }
 
 TEST_CASE("A flipped byte inside any record of a checkpoint is an error naming the record", "[serialize]") {

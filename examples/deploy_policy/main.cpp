@@ -102,7 +102,10 @@ int main(int argc, char** argv) {
                episodes, returns.mean().item<double>(), max_diff);
     return max_diff == 0 ? 0 : 1;
   } catch (const c10::Error& e) {
-    std::fprintf(stderr, "deploy_policy: error: %s\n", e.what_without_backtrace());
+    std::fprintf(stderr, "deploy_policy: error: %s\n", rlobj_examples::first_line(e.what_without_backtrace()).c_str());
+    return 1;
+  } catch (const std::exception& e) {  // std::bad_alloc and the like: one line too
+    std::fprintf(stderr, "deploy_policy: error: %s\n", rlobj_examples::first_line(e.what()).c_str());
     return 1;
   }
 }

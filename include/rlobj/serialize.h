@@ -26,6 +26,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <new>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
@@ -204,12 +205,27 @@ inline std::vector<std::pair<std::string, uint32_t>> zip_crcs(const std::string&
   return out;
 }
 
-/// Reads a whole file; errors name it.
+/// Reads a whole regular file; errors name it. Devices, FIFOs and directories are refused before
+/// anything is read (`/dev/zero` would never end), the size is taken from the file system and
+/// read once (a file that grows meanwhile is read to that size), and a size that does not fit in
+/// memory is a `c10::Error` naming the file, not a `std::bad_alloc`.
 inline std::string read_file(const std::string& path, const char* where) {
+  struct stat st {};
+  TORCH_CHECK(::stat(path.c_str(), &st) == 0, where, ": cannot open \"", path, "\": ", std::strerror(errno));
+  TORCH_CHECK(S_ISREG(st.st_mode), where, ": \"", path, "\" is not a regular file (a directory, device or pipe)");
   std::ifstream in(path, std::ios::binary);
   TORCH_CHECK(in.good(), where, ": cannot open \"", path, "\": ", std::strerror(errno));
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  TORCH_CHECK(!in.bad(), where, ": cannot read \"", path, "\": ", std::strerror(errno));
+  const auto size = static_cast<uint64_t>(st.st_size);
+  std::string bytes;
+  try {
+    TORCH_CHECK(size <= bytes.max_size(), where, ": \"", path, "\" (", size, " bytes) is too large to read");
+    bytes.resize(static_cast<size_t>(size));
+  } catch (const std::bad_alloc&) {
+    TORCH_CHECK(false, where, ": \"", path, "\" (", size, " bytes) does not fit in memory");
+  }
+  in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  TORCH_CHECK(!in.bad() && static_cast<uint64_t>(in.gcount()) == size, where, ": cannot read \"", path, "\": ",
+              in.bad() ? std::strerror(errno) : "the file shrank while it was read");
   return bytes;
 }
 

@@ -74,6 +74,8 @@ case "$case_name" in
   bad_rank)
     RANK=2 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29999 "$worker" init >"$out" 2>&1 && fail "ran with RANK=2 of 2"
     expect_in_output "RANK=2 is outside \[0, WORLD_SIZE=2\)"
+    "$worker" handmade_bad_rank >"$out" 2>&1 && fail "ran with a hand-made LaunchInfo of rank 5 in a world of 1"
+    expect_in_output "RANK=5 is outside \[0, WORLD_SIZE=1\)"
     ;;
   port_in_use)
     port=$(free_port)

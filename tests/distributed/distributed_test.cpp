@@ -231,6 +231,13 @@ int main(int argc, char** argv) {
       }
       return 0;
     }
+    if (mode == "handmade_bad_rank") {  // a LaunchInfo made by hand is checked as the environment is
+      dist::LaunchInfo info;
+      info.rank = 5;
+      info.world_size = 1;
+      dist::ProcessGroup pg(info, options());
+      return 0;
+    }
     auto pg = dist::ProcessGroup::from_env(options());
     if (mode == "dp") return data_parallel(pg);
     if (mode == "collect") return collect(pg);
@@ -247,7 +254,7 @@ int main(int argc, char** argv) {
                  dist::has_nccl() ? "yes" : "no");
       return 0;
     }
-    fmt::print(stderr, "usage: {} dp|dp_errors|collect|die|die0|config|hold|init\n", argv[0]);
+    fmt::print(stderr, "usage: {} dp|dp_errors|collect|die|die0|config|hold|init|handmade_bad_rank\n", argv[0]);
     return 2;
   } catch (const c10::Error& e) {
     fmt::print(stderr, "error: {}\n", e.what_without_backtrace());

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <random>
 
 #include <catch2/catch.hpp>
@@ -569,6 +570,22 @@ TEST_CASE("CartPole: imposed start state, as the reference cases do", "[envs][ca
   CHECK(same_bits(s1[3], ref.theta_dot));
   // The observation is only a copy: the float64 state is what goes on.
   CHECK(td.get({"next", "state"}).scalar_type() == torch::kFloat64);
+}
+
+TEST_CASE("CartPole: a step count at INT64_MAX saturates and truncates instead of wrapping", "[envs][cartpole][validation]") {
+  for (bool fused : {true, false}) {
+    INFO("fused step " << fused);
+    CartPole env(CartPoleOptions().batch_size({2}).fused_cpu_step(fused));
+    TensorDict td = env.reset();
+    td.set("step_count", torch::tensor({std::numeric_limits<int64_t>::max(), int64_t{3}}).view({2, 1}));
+    td.set("action", torch::tensor({int64_t{1}, int64_t{0}, int64_t{1}, int64_t{0}}).view({2, 2}));
+    env.step(td);
+    const torch::Tensor count = td.get({"next", "step_count"});
+    CHECK(count[0].item<int64_t>() == std::numeric_limits<int64_t>::max());
+    CHECK(count[1].item<int64_t>() == 4);
+    CHECK(td.get({"next", "truncated"})[0].item<bool>());
+    CHECK_FALSE(td.get({"next", "truncated"})[1].item<bool>());
+  }
 }
 
 TEST_CASE("CartPole: categorical actions", "[envs][cartpole]") {

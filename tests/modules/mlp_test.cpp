@@ -112,6 +112,8 @@ TEST_CASE("MLP: options", "[modules][mlp]") {
     REQUIRE_THROWS_AS(MLP(MLPOptions(0, 1)), c10::ValueError);
     REQUIRE_THROWS_AS(MLP(MLPOptions(2, 1).num_cells({0})), c10::ValueError);
     REQUIRE_THROWS_AS(MLP(MLPOptions(2, 1).dropout(1.0)), c10::ValueError);
+    REQUIRE_THROWS_WITH(MLP(MLPOptions(2, 1).activation(static_cast<rlobj::modules::Activation>(42))),
+                        Contains("activation is not an Activation value (got 42)"));
     MLP m(MLPOptions(3, 1).num_cells({4}));
     REQUIRE_THROWS_WITH(m->forward(torch::randn({5, 4})), Contains("last dim 3"));
   }

@@ -151,6 +151,12 @@ TEST_CASE("QValueModule: greedy actions, ties, masks and categorical actions", "
   td.set("mask", torch::tensor({{true, false, true}, {false, true, true}, {false, false, true}}));
   masked(td);
   CHECK(torch::equal(td.get("action"), torch::tensor({{1, 0, 0}, {0, 1, 0}, {0, 0, 1}}, torch::kLong)));
+  // A row that allows no action: an error naming the mask, nothing written.
+  TensorDict all_masked = td.clone();
+  all_masked.set("mask", torch::tensor({{true, false, true}, {false, false, false}, {false, false, true}}));
+  const torch::Tensor action_before = all_masked.get("action").clone();
+  CHECK_THROWS_WITH(masked(all_masked), Contains("action mask \"mask\" allows no action in some row"));
+  CHECK(torch::equal(all_masked.get("action"), action_before));
   TensorDict bad({3});
   bad.set("action_value", torch::ones({3, 2}, torch::kLong));
   CHECK_THROWS_WITH(one_hot(bad), Contains("must be floating point"));

@@ -141,20 +141,34 @@ struct LaunchInfo {
     info.world_size = integer("WORLD_SIZE", true, 1);
     info.rank = integer("RANK", true, 0);
     info.local_rank = integer("LOCAL_RANK", false, info.rank);
-    TORCH_CHECK_VALUE(info.world_size >= 1, "rlobj::distributed: WORLD_SIZE=", info.world_size, " must be >= 1");
-    TORCH_CHECK_VALUE(info.rank >= 0 && info.rank < info.world_size, "rlobj::distributed: RANK=", info.rank,
-                      " is outside [0, WORLD_SIZE=", info.world_size, ")");
-    TORCH_CHECK_VALUE(info.local_rank >= 0, "rlobj::distributed: LOCAL_RANK=", info.local_rank, " must be >= 0");
+    info.validate_ranks();
     if (info.world_size > 1) {
       const char* addr = std::getenv("MASTER_ADDR");
       TORCH_CHECK_VALUE(addr != nullptr && *addr != '\0',
                         "rlobj::distributed: the environment variable MASTER_ADDR is not set (the host of rank 0)");
       info.master_addr = addr;
       info.master_port = integer("MASTER_PORT", true, 0);
-      TORCH_CHECK_VALUE(info.master_port > 0 && info.master_port < 65536, "rlobj::distributed: MASTER_PORT=",
-                        info.master_port, " is not a TCP port (1..65535)");
     }
+    info.validate();
     return info;
+  }
+
+  /// Checks a hand-made `LaunchInfo` as `from_env` checks the environment: `c10::ValueError`
+  /// naming the field (a world of at least one, a rank inside it, a local rank >= 0, a TCP port).
+  void validate() const {
+    validate_ranks();
+    TORCH_CHECK_VALUE(master_port > 0 && master_port < 65536, "rlobj::distributed: MASTER_PORT=", master_port,
+                      " is not a TCP port (1..65535)");
+    TORCH_CHECK_VALUE(world_size == 1 || !master_addr.empty(),
+                      "rlobj::distributed: MASTER_ADDR is empty (the host of rank 0)");
+  }
+
+ private:
+  void validate_ranks() const {
+    TORCH_CHECK_VALUE(world_size >= 1, "rlobj::distributed: WORLD_SIZE=", world_size, " must be >= 1");
+    TORCH_CHECK_VALUE(rank >= 0 && rank < world_size, "rlobj::distributed: RANK=", rank, " is outside [0, WORLD_SIZE=",
+                      world_size, ")");
+    TORCH_CHECK_VALUE(local_rank >= 0, "rlobj::distributed: LOCAL_RANK=", local_rank, " must be >= 0");
   }
 };
 
@@ -190,6 +204,7 @@ class ProcessGroup {
   /// Connects to (rank 0: hosts) the store at `info.master_addr:info.master_port`, checks that
   /// every rank has the same `WORLD_SIZE`, and builds the Gloo backend.
   ProcessGroup(LaunchInfo info, ProcessGroupOptions options = {}) : state_(std::make_shared<State>()) {
+    info.validate();
     state_->info = std::move(info);
     state_->options = std::move(options);
     TORCH_CHECK_VALUE(state_->options.timeout().count() > 0, "rlobj::distributed: timeout must be positive, got ",

@@ -434,7 +434,7 @@ class CartPole : public EnvBase {
           rew[i] = static_cast<T>(r.first);
           nbt[i] = r.second;
           nterm[i] = terminated;
-          nsc[i] = psc[i] + 1;
+          nsc[i] = psc[i] == std::numeric_limits<int64_t>::max() ? psc[i] : psc[i] + 1;  // saturates, never wraps
           ntrunc[i] = max_steps > 0 && nsc[i] >= max_steps;
         }
       });
@@ -476,7 +476,8 @@ class CartPole : public EnvBase {
     out->reward = reward;
     out->beyond = torch::where(first, torch::zeros_like(beyond_in), torch::where(after, beyond_in + 1, beyond_in));
     out->terminated = terminated;
-    out->step_count = step_count_in + 1;
+    // Saturating: a count at INT64_MAX stays there (and truncates) instead of wrapping negative.
+    out->step_count = step_count_in.clamp_max(std::numeric_limits<int64_t>::max() - 1) + 1;
     out->truncated = options_.max_episode_steps() > 0 ? out->step_count >= options_.max_episode_steps()
                                                       : torch::zeros_like(terminated);
   }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -226,7 +227,8 @@ class Pendulum : public EnvBase {
       TORCH_CHECK(!action.isnan().any().item<bool>(), "Pendulum.step: \"action\" contains NaN");
       tensor_step(action, th, thdot, &new_th, &new_thdot, &reward, &obs);
     }
-    torch::Tensor step_count = *sc + 1;
+    // Saturating: a count at INT64_MAX stays there (and truncates) instead of wrapping negative.
+    torch::Tensor step_count = sc->clamp_max(std::numeric_limits<int64_t>::max() - 1) + 1;
     torch::Tensor truncated = options_.max_episode_steps() > 0
                                   ? step_count >= options_.max_episode_steps()
                                   : torch::zeros_like(step_count, torch::kBool);

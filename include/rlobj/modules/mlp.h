@@ -310,6 +310,10 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
                       "MLPOptions: out_features must be positive, got ", options.out_features());
     TORCH_CHECK_VALUE(options.dropout() >= 0.0 && options.dropout() < 1.0,
                       "MLPOptions: dropout must be in [0, 1), got ", options.dropout());
+    const auto activation_code = static_cast<int>(options.activation());
+    TORCH_CHECK_VALUE(activation_code >= static_cast<int>(Activation::Tanh) &&
+                          activation_code <= static_cast<int>(Activation::Identity),
+                      "MLPOptions: activation is not an Activation value (got ", activation_code, ")");
     std::vector<int64_t> cells = options.num_cells();
     if (options.depth()) {
       const int64_t depth = *options.depth();

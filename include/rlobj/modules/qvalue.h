@@ -98,6 +98,9 @@ class QValueModuleImpl : public TensorDictModuleBase {
       TORCH_CHECK_VALUE(mask->sizes() == values.sizes(), "QValueModule: the action mask \"",
                         options_.action_mask_key()->str(), "\" has shape ", rlobj::detail::shape_str(mask->sizes()),
                         " but the action values have shape ", rlobj::detail::shape_str(values.sizes()));
+      // A row with no allowed action has nothing to choose: an error, not a masked action.
+      TORCH_CHECK_VALUE(mask->any(-1).all().item<bool>(), "QValueModule: the action mask \"",
+                        options_.action_mask_key()->str(), "\" allows no action in some row");
       values = torch::where(*mask, values, torch::full({}, lowest(values.scalar_type()), values.options()));
     }
     auto [action, chosen] = greedy(values, options_.action_space());
