@@ -452,8 +452,8 @@ TEST_CASE("What changes after the engine is made is seen at the next update", "[
 }
 
 TEST_CASE("The fused engine leaves the actor's gradient as op by op on the critic's turns", "[engine]") {
-  // TD3's first update is the critic's alone (policy delay 2): op by op, the actor's optimizer
-  // zeroes its gradient and the critic's loss adds nothing to it.
+  // A critic-only turn (TD3's policy delay): op by op, one loss and one backward zero the actor's
+  // gradient and add nothing to it; with the critic first, the actor's gradient is not touched.
   torch::manual_seed(13);
   rlobj::Bounded spec(-2.0, 2.0, {1});
   auto actor = mod::TensorDictSequential(
@@ -474,6 +474,12 @@ TEST_CASE("The fused engine leaves the actor's gradient as op by op on the criti
   REQUIRE(loss->parameters_of("actor_network")[0].grad().abs().sum().item<double>() > 0);
   engine->step(random_batch(c, 2), /*actor_turn=*/false, /*critic_first=*/false);
   CHECK(loss->parameters_of("actor_network")[0].grad().abs().sum().item<double>() == 0);
+  // TorchRL's TD3 example (critic first) zeroes and steps the critic alone on those turns.
+  engine->step(random_batch(c, 3), /*actor_turn=*/true, /*critic_first=*/true);
+  const torch::Tensor after_actor_turn = loss->parameters_of("actor_network")[0].grad().clone();
+  REQUIRE(after_actor_turn.abs().sum().item<double>() > 0);
+  engine->step(random_batch(c, 4), /*actor_turn=*/false, /*critic_first=*/true);
+  CHECK(torch::equal(loss->parameters_of("actor_network")[0].grad(), after_actor_turn));
 }
 
 TEST_CASE("The fused and op-by-op paths share their state: updates may alternate between them", "[engine]") {

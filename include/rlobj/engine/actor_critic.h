@@ -388,9 +388,10 @@ class ActorCriticEngine {
     } else if (!critic_first) {
       step_critic();
     }
-    // Op by op, the actor's optimizer zeroes its gradient on the critic's turns too, and the
-    // critic's loss adds nothing to it.
-    if (!actor_turn) actor_flat_.grad().zero_();
+    // Op by op, the actor's optimizer zeroes its gradient on the critic's turns too (one loss,
+    // one backward), and the critic's loss adds nothing to it; with critic_first only the
+    // critic's optimizer is zeroed, so the actor's gradient stays as it was.
+    if (!actor_turn && !critic_first) actor_flat_.grad().zero_();
     return out;
   }
 
