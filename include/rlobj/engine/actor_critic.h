@@ -21,6 +21,7 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -693,11 +694,14 @@ class ActorCriticEngine {
     out.set("loss_actor", torch::tensor(static_cast<float>(total / static_cast<double>(rows_))));
   }
 
-  // The optimizer state's key of `param`: its TensorImpl's address, as a string (1.13) or not.
+  // The optimizer state's key of `param`: its TensorImpl's address, as a string (1.13, whose
+  // optimizers key it by `c10::guts::to_string` of the pointer: an ostream's text) or not.
   template <typename Key>
   static Key state_key(const torch::Tensor& param) {
     if constexpr (std::is_same<Key, std::string>::value) {
-      return c10::guts::to_string(param.unsafeGetTensorImpl());
+      std::ostringstream text;
+      text << static_cast<const void*>(param.unsafeGetTensorImpl());
+      return text.str();
     } else {
       return param.unsafeGetTensorImpl();
     }
