@@ -7,6 +7,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,11 @@ namespace {
 struct Config {
   std::string name;
   bool td3 = false;
+  bool sac = false;            ///< SAC: a TanhNormal actor, critics_count critics, a temperature
+  int64_t critics = 2;         ///< SAC's num_qvalue_nets
+  double bound = 2.0;          ///< the action spec's bounds: [-bound, bound]
+  bool fixed_alpha = false;    ///< SAC's fixed_alpha (no temperature optimizer)
+  std::optional<double> min_alpha = std::nullopt, max_alpha = std::nullopt;  ///< SAC's temperature bounds
   std::vector<int64_t> cells = {64, 64};
   Activation activation = Activation::ReLU;
   bool tanh_module = true;     ///< the actor squashed by a TanhModule (else a plain Actor)
@@ -61,17 +67,33 @@ class NoiseTD3 : public obj::TD3LossImpl<mod::TensorDictSequential, mod::ValueOp
   torch::Tensor standard_normal_like(const torch::Tensor& action) override { return normals(action); }
 };
 using TD3 = obj::TD3Loss<mod::TensorDictSequential, mod::ValueOperator>;
+
+/// SAC whose standard normals come from a function (the same draws, row-permuted, in the
+/// tolerance run; the fused engine refuses a derived class, so this one runs op by op).
+class NormalsSAC : public obj::SACLossImpl<> {
+ public:
+  using obj::SACLossImpl<>::SACLossImpl;
+  std::function<torch::Tensor()> normals;
+
+ protected:
+  torch::Tensor draw_action(const mod::Distribution& dist) override {
+    const auto& tanh_normal = dynamic_cast<const mod::TanhNormal&>(dist);
+    return tanh_normal.rsample_with(normals());
+  }
+};
 using DDPG = obj::DDPGLoss<mod::TensorDictSequential, mod::ValueOperator>;
 
+/// A batch from a generator of its own (the default generator's draws run on from update to
+/// update, so a draw skipped or added shows in the next ones).
 TensorDict random_batch(const Config& c, int64_t seed, bool with_reward = true) {
-  torch::manual_seed(seed);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   TensorDict b({c.batch});
-  b.set("observation", torch::randn({c.batch, c.obs}));
-  b.set("action", torch::rand({c.batch, c.act}) * 4 - 2);
-  b.set(NestedKey({"next", "observation"}), torch::randn({c.batch, c.obs}));
-  if (with_reward) b.set(NestedKey({"next", "reward"}), torch::randn({c.batch, 1}));
-  b.set(NestedKey({"next", "done"}), torch::rand({c.batch, 1}) < 0.1);
-  b.set(NestedKey({"next", "terminated"}), torch::rand({c.batch, 1}) < 0.05);
+  b.set("observation", torch::randn({c.batch, c.obs}, gen));
+  b.set("action", torch::rand({c.batch, c.act}, gen) * 4 - 2);
+  b.set(NestedKey({"next", "observation"}), torch::randn({c.batch, c.obs}, gen));
+  if (with_reward) b.set(NestedKey({"next", "reward"}), torch::randn({c.batch, 1}, gen));
+  b.set(NestedKey({"next", "done"}), torch::rand({c.batch, 1}, gen) < 0.1);
+  b.set(NestedKey({"next", "terminated"}), torch::rand({c.batch, 1}, gen) < 0.05);
   return b;
 }
 
@@ -81,7 +103,7 @@ TensorDict random_batch(const Config& c, int64_t seed, bool with_reward = true) 
 std::vector<torch::Tensor> train(const Config& c, UpdateEngine engine, int64_t updates, const torch::Tensor& perm,
                                  std::string* path = nullptr) {
   torch::manual_seed(7);
-  rlobj::Bounded spec(-2.0, 2.0, {c.act});
+  rlobj::Bounded spec(-c.bound, c.bound, {c.act});
   auto actor_mlp = MLP(MLPOptions(c.obs, c.act).num_cells(c.cells).activation(c.activation).fast_tanh(c.fast_tanh));
   mod::TensorDictSequential actor(nullptr);
   if (c.tanh_module) {
@@ -101,16 +123,26 @@ std::vector<torch::Tensor> train(const Config& c, UpdateEngine engine, int64_t u
   std::deque<torch::Tensor> normals;
   for (int64_t i = 0; i < updates; ++i) normals.push_back(torch::randn({c.batch, c.act}));
   const auto rows = [&](const torch::Tensor& t) { return perm.defined() ? t.index_select(0, perm) : t; };
+  // SAC's two draws per update, in the permuted run: what the generator gives right after the
+  // batch, rows permuted.
+  std::deque<torch::Tensor> sac_normals;
   auto run = [&](auto loss, const std::string& critic_group, const std::string& critic_loss) {
     auto updater = std::make_shared<obj::SoftUpdate>(loss, obj::SoftUpdateOptions().tau(0.05));
+    std::shared_ptr<torch::optim::Optimizer> optim_alpha;
+    if (c.sac && !c.fixed_alpha) optim_alpha = adam(loss->parameters_of("log_alpha"));
     ActorCriticUpdate<decltype(loss)> update(
-        loss, critic_loss, adam(loss->parameters_of("actor_network")), adam(loss->parameters_of(critic_group)), nullptr,
-        updater,
+        loss, critic_loss, adam(loss->parameters_of("actor_network")), adam(loss->parameters_of(critic_group)),
+        optim_alpha, updater,
         ActorCriticUpdateOptions().policy_delay(c.policy_delay).critic_first(c.critic_first).engine(engine));
     if (path != nullptr) *path = update.path();
     for (int64_t i = 0; i < updates; ++i) {
       TensorDict b = random_batch(c, 100 + i);
-      if (perm.defined()) b = b.index({perm});
+      if (perm.defined()) {
+        b = b.index({perm});
+        if (c.sac) {
+          for (int draw = 0; draw < 2; ++draw) sac_normals.push_back(rows(torch::empty({c.batch, c.act}).normal_()));
+        }
+      }
       update(b);
     }
     std::vector<torch::Tensor> out;
@@ -120,6 +152,32 @@ std::vector<torch::Tensor> train(const Config& c, UpdateEngine engine, int64_t u
     }
     return out;
   };
+  if (c.sac) {
+    auto sac_actor_mlp =
+        MLP(MLPOptions(c.obs, 2 * c.act).num_cells(c.cells).activation(c.activation).fast_tanh(c.fast_tanh));
+    mod::ProbabilisticActor sac_actor(
+        mod::TensorDictSequential(
+            mod::TensorDictModule(sac_actor_mlp, {"observation"}, {"param"}),
+            mod::TensorDictModule(mod::NormalParamExtractor(mod::NormalParamExtractorOptions().scale_lb(0.1)),
+                                  {"param"}, {"loc", "scale"})),
+        mod::TanhNormal::factory(mod::TanhNormalOptions::from_spec(spec)));
+    const auto options = obj::SACLossOptions()
+                             .num_qvalue_nets(c.critics)
+                             .loss_function(c.loss_function)
+                             .fixed_alpha(c.fixed_alpha)
+                             .alpha_init(0.7)
+                             .min_alpha(c.min_alpha)
+                             .max_alpha(c.max_alpha);
+    if (!perm.defined()) return run(obj::SACLoss(sac_actor, critic, spec, options), "qvalue_network", "loss_qvalue");
+    auto impl = std::make_shared<NormalsSAC>(sac_actor, critic, spec, options);
+    impl->normals = [&]() {
+      REQUIRE_FALSE(sac_normals.empty());
+      torch::Tensor n = sac_normals.front();
+      sac_normals.pop_front();
+      return n;
+    };
+    return run(obj::SACLoss<>(impl), "qvalue_network", "loss_qvalue");
+  }
   if (c.td3) {
     auto impl = std::make_shared<NoiseTD3>(actor, critic, spec,
                                            obj::TD3LossOptions().loss_function(c.loss_function));
@@ -164,7 +222,29 @@ TEST_CASE("The fused engine gives the op-by-op numbers where the references do n
   td3_joint.policy_delay = 1;
   td3_joint.act = 2;
   td3_joint.obs = 5;
-  for (const auto& c : {relu, tanh, fast, td3, td3_joint}) {
+  Config sac{"SAC, twin critics, TanhNormal in [-2, 2], ReLU 64-64, batch 256 (TorchRL's SAC example)"};
+  sac.sac = true;
+  Config sac_delay{"SAC, three critics, two actions in [-1, 1], Tanh 32-32, smooth L1, policy delay 2, alpha bounds"};
+  sac_delay.sac = true;
+  sac_delay.critics = 3;
+  sac_delay.act = 2;
+  sac_delay.obs = 4;
+  sac_delay.bound = 1.0;
+  sac_delay.activation = Activation::Tanh;
+  sac_delay.cells = {32, 32};
+  sac_delay.loss_function = obj::LossFunction::SmoothL1;
+  sac_delay.policy_delay = 2;
+  sac_delay.batch = 100;
+  sac_delay.min_alpha = 0.69;
+  sac_delay.max_alpha = 0.9;
+  Config sac_fixed{"SAC, fixed alpha, one critic, L1, weight decay"};
+  sac_fixed.sac = true;
+  sac_fixed.fixed_alpha = true;
+  sac_fixed.critics = 1;
+  sac_fixed.loss_function = obj::LossFunction::L1;
+  sac_fixed.weight_decay = 1e-2;
+  sac_fixed.batch = 64;
+  for (const auto& c : {relu, tanh, fast, td3, td3_joint, sac, sac_delay, sac_fixed}) {
     DYNAMIC_SECTION(c.name) {
       const int64_t updates = 6;
       std::string fused_path, op_path;
@@ -214,7 +294,7 @@ TEST_CASE("The fused engine says why it does not compute a loss, and ActorCritic
     if (!oc) oc = adam(loss->parameters_of("value_network"));
     auto updater = std::make_shared<obj::SoftUpdate>(loss, obj::SoftUpdateOptions().tau(0.05));
     std::string why;
-    auto engine = ActorCriticEngine::make(loss, oa, oc, updater, &why);
+    auto engine = ActorCriticEngine::make(loss, oa, oc, nullptr, updater, &why);
     CHECK(engine == nullptr);
     // ActorCriticUpdate: Auto falls back and says why; Fused refuses with the reason.
     ActorCriticUpdate<decltype(loss)> automatic(loss, "loss_value", oa, oc, nullptr, updater);
@@ -230,7 +310,7 @@ TEST_CASE("The fused engine says why it does not compute a loss, and ActorCritic
     auto oa = adam(loss->parameters_of("actor_network")), oc = adam(loss->parameters_of("value_network"));
     auto updater = std::make_shared<obj::SoftUpdate>(loss, obj::SoftUpdateOptions().tau(0.05));
     std::string why;
-    CHECK(ActorCriticEngine::make(loss, oa, oc, updater, &why) != nullptr);
+    CHECK(ActorCriticEngine::make(loss, oa, oc, nullptr, updater, &why) != nullptr);
     ActorCriticUpdate<decltype(loss)> update(loss, "loss_value", oa, oc, nullptr, updater);
     CHECK(std::string(update.path()) == "fused");
     CHECK(update.reason().empty());
@@ -294,19 +374,42 @@ TEST_CASE("The fused engine says why it does not compute a loss, and ActorCritic
                                            mod::TanhModule({"param"}, {"action"}, spec));
     CHECK_THAT(why_not(obj::DDPGLoss(actor, critic_of(critic_options))), Contains("not an rlobj MLP"));
   }
-  SECTION("SAC (a temperature optimizer)") {
-    auto actor_mlp = MLP(MLPOptions(3, 2).num_cells({8}));
-    mod::ProbabilisticActor actor(
-        mod::TensorDictSequential(mod::TensorDictModule(actor_mlp, {"observation"}, {"param"}),
-                                  mod::TensorDictModule(mod::NormalParamExtractor(), {"param"}, {"loc", "scale"})),
-        mod::TanhNormal::factory(mod::TanhNormalOptions::from_spec(spec)));
-    auto loss = obj::SACLoss(actor, critic_of(critic_options), spec);
-    auto updater = std::make_shared<obj::SoftUpdate>(loss, obj::SoftUpdateOptions().tau(0.05));
-    ActorCriticUpdate<decltype(loss)> update(loss, "loss_qvalue", adam(loss->parameters_of("actor_network")),
-                                             adam(loss->parameters_of("qvalue_network")),
-                                             adam(loss->parameters_of("log_alpha")), updater);
-    CHECK(std::string(update.path()) == "op-by-op");
-    CHECK_THAT(update.reason(), Contains("temperature"));
+  SECTION("SAC: its temperature, its distribution, a derived class") {
+    const auto sac_actor = [&](mod::DistributionFactory factory) {
+      return mod::ProbabilisticActor(
+          mod::TensorDictSequential(mod::TensorDictModule(MLP(MLPOptions(3, 2).num_cells({8})), {"observation"}, {"param"}),
+                                    mod::TensorDictModule(mod::NormalParamExtractor(), {"param"}, {"loc", "scale"})),
+          std::move(factory));
+    };
+    const auto tanh_normal = mod::TanhNormal::factory(mod::TanhNormalOptions::from_spec(spec));
+    const auto path_of = [&](auto loss, bool with_alpha_optimizer) {
+      auto updater = std::make_shared<obj::SoftUpdate>(loss, obj::SoftUpdateOptions().tau(0.05));
+      std::shared_ptr<torch::optim::Optimizer> optim_alpha;
+      if (with_alpha_optimizer) optim_alpha = adam(loss->parameters_of("log_alpha"));
+      ActorCriticUpdate<decltype(loss)> update(loss, "loss_qvalue", adam(loss->parameters_of("actor_network")),
+                                               adam(loss->parameters_of("qvalue_network")), optim_alpha, updater);
+      return std::string(update.path()) + ": " + update.reason();
+    };
+    CHECK(path_of(obj::SACLoss(sac_actor(tanh_normal), critic_of(critic_options), spec), true) == "fused: ");
+    CHECK(path_of(obj::SACLoss(sac_actor(tanh_normal), critic_of(critic_options), spec,
+                               obj::SACLossOptions().fixed_alpha(true)),
+                  false) == "fused: ");
+    CHECK_THAT(path_of(obj::SACLoss(sac_actor(tanh_normal), critic_of(critic_options), spec), false),
+               Contains("op-by-op") && Contains("without a temperature optimizer"));
+    CHECK_THAT(path_of(obj::SACLoss(sac_actor(mod::TanhNormal::factory(mod::TanhNormalOptions::from_spec(spec).tanh_loc(true))),
+                                    critic_of(critic_options), spec),
+                       true),
+               Contains("tanh_loc"));
+    CHECK_THAT(path_of(obj::SACLoss(sac_actor(mod::IndependentNormal::factory()), critic_of(critic_options), spec), true),
+               Contains("other than TanhNormal"));
+    auto derived = std::make_shared<NormalsSAC>(sac_actor(tanh_normal), critic_of(critic_options), spec);
+    CHECK_THAT(path_of(obj::SACLoss<>(derived), true), Contains("derived from SACLoss"));
+    // DDPG with a temperature optimizer: nothing for it to train.
+    auto loss = obj::DDPGLoss(actor_of(actor_options), critic_of(critic_options));
+    std::string why;
+    CHECK(ActorCriticEngine::make(loss, adam(loss->parameters_of("actor_network")), adam(loss->parameters_of("value_network")),
+                                  adam({torch::zeros({1}, torch::requires_grad())}), nullptr, &why) == nullptr);
+    CHECK_THAT(why, Contains("temperature optimizer for a loss without a temperature"));
   }
   SECTION("one optimizer for actor and critic is refused by ActorCriticUpdate") {
     auto loss = obj::DDPGLoss(actor_of(actor_options), critic_of(critic_options));
@@ -466,7 +569,7 @@ TEST_CASE("The fused engine leaves the actor's gradient as op by op on the criti
   auto oc = std::make_shared<torch::optim::Adam>(loss->parameters_of("qvalue_network"));
   auto updater = std::make_shared<obj::SoftUpdate>(loss, obj::SoftUpdateOptions().tau(0.05));
   std::string why;
-  auto engine = ActorCriticEngine::make(loss, oa, oc, updater, &why);
+  auto engine = ActorCriticEngine::make(loss, oa, oc, nullptr, updater, &why);
   REQUIRE(engine != nullptr);
   Config c;
   c.batch = 16;

@@ -92,7 +92,7 @@ parity::Quantities run_ddpg(const nlohmann::json& sc, const parity::Perturbation
   std::unique_ptr<rlobj::engine::ActorCriticEngine> fused;
   if (engine) {
     std::string why;
-    fused = rlobj::engine::ActorCriticEngine::make(loss, optim, optim, updater, &why);
+    fused = rlobj::engine::ActorCriticEngine::make(loss, optim, optim, nullptr, updater, &why);
     // The engine computes every float32 mean-reduced run (the float64 perturbation and the
     // sum-reduction mutation run op by op).
     const bool computable = pert.dtype == torch::kFloat32 && !mut.sum_reduction;

@@ -159,7 +159,7 @@ parity::Quantities run_td3(const std::string& scenario, const parity::Perturbati
   std::unique_ptr<rlobj::engine::ActorCriticEngine> fused;
   if (engine) {
     std::string why;
-    fused = rlobj::engine::ActorCriticEngine::make(loss, optim, optim, updater, &why);
+    fused = rlobj::engine::ActorCriticEngine::make(loss, optim, optim, nullptr, updater, &why);
     INFO(why);
     REQUIRE((fused != nullptr) == (pert.dtype == torch::kFloat32 && !mut.sum_reduction));
   }

@@ -24,6 +24,7 @@
 #include <sstream>
 #include <string>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -38,9 +39,12 @@
 #include "rlobj/engine/kernels.h"
 #include "rlobj/engine/mlp.h"
 #include "rlobj/modules/actor.h"
+#include "rlobj/modules/distributions.h"
+#include "rlobj/modules/probabilistic.h"
 #include "rlobj/modules/tensordict_module.h"
 #include "rlobj/modules/value_operator.h"
 #include "rlobj/objectives/ddpg.h"
+#include "rlobj/objectives/sac.h"
 #include "rlobj/objectives/td3.h"
 #include "rlobj/objectives/utils.h"
 #include "rlobj/tensordict.h"
@@ -58,6 +62,10 @@ template <typename T>
 struct is_td3 : std::false_type {};
 template <typename A, typename Q>
 struct is_td3<objectives::TD3LossImpl<A, Q>> : std::true_type {};
+template <typename T>
+struct is_sac : std::false_type {};
+template <typename A, typename Q>
+struct is_sac<objectives::SACLossImpl<A, Q>> : std::true_type {};
 
 /// A network's MLP, its keys, and (actors) the TanhModule squashing its output.
 struct NetworkPlan {
@@ -114,6 +122,75 @@ inline std::optional<NetworkPlan> plan_network(torch::nn::Module& module, const 
   return out;
 }
 
+/// What a SAC actor adds to its MLP: tensordict's `NormalParamExtractor` and the `TanhNormal`.
+struct TanhNormalPlan {
+  float scale_lb = 1e-4f;  ///< the extractor's scale floor
+  float bias = 0;          ///< `NormalParamExtractor::bias()`, as float32 adds it
+  float limit = 1.0f;      ///< `TanhNormal::limit()`, as float32 clamps with it
+  /// `TanhNormal`'s affine map and low bound, one per action feature (float32), and
+  /// `log|affine_scale|`; undefined with the bounds (-1, 1).
+  torch::Tensor affine_loc, affine_scale, low, log_affine_scale;
+};
+
+/// The plan of a SAC actor: a `ProbabilisticActor` over a `TensorDictSequential` of an MLP
+/// module (writing `loc` and the scale's pre-image side by side) and a `NormalParamExtractor`
+/// module, with a `TanhNormal` (no `tanh_loc`, one event dim) writing `action_key`; or nothing,
+/// with the reason in `why`. The distribution's bounds are read from one made by its factory.
+inline std::optional<std::pair<NetworkPlan, TanhNormalPlan>> plan_tanh_normal_actor(torch::nn::Module& module,
+                                                                                    const torch::Tensor& flat,
+                                                                                    const NestedKey& action_key,
+                                                                                    std::string* why) {
+  using Result = std::optional<std::pair<NetworkPlan, TanhNormalPlan>>;
+  const auto fail = [&](const std::string& reason) -> Result {
+    *why = reason;
+    return std::nullopt;
+  };
+  auto* actor = dynamic_cast<modules::ProbabilisticActorImpl*>(&module);
+  if (actor == nullptr) return fail("a stochastic actor that is not a ProbabilisticActor");
+  if (actor->options().out_key() != action_key) return fail("a ProbabilisticActor writing another key than the action");
+  auto* seq = dynamic_cast<modules::TensorDictSequentialImpl*>(actor->module().get());
+  auto* extract = seq != nullptr && seq->size() == 2 ? dynamic_cast<modules::TensorDictModuleImpl*>((*seq)[1].get()) : nullptr;
+  auto* extractor = extract != nullptr ? dynamic_cast<modules::NormalParamExtractorImpl*>(extract->module().get()) : nullptr;
+  if (extractor == nullptr) {
+    return fail("a ProbabilisticActor whose module is not an MLP module followed by a NormalParamExtractor module");
+  }
+  auto net = plan_network(*(*seq)[0], flat, /*trained=*/true, why);
+  if (!net) return std::nullopt;
+  const int64_t features = net->mlp.out_features() / 2;
+  if (net->mlp.out_features() % 2 != 0 || extract->in_keys() != std::vector<NestedKey>{net->out_key} ||
+      extract->out_keys().size() != 2 || actor->options().in_keys() != extract->out_keys()) {
+    return fail("a ProbabilisticActor whose distribution parameters are not its NormalParamExtractor's (loc, scale)");
+  }
+  std::shared_ptr<modules::Distribution> probe;
+  try {
+    probe = actor->factory()({torch::zeros({1, features}), torch::ones({1, features})});
+  } catch (const c10::Error&) {
+    return fail("a distribution the engine cannot read (its factory refuses float32 CPU parameters)");
+  }
+  const auto* tanh_normal = dynamic_cast<const modules::TanhNormal*>(probe.get());
+  if (tanh_normal == nullptr) return fail("a distribution other than TanhNormal");
+  if (tanh_normal->options().tanh_loc()) return fail("TanhNormal with tanh_loc");
+  if (tanh_normal->options().event_dims() != 1) return fail("TanhNormal with event_dims other than 1");
+  TanhNormalPlan p;
+  p.scale_lb = static_cast<float>(extractor->options.scale_lb());
+  p.bias = static_cast<float>(modules::NormalParamExtractorImpl::bias());
+  p.limit = static_cast<float>(tanh_normal->limit());
+  if (tanh_normal->affine_scale().defined()) {
+    const auto per_feature = [&](const torch::Tensor& t) -> torch::Tensor {
+      if (t.numel() != 1 && t.numel() != features) return {};
+      return t.to(torch::kFloat).reshape({-1}).expand({features}).contiguous();
+    };
+    p.affine_loc = per_feature(tanh_normal->affine_loc());
+    p.affine_scale = per_feature(tanh_normal->affine_scale());
+    p.low = per_feature(tanh_normal->low());
+    if (!p.affine_loc.defined() || !p.affine_scale.defined() || !p.low.defined()) {
+      return fail("TanhNormal bounds of another size than the action");
+    }
+    p.log_affine_scale = p.affine_scale.abs().log();
+  }
+  return std::make_pair(*net, p);
+}
+
 /// `out` (`rows x total`) = the concatenation of `parts` (each `rows x cols_i`) on the last dim.
 inline void concat_columns(float* out, const std::vector<std::pair<const float*, int64_t>>& parts, int64_t rows) {
   int64_t total = 0;
@@ -148,7 +225,8 @@ inline void squash(const torch::Tensor& h, torch::Tensor& t, float* a, const tor
 ///
 /// ```
 /// std::string why;
-/// auto engine = rlobj::engine::ActorCriticEngine::make(loss, optim_actor, optim_critic, updater, &why);
+/// auto engine = rlobj::engine::ActorCriticEngine::make(loss, optim_actor, optim_critic, /*optim_alpha=*/nullptr,
+///                                                     updater, &why);
 /// if (engine) {
 ///   rlobj::TensorDict losses = engine->step(batch, /*actor_turn=*/true, /*critic_first=*/false);
 /// }
@@ -165,12 +243,14 @@ class ActorCriticEngine {
   template <typename Loss>
   static std::unique_ptr<ActorCriticEngine> make(Loss& loss, const std::shared_ptr<torch::optim::Optimizer>& optim_actor,
                                                  const std::shared_ptr<torch::optim::Optimizer>& optim_critic,
+                                                 const std::shared_ptr<torch::optim::Optimizer>& optim_alpha,
                                                  const std::shared_ptr<objectives::TargetNetUpdater>& updater,
                                                  std::string* why) {
     using Impl = typename Loss::ContainedType;
-    constexpr bool ddpg = detail::is_ddpg<Impl>::value, td3 = detail::is_td3<Impl>::value;
-    if constexpr (!ddpg && !td3) {
-      *why = "a loss the engine does not compute (it computes DDPGLoss and TD3Loss)";
+    constexpr bool ddpg = detail::is_ddpg<Impl>::value, td3 = detail::is_td3<Impl>::value,
+                   sac = detail::is_sac<Impl>::value;
+    if constexpr (!ddpg && !td3 && !sac) {
+      *why = "a loss the engine does not compute (it computes DDPGLoss, TD3Loss and SACLoss)";
       return nullptr;
     } else {
       auto& impl = *loss;
@@ -180,6 +260,9 @@ class ActorCriticEngine {
       };
       if (const std::string b = engine::detail::blas_unavailable(); !b.empty()) return fail(b);
       if (optim_actor == nullptr || optim_critic == nullptr) return fail("no actor or critic optimizer");
+      if (optim_alpha != nullptr && (optim_alpha == optim_actor || optim_alpha == optim_critic)) {
+        return fail("one optimizer for the temperature and a network");
+      }
       const auto& o = impl.options;
       if (o.reduction() != objectives::Reduction::Mean) return fail("a reduction other than mean");
       if (o.separate_losses()) return fail("separate_losses");
@@ -205,12 +288,43 @@ class ActorCriticEngine {
       const torch::Tensor target_critic_flat = buffer("target_" + critic_group + "_params");
       e->target_actor_flat_ = target_actor_flat.defined() ? target_actor_flat : e->actor_flat_;
       e->target_critic_flat_ = target_critic_flat.defined() ? target_critic_flat : e->critic_flat_;
-      auto actor = detail::plan_network(*impl.actor_network().ptr(), e->actor_flat_, /*trained=*/true, why);
-      if (!actor) return nullptr;
-      auto target_actor = detail::plan_network(*impl.target_actor_network(), e->target_actor_flat_, false, why);
-      if (!target_actor) return nullptr;
-      e->actor_ = *actor;
-      e->target_actor_ = *target_actor;
+      if constexpr (sac) {
+        // Its samples are drawn as SACLoss::draw_action draws them; a derived class may draw
+        // otherwise.
+        if (typeid(impl) != typeid(Impl)) return fail("a class derived from SACLoss (its draws may differ)");
+        if (o.fixed_alpha() != (optim_alpha == nullptr)) {
+          return fail(o.fixed_alpha() ? "a temperature optimizer with fixed_alpha"
+                                      : "a trained temperature without a temperature optimizer");
+        }
+        auto planned = detail::plan_tanh_normal_actor(*impl.actor_network().ptr(), e->actor_flat_,
+                                                      impl.tensor_keys().action, why);
+        if (!planned) return nullptr;
+        e->actor_ = planned->first;
+        e->tanh_normal_ = planned->second;
+        e->sac_ = true;
+        e->alpha_fn_ = [&impl]() { return impl.alpha(); };
+        e->log_alpha_ = impl.log_alpha();
+        e->target_entropy_ = impl.target_entropy();
+        for (const torch::Tensor* t : {&e->log_alpha_, &e->target_entropy_}) {
+          if (t->numel() != 1 || t->scalar_type() != torch::kFloat || !t->is_cpu()) {
+            return fail("a temperature that is not one float32 CPU value");
+          }
+        }
+        e->act_dim_ = e->actor_.mlp.out_features() / 2;
+      } else {
+        if (optim_alpha != nullptr) return fail("a temperature optimizer for a loss without a temperature");
+        auto actor = detail::plan_network(*impl.actor_network().ptr(), e->actor_flat_, /*trained=*/true, why);
+        if (!actor) return nullptr;
+        auto target_actor = detail::plan_network(*impl.target_actor_network(), e->target_actor_flat_, false, why);
+        if (!target_actor) return nullptr;
+        e->actor_ = *actor;
+        e->target_actor_ = *target_actor;
+        e->act_dim_ = e->actor_.mlp.out_features();
+        if (e->target_actor_.mlp.in_features() != e->actor_.mlp.in_features() ||
+            e->target_actor_.mlp.out_features() != e->actor_.mlp.out_features()) {
+          return fail("a target actor of another shape than the actor");
+        }
+      }
       std::vector<std::shared_ptr<torch::nn::Module>> critics, targets;
       if constexpr (ddpg) {
         critics = {impl.value_network().ptr()};
@@ -220,6 +334,8 @@ class ActorCriticEngine {
         for (const auto& c : impl.qvalue_networks()) critics.push_back(c);
         for (const auto& c : impl.target_qvalue_networks()) targets.push_back(c);
         e->action_key_ = impl.tensor_keys().action;
+      }
+      if constexpr (td3) {
         e->min_action_ = impl.min_action().contiguous();
         e->max_action_ = impl.max_action().contiguous();
         e->td3_noise_ = [&impl](const torch::Tensor& action) { return impl.smoothing_noise(action); };
@@ -238,7 +354,7 @@ class ActorCriticEngine {
       e->terminated_key_ = keys.terminated;
       e->priority_key_ = keys.priority;
       // The actor reads one key; the critic reads that key and the action, in either order.
-      if (e->actor_.in_keys.size() != 1 || e->actor_.out_key != e->action_key_) {
+      if (e->actor_.in_keys.size() != 1 || (!sac && e->actor_.out_key != e->action_key_)) {
         return fail("an actor that does not map one observation key to the action");
       }
       e->obs_key_ = e->actor_.in_keys[0];
@@ -251,10 +367,8 @@ class ActorCriticEngine {
       }
       e->action_first_ = e->critics_[0].in_keys[0] == e->action_key_;
       for (size_t c = 0; c < e->critics_.size(); ++c) {
-        const int64_t in = e->actor_.mlp.in_features() + e->actor_.mlp.out_features();
-        if (e->critics_[c].mlp.in_features() != in || e->target_critics_[c].mlp.in_features() != in ||
-            e->target_actor_.mlp.in_features() != e->actor_.mlp.in_features() ||
-            e->target_actor_.mlp.out_features() != e->actor_.mlp.out_features()) {
+        const int64_t in = e->actor_.mlp.in_features() + e->act_dim_;
+        if (e->critics_[c].mlp.in_features() != in || e->target_critics_[c].mlp.in_features() != in) {
           return fail("a critic whose input is not the observation and the action the actor reads and writes");
         }
       }
@@ -292,11 +406,11 @@ class ActorCriticEngine {
       for (const auto& c : critics) {
         for (const auto& p : c->parameters()) e->trained_params_.push_back(p);
       }
-      // The optimisers: Adam over the loss's two flat groups, nothing else.
+      // The optimisers: Adam over the loss's two flat groups (and SAC's log_alpha), nothing else.
       e->shared_optimizer_ = optim_actor == optim_critic;
-      const std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers =
-          e->shared_optimizer_ ? std::vector<std::shared_ptr<torch::optim::Optimizer>>{optim_critic}
-                               : std::vector<std::shared_ptr<torch::optim::Optimizer>>{optim_critic, optim_actor};
+      std::vector<std::shared_ptr<torch::optim::Optimizer>> optimizers{optim_critic};
+      if (!e->shared_optimizer_) optimizers.push_back(optim_actor);
+      if (optim_alpha != nullptr) optimizers.push_back(optim_alpha);
       for (const auto& optimizer : optimizers) {
         auto* adam = dynamic_cast<torch::optim::Adam*>(optimizer.get());
         if (adam == nullptr) return fail("an optimizer other than torch::optim::Adam");
@@ -310,15 +424,23 @@ class ActorCriticEngine {
           const auto& ao = static_cast<const torch::optim::AdamOptions&>(group.options());
           if (ao.amsgrad()) return fail("Adam with amsgrad");
           for (auto& p : group.params()) {
-            const bool is_actor = p.unsafeGetTensorImpl() == e->actor_flat_.unsafeGetTensorImpl();
-            const bool is_critic = p.unsafeGetTensorImpl() == e->critic_flat_.unsafeGetTensorImpl();
-            if (!is_actor && !is_critic) {
-              return fail("an optimizer over tensors other than the loss's actor and critic groups");
+            const c10::TensorImpl* impl_of = p.unsafeGetTensorImpl();
+            const Role role = impl_of == e->actor_flat_.unsafeGetTensorImpl()    ? Role::Actor
+                              : impl_of == e->critic_flat_.unsafeGetTensorImpl() ? Role::Critic
+                              : (e->sac_ && impl_of == e->log_alpha_.unsafeGetTensorImpl()) ? Role::Alpha
+                                                                                             : Role::None;
+            if (role == Role::None) {
+              return fail(e->sac_ ? "an optimizer over tensors other than the loss's actor and critic groups and log_alpha"
+                                  : "an optimizer over tensors other than the loss's actor and critic groups");
             }
-            if (!e->shared_optimizer_ && is_actor != (optimizer == optim_actor)) {
-              return fail("an actor optimizer over the critic or a critic optimizer over the actor");
+            const Role expected = optimizer == optim_alpha ? Role::Alpha
+                                  : optimizer == optim_critic && !e->shared_optimizer_ ? Role::Critic
+                                  : optimizer == optim_actor && !e->shared_optimizer_  ? Role::Actor
+                                                                                       : role;
+            if (role != expected || (e->shared_optimizer_ && role == Role::Alpha)) {
+              return fail("an optimizer over another network's parameters than its own (actor, critic, temperature)");
             }
-            e->adam_.push_back({adam, gi, p, is_actor, {}});
+            e->adam_.push_back({adam, gi, p, role, {}});
           }
         }
       }
@@ -358,9 +480,11 @@ class ActorCriticEngine {
   }
 
   /// The critic optimizer's step (with one shared optimizer: the critic group's part of it).
-  void step_critic() { adam(/*actor=*/false); }
+  void step_critic() { adam(Role::Critic); }
   /// The actor optimizer's step.
-  void step_actor() { adam(/*actor=*/true); }
+  void step_actor() { adam(Role::Actor); }
+  /// The temperature optimizer's step (SAC with a trained temperature; else nothing).
+  void step_alpha() { adam(Role::Alpha); }
 
   /// The target updater's step (fused for a `SoftUpdate`).
   void update_targets() {
@@ -377,6 +501,7 @@ class ActorCriticEngine {
   /// same parameters (`loss(batch)`, one `backward`, the steps). Returns the losses computed
   /// (0-dim tensors).
   TensorDict step(TensorDict batch, bool actor_turn, bool critic_first) {
+    TORCH_CHECK_VALUE(!(sac_ && critic_first), "ActorCriticEngine: critic_first needs a loss with split losses (TD3Loss)");
     prepare(batch);
     TensorDict out(TensorDict::BatchSize{});
     compute_critic(batch, out);
@@ -385,14 +510,20 @@ class ActorCriticEngine {
       compute_actor(batch, out);
       if (!critic_first) step_critic();
       step_actor();
+      step_alpha();
       update_targets();
     } else if (!critic_first) {
       step_critic();
+      // Op by op, SAC's loss draws the actor loss's sample on every update.
+      if (sac_) draw_.eps.normal_();
     }
-    // Op by op, the actor's optimizer zeroes its gradient on the critic's turns too (one loss,
-    // one backward), and the critic's loss adds nothing to it; with critic_first only the
-    // critic's optimizer is zeroed, so the actor's gradient stays as it was.
-    if (!actor_turn && !critic_first) actor_flat_.grad().zero_();
+    // Op by op, the actor's (and temperature's) optimizer zeroes its gradient on the critic's
+    // turns too (one loss, one backward), and the critic's loss adds nothing to it; with
+    // critic_first only the critic's optimizer is zeroed, so the actor's gradient stays as it was.
+    if (!actor_turn && !critic_first) {
+      actor_flat_.grad().zero_();
+      if (sac_ && log_alpha_.grad().defined()) log_alpha_.mutable_grad().zero_();
+    }
     return out;
   }
 
@@ -414,11 +545,14 @@ class ActorCriticEngine {
  private:
   ActorCriticEngine() = default;
 
+  // What a parameter an optimizer steps is.
+  enum class Role { None, Critic, Actor, Alpha };
+
   struct AdamParam {
     torch::optim::Adam* optimizer;
     size_t group;  // its index in the optimizer's param_groups
-    torch::Tensor param;  // a loss flat group
-    bool actor;
+    torch::Tensor param;  // a loss flat group, or SAC's log_alpha
+    Role role;
     torch::Tensor sqrt_v;  // scratch
   };
 
@@ -482,7 +616,7 @@ class ActorCriticEngine {
     if (batch.find(next / terminated_key_) == nullptr) {
       return fmt::format("a batch without \"{}\" (done alone)", (next / terminated_key_).str());
     }
-    const int64_t obs_dim = actor_.mlp.in_features(), act_dim = actor_.mlp.out_features();
+    const int64_t obs_dim = actor_.mlp.in_features(), act_dim = act_dim_;
     std::string reason;
     const auto check = [&](const NestedKey& key, int64_t features, torch::ScalarType dtype, bool flat_ok) {
       if (!reason.empty()) return;
@@ -519,18 +653,30 @@ class ActorCriticEngine {
   void resize(int64_t rows) {
     if (rows == rows_) return;
     rows_ = rows;
-    const int64_t act = actor_.mlp.out_features();
+    const int64_t act = act_dim_;
     const int64_t critic_in = critics_[0].mlp.in_features();
+    const auto f = torch::TensorOptions().dtype(torch::kFloat);
     actor_pass_.resize(actor_.mlp, rows);
-    target_actor_pass_.resize(target_actor_.mlp, rows);
+    if (sac_) {
+      for (Draw* d : {&next_draw_, &draw_}) d->resize(actor_.mlp, rows, act);
+    } else {
+      target_actor_pass_.resize(target_actor_.mlp, rows);
+    }
     critic_passes_.assign(critics_.size(), MlpPass());
     target_passes_.assign(critics_.size(), MlpPass());
+    // DDPG's and TD3's actor loss reads critic 0 alone; SAC's the smallest of all.
+    actor_critic_passes_.assign(sac_ ? critics_.size() : 1, MlpPass());
+    dxs_.clear();
     for (size_t c = 0; c < critics_.size(); ++c) {
       critic_passes_[c].resize(critics_[c].mlp, rows);
       target_passes_[c].resize(target_critics_[c].mlp, rows);
     }
-    actor_critic_pass_.resize(critics_[0].mlp, rows);
-    const auto f = torch::TensorOptions().dtype(torch::kFloat);
+    dqs_.clear();
+    for (size_t c = 0; c < actor_critic_passes_.size(); ++c) {
+      actor_critic_passes_[c].resize(critics_[c].mlp, rows);
+      dxs_.push_back(torch::empty({rows, critic_in}, f));
+      dqs_.push_back(torch::empty({rows}, f));
+    }
     x_ = torch::empty({rows, critic_in}, f);
     next_x_ = torch::empty({rows, critic_in}, f);
     actor_x_ = torch::empty({rows, critic_in}, f);
@@ -540,7 +686,6 @@ class ActorCriticEngine {
     tanh_ = torch::empty({rows, act}, f);
     target_ = torch::empty({rows}, f);
     dq_ = torch::empty({rows, 1}, f);
-    dx_ = torch::empty({rows, critic_in}, f);
     da_ = torch::empty({rows, act}, f);
   }
 
@@ -580,6 +725,62 @@ class ActorCriticEngine {
     return 0;
   }
 
+  // ATen's softplus (beta 1, threshold 20) and its backward, element by element.
+  static float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
+  static float softplus_grad(float grad, float x) {
+    if (x > 20.0f) return grad;
+    const float z = std::exp(x);
+    return grad * z / (z + 1.0f);
+  }
+
+  // SAC's next values: ``min_i (Q'_i(s', a') - alpha log pi(a'|s'))`` with ``a' ~ pi(.|s')``
+  // drawn from the online actor; TD3's and DDPG's: ``min_i Q'_i(s', mu'(s') [+ clipped noise])``.
+  // Into `target_`; the target critics' input into `next_x_`.
+  void next_values(const TensorDict& batch, const torch::Tensor& next_obs) {
+    const int64_t obs_dim = next_obs.size(-1), act_dim = act_dim_;
+    const float* action = nullptr;
+    if (sac_) {
+      next_draw_.eps.normal_();  // TanhNormal::rsample's draw, the first of the update
+      sample(next_draw_, ptr(next_obs));
+      action = ptr(next_draw_.action);
+    } else {
+      torch::Tensor noise;
+      // Drawn first, as TorchRL, from the batch's tensor itself (randn_like keeps its strides).
+      if (td3_noise_) noise = td3_noise_(batch.get(action_key_)).contiguous();
+      act(target_actor_, target_actor_pass_, target_actor_flat_, ptr(next_obs), tanh_next_, next_action_);
+      if (noise.defined()) {
+        // (a' + noise).clamp(min_action, max_action), bounds per action feature.
+        float* a = next_action_.data_ptr<float>();
+        const float* n = ptr(noise);
+        const float* lo = ptr(min_action_);
+        const float* hi = ptr(max_action_);
+        const bool scalar = min_action_.numel() == 1;
+        for (int64_t r = 0; r < rows_; ++r) {
+          for (int64_t c = 0; c < act_dim; ++c) {
+            const float v = a[r * act_dim + c] + n[r * act_dim + c];
+            const float l = lo[scalar ? 0 : c], h = hi[scalar ? 0 : c];
+            a[r * act_dim + c] = std::min(std::max(v, l), h);
+          }
+        }
+      }
+      action = ptr(next_action_);
+    }
+    critic_input(next_x_.data_ptr<float>(), ptr(next_obs), action, obs_dim, act_dim, rows_);
+    const size_t n_critics = critics_.size();
+    for (size_t c = 0; c < n_critics; ++c) {
+      target_passes_[c].forward(target_critics_[c].mlp, ptr(target_critic_flat_), ptr(next_x_));
+    }
+    float* v = target_.data_ptr<float>();
+    const float* log_prob = sac_ ? ptr(next_draw_.log_prob) : nullptr;
+    for (int64_t i = 0; i < rows_; ++i) {
+      // SAC: next_q - alpha * next_log_prob, then the minimum over the critics.
+      const float entropy_term = sac_ ? alpha_value_ * log_prob[i] : 0.0f;
+      float q = ptr(target_passes_[0].output())[i] - entropy_term;
+      for (size_t c = 1; c < n_critics; ++c) q = std::min(q, ptr(target_passes_[c].output())[i] - entropy_term);
+      v[i] = q;
+    }
+  }
+
   // The critics' loss and gradients (written into the critic group's gradient), the targets
   // from the target networks; writes the priority into `batch` and the loss into `out`.
   void compute_critic(TensorDict& batch, TensorDict& out) {
@@ -592,42 +793,18 @@ class ActorCriticEngine {
     const int64_t obs_dim = obs.size(-1), act_dim = action.size(-1);
     TORCH_CHECK(reward.numel() == rows_ && terminated.numel() == rows_ && terminated.scalar_type() == torch::kBool,
                 "ActorCriticEngine: expected a reward and a bool terminated flag per row");
-
-    // Targets: y = r + (gamma * !terminated) * Q'(s', mu'(s') [+ clipped noise]).
     torch::NoGradGuard no_grad;
-    torch::Tensor noise;
-    // Drawn first, as TorchRL, from the batch's tensor itself (randn_like keeps its strides).
-    if (td3_noise_) noise = td3_noise_(batch.get(action_key_)).contiguous();
-    act(target_actor_, target_actor_pass_, target_actor_flat_, ptr(next_obs), tanh_next_, next_action_);
-    if (noise.defined()) {
-      // (a' + noise).clamp(min_action, max_action), bounds per action feature.
-      float* a = next_action_.data_ptr<float>();
-      const float* n = ptr(noise);
-      const float* lo = ptr(min_action_);
-      const float* hi = ptr(max_action_);
-      const bool scalar = min_action_.numel() == 1;
-      for (int64_t r = 0; r < rows_; ++r) {
-        for (int64_t c = 0; c < act_dim; ++c) {
-          const float v = a[r * act_dim + c] + n[r * act_dim + c];
-          const float l = lo[scalar ? 0 : c], h = hi[scalar ? 0 : c];
-          a[r * act_dim + c] = std::min(std::max(v, l), h);
-        }
-      }
-    }
-    critic_input(next_x_.data_ptr<float>(), ptr(next_obs), ptr(next_action_), obs_dim, act_dim, rows_);
-    const size_t n_critics = critics_.size();
-    for (size_t c = 0; c < n_critics; ++c) {
-      target_passes_[c].forward(target_critics_[c].mlp, ptr(target_critic_flat_), ptr(next_x_));
-    }
+    if (sac_) read_alpha();
+
+    // Targets: y = r + (gamma * !terminated) * next value.
+    next_values(batch, next_obs);
     const float* r = ptr(reward);
     const bool* term = terminated.data_ptr<bool>();
     float* y = target_.data_ptr<float>();
     for (int64_t i = 0; i < rows_; ++i) {
-      float q = ptr(target_passes_[0].output())[i];
-      for (size_t c = 1; c < n_critics; ++c) q = std::min(q, ptr(target_passes_[c].output())[i]);
       const float not_terminated = term[i] ? 0.0f : 1.0f;
       const float discount = gamma_ * not_terminated;
-      const float bootstrap = discount * q;
+      const float bootstrap = discount * y[i];
       y[i] = r[i] + bootstrap;
     }
 
@@ -639,7 +816,7 @@ class ActorCriticEngine {
     torch::Tensor priority = torch::empty({rows_}, torch::kFloat);
     float* prio = priority.data_ptr<float>();
     std::fill(prio, prio + rows_, -1.0f);
-    for (size_t c = 0; c < n_critics; ++c) {
+    for (size_t c = 0; c < critics_.size(); ++c) {
       critic_passes_[c].forward(critics_[c].mlp, ptr(critic_flat_), ptr(x_));
       const float* q = ptr(critic_passes_[c].output());
       float* dq = dq_.data_ptr<float>();
@@ -647,25 +824,30 @@ class ActorCriticEngine {
         const float d = q[i] - y[i];
         total += distance(d);
         dq[i] = distance_grad(d, inv_rows);
-        prio[i] = std::max(prio[i], d * d);
+        // td_error: SAC's max_i |Q_i - y|, DDPG's and TD3's max_i (Q_i - y)^2.
+        prio[i] = std::max(prio[i], sac_ ? std::abs(d) : d * d);
       }
       critic_passes_[c].backward(critics_[c].mlp, ptr(critic_flat_), ptr(x_), dq, grads, nullptr, sums_);
     }
     batch.set(priority_key_, priority);
-    out.set(critic_loss_key_,
-            torch::tensor(static_cast<float>(total / static_cast<double>(rows_))));
+    out.set(critic_loss_key_, torch::tensor(static_cast<float>(total / static_cast<double>(rows_))));
   }
 
-  // The actor loss -mean Q_0(s, mu(s)) and the actor group's gradient (through critic 0, whose
-  // parameters get nothing).
+  // The actor loss and the actor group's gradient: DDPG's and TD3's -mean Q_0(s, mu(s)) through
+  // critic 0 (whose parameters get nothing), SAC's below.
   void compute_actor(const TensorDict& batch, TensorDict& out) {
     torch::NoGradGuard no_grad;
+    if (sac_) {
+      compute_sac_actor(batch, out);
+      return;
+    }
     const torch::Tensor obs = batch.get(obs_key_).contiguous();
-    const int64_t obs_dim = obs.size(-1), act_dim = action_.size(1);
+    const int64_t obs_dim = obs.size(-1), act_dim = act_dim_;
     act(actor_, actor_pass_, actor_flat_, ptr(obs), tanh_, action_);
     critic_input(actor_x_.data_ptr<float>(), ptr(obs), ptr(action_), obs_dim, act_dim, rows_);
-    actor_critic_pass_.forward(critics_[0].mlp, ptr(critic_flat_), ptr(actor_x_));
-    const float* q = ptr(actor_critic_pass_.output());
+    MlpPass& critic = actor_critic_passes_[0];
+    critic.forward(critics_[0].mlp, ptr(critic_flat_), ptr(actor_x_));
+    const float* q = ptr(critic.output());
     const float inv_rows = 1.0f / static_cast<float>(rows_);
     float* dq = dq_.data_ptr<float>();
     double total = 0;
@@ -673,14 +855,10 @@ class ActorCriticEngine {
       total -= static_cast<double>(q[i]);
       dq[i] = -inv_rows;
     }
-    actor_critic_pass_.backward(critics_[0].mlp, ptr(critic_flat_), ptr(actor_x_), dq, nullptr,
-                                dx_.data_ptr<float>(), sums_);
-    // The action's columns of the critic's input gradient, back through the TanhModule.
-    const int64_t in = critics_[0].mlp.in_features();
-    const int64_t first = action_first_ ? 0 : obs_dim;
-    const float* dx = ptr(dx_);
+    critic.backward(critics_[0].mlp, ptr(critic_flat_), ptr(actor_x_), dq, nullptr, dxs_[0].data_ptr<float>(), sums_);
     float* da = da_.data_ptr<float>();
-    for (int64_t r = 0; r < rows_; ++r) std::copy(dx + r * in + first, dx + r * in + first + act_dim, da + r * act_dim);
+    action_gradient(da, obs_dim);
+    // Back through the TanhModule.
     if (actor_.scale.defined()) {
       const float* sc = ptr(actor_.scale);
       const bool scalar = actor_.scale.numel() == 1;
@@ -692,6 +870,214 @@ class ActorCriticEngine {
     actor_pass_.backward(actor_.mlp, ptr(actor_flat_), ptr(obs), da, actor_flat_.grad().data_ptr<float>(), nullptr,
                          sums_);
     out.set("loss_actor", torch::tensor(static_cast<float>(total / static_cast<double>(rows_))));
+  }
+
+  // The action's columns of the critics' input gradients (`dxs_`, summed), into `da`.
+  void action_gradient(float* da, int64_t obs_dim) const {
+    const int64_t in = critics_[0].mlp.in_features(), act_dim = act_dim_;
+    const int64_t first = action_first_ ? 0 : obs_dim;
+    for (int64_t r = 0; r < rows_; ++r) {
+      for (int64_t j = 0; j < act_dim; ++j) {
+        float g = ptr(dxs_[0])[r * in + first + j];
+        for (size_t c = 1; c < dxs_.size(); ++c) g += ptr(dxs_[c])[r * in + first + j];
+        da[r * act_dim + j] = g;
+      }
+    }
+  }
+
+  // -- SAC ---------------------------------------------------------------------------------------
+
+  // One TanhNormal sample of the SAC actor on a batch, its log-probability, and what their
+  // backward reads.
+  struct Draw {
+    MlpPass pass;  // the actor's MLP: loc and the scale's pre-image side by side
+    torch::Tensor eps, base_loc, scale, tanh, action, z, x;  // [rows, act]
+    torch::Tensor log_prob;                                   // [rows]
+    torch::Tensor dparam;                                     // [rows, 2 act]: the MLP output's gradient
+    void resize(const MlpPlan& plan, int64_t rows, int64_t act) {
+      pass.resize(plan, rows);
+      for (torch::Tensor* t : {&eps, &base_loc, &scale, &tanh, &action, &z, &x}) *t = torch::empty({rows, act}, torch::kFloat);
+      log_prob = torch::empty({rows}, torch::kFloat);
+      dparam = torch::empty({rows, 2 * act}, torch::kFloat);
+    }
+  };
+
+  // alpha (SACLoss::alpha: log_alpha clamped into its bounds, exp) for this update.
+  void read_alpha() {
+    alpha_ = alpha_fn_();
+    alpha_value_ = *ptr(alpha_);
+  }
+
+  // The sample `d.eps` (standard normals) gives on observations `obs`, and its log-probability,
+  // as NormalParamExtractor, TanhNormal::rsample_with and TanhNormal::log_prob compute them, op
+  // for op (tanh and atanh by ATen's kernels, whose last bits the re-inverted sample depends on).
+  void sample(Draw& d, const float* obs) {
+    const auto& tn = tanh_normal_;
+    const int64_t rows = rows_, n = act_dim_;
+    d.pass.forward(actor_.mlp, ptr(actor_flat_), obs);
+    const float* param = ptr(d.pass.output());
+    const float* eps = ptr(d.eps);
+    const bool affine = tn.affine_scale.defined();
+    const float* am = affine ? ptr(tn.affine_loc) : nullptr;
+    const float* as = affine ? ptr(tn.affine_scale) : nullptr;
+    const float* low = affine ? ptr(tn.low) : nullptr;
+    const float* log_as = affine ? ptr(tn.log_affine_scale) : nullptr;
+    float* base_loc = d.base_loc.data_ptr<float>();
+    float* scale = d.scale.data_ptr<float>();
+    float* t = d.tanh.data_ptr<float>();
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t i = r * n + j;
+        const float loc = param[r * 2 * n + j];
+        const float s0 = softplus(param[r * 2 * n + n + j] + tn.bias) + 0.01f;
+        const float s = s0 < tn.scale_lb ? tn.scale_lb : s0;  // clamp_min (NaN stays)
+        const float bl = affine ? (loc + as[j]) + low[j] : loc;
+        base_loc[i] = bl;
+        scale[i] = s;
+        t[i] = bl + eps[i] * s;
+      }
+    }
+    at::tanh_out(d.tanh, d.tanh);
+    const float lim = tn.limit;
+    float* action = d.action.data_ptr<float>();
+    float* z = d.z.data_ptr<float>();
+    float* x = d.x.data_ptr<float>();
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t i = r * n + j;
+        const float clamped = std::min(std::max(t[i], -lim), lim);
+        action[i] = affine ? am[j] + as[j] * clamped : clamped;
+        // log_prob inverts the sample: x = atanh(clamp((a - m) / s)).
+        z[i] = affine ? (action[i] - am[j]) / as[j] : action[i];
+        x[i] = std::min(std::max(z[i], -lim), lim);
+      }
+    }
+    at::atanh_out(d.x, d.x);
+    const float log2 = static_cast<float>(std::log(2.0));
+    const float log_sqrt_2pi = static_cast<float>(std::log(std::sqrt(2 * M_PI)));
+    float* log_prob = d.log_prob.data_ptr<float>();
+    for (int64_t r = 0; r < rows; ++r) {
+      float ladj_sum = 0, normal_sum = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t i = r * n + j;
+        float ladj = ((log2 - x[i]) - softplus(x[i] * -2.0f)) * 2.0f;
+        if (affine) ladj = ladj + log_as[j];
+        const float diff = x[i] - base_loc[i];
+        const float var = scale[i] * scale[i];
+        const float normal = (-(diff * diff)) / (var * 2.0f) - std::log(scale[i]) - log_sqrt_2pi;
+        ladj_sum += ladj;
+        normal_sum += normal;
+      }
+      log_prob[r] = -ladj_sum + normal_sum;
+    }
+  }
+
+  // SAC's actor loss ``mean(alpha log pi(a~|s) - min_i Q_i(s, a~))`` (`a~` reparameterised, the
+  // critics' parameters frozen) with the actor group's gradient, the temperature loss
+  // ``mean(-log_alpha (log pi(a~|s) + target_entropy))`` with log_alpha's gradient (when trained),
+  // alpha and the entropy estimate ``-mean log pi(a~|s)``.
+  void compute_sac_actor(const TensorDict& batch, TensorDict& out) {
+    read_alpha();
+    const torch::Tensor obs = batch.get(obs_key_).contiguous();
+    const int64_t obs_dim = obs.size(-1), n = act_dim_, rows = rows_;
+    Draw& d = draw_;
+    d.eps.normal_();  // the update's second draw
+    sample(d, ptr(obs));
+    critic_input(actor_x_.data_ptr<float>(), ptr(obs), ptr(d.action), obs_dim, n, rows);
+    const size_t n_critics = critics_.size();
+    for (size_t c = 0; c < n_critics; ++c) {
+      actor_critic_passes_[c].forward(critics_[c].mlp, ptr(critic_flat_), ptr(actor_x_));
+    }
+    // The loss, and the minimum's gradient -1/B to the critic holding it (min(0)'s first index).
+    const float g = 1.0f / static_cast<float>(rows);  // MeanBackward
+    const float g_log_prob = g * alpha_value_;
+    const float* log_prob = ptr(d.log_prob);
+    std::vector<float*> dq(n_critics);
+    for (size_t c = 0; c < n_critics; ++c) dq[c] = dqs_[c].data_ptr<float>();
+    double loss_actor = 0, loss_alpha = 0, lp_sum = 0, alpha_grad = 0;
+    const float target_entropy = *ptr(target_entropy_);
+    const float log_alpha = *ptr(log_alpha_);
+    for (int64_t r = 0; r < rows; ++r) {
+      size_t arg = 0;
+      float min_q = ptr(actor_critic_passes_[0].output())[r];
+      for (size_t c = 1; c < n_critics; ++c) {
+        const float q = ptr(actor_critic_passes_[c].output())[r];
+        if (q < min_q || std::isnan(q)) {
+          if (!std::isnan(min_q)) {
+            min_q = q;
+            arg = c;
+          }
+        }
+      }
+      for (size_t c = 0; c < n_critics; ++c) dq[c][r] = c == arg ? -g : 0.0f;
+      loss_actor += static_cast<double>(alpha_value_ * log_prob[r] - min_q);
+      lp_sum += static_cast<double>(log_prob[r]);
+      loss_alpha += static_cast<double>(-log_alpha * (log_prob[r] + target_entropy));
+      alpha_grad += static_cast<double>(g * (log_prob[r] + target_entropy));
+    }
+    for (size_t c = 0; c < n_critics; ++c) {
+      actor_critic_passes_[c].backward(critics_[c].mlp, ptr(critic_flat_), ptr(actor_x_), dq[c], nullptr,
+                                       dxs_[c].data_ptr<float>(), sums_);
+    }
+    float* da = da_.data_ptr<float>();
+    action_gradient(da, obs_dim);
+    sample_backward(d, g_log_prob, da);
+    d.pass.backward(actor_.mlp, ptr(actor_flat_), ptr(obs), d.dparam.data_ptr<float>(),
+                    actor_flat_.grad().data_ptr<float>(), nullptr, sums_);
+    // The temperature's gradient (its loss is computed, as TorchRL, even when alpha is fixed).
+    if (log_alpha_.requires_grad()) {
+      if (!log_alpha_.grad().defined()) log_alpha_.mutable_grad() = torch::zeros_like(log_alpha_);
+      *log_alpha_.mutable_grad().data_ptr<float>() = static_cast<float>(-alpha_grad);
+    }
+    out.set("loss_actor", torch::tensor(static_cast<float>(loss_actor / static_cast<double>(rows))));
+    out.set("loss_alpha", torch::tensor(static_cast<float>(loss_alpha / static_cast<double>(rows))));
+    out.set("alpha", alpha_.clone());
+    out.set("entropy", torch::tensor(static_cast<float>(-lp_sum / static_cast<double>(rows))));
+  }
+
+  // The backward of `sample` for the actor loss, as autograd takes it: `g_log_prob` on every
+  // row's log-probability, `da` on the action (the critics' part), into `d.dparam` (the gradient
+  // of the actor MLP's output).
+  void sample_backward(Draw& d, float g_log_prob, const float* da) {
+    const auto& tn = tanh_normal_;
+    const int64_t rows = rows_, n = act_dim_;
+    const bool affine = tn.affine_scale.defined();
+    const float* as = affine ? ptr(tn.affine_scale) : nullptr;
+    const float lim = tn.limit;
+    const float* param = ptr(d.pass.output());
+    const float *eps = ptr(d.eps), *base_loc = ptr(d.base_loc), *scale = ptr(d.scale), *t = ptr(d.tanh), *z = ptr(d.z),
+                *x = ptr(d.x);
+    float* dparam = d.dparam.data_ptr<float>();
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t i = r * n + j;
+        // log_prob = -sum(ladj) + sum(normal); ladj = ((log 2 - x) - softplus(x * -2)) * 2 (+ log s_a).
+        const float g_ladj_inner = -g_log_prob * 2.0f;
+        const float g_x_ladj = -g_ladj_inner + softplus_grad(-g_ladj_inner, x[i] * -2.0f) * -2.0f;
+        // normal = -(x - loc')^2 / (2 var) - log(scale) - log(sqrt(2 pi)), var = scale^2.
+        const float diff = x[i] - base_loc[i];
+        const float den = (scale[i] * scale[i]) * 2.0f;
+        const float g_neg = g_log_prob / den;
+        const float g_den = -g_log_prob * (-(diff * diff)) / (den * den);
+        const float g_diff = -g_neg * (2.0f * diff);
+        const float g_x = g_x_ladj + g_diff;
+        // x = atanh(clamp(z)), z = (a - m) / s_a.
+        const float clamped = std::min(std::max(z[i], -lim), lim);
+        const float g_z = (z[i] >= -lim && z[i] <= lim) ? g_x * (1.0f / (1.0f - clamped * clamped)) : 0.0f;
+        const float g_action = da[i] + (affine ? g_z / as[j] : g_z);
+        // a = m + s_a * clamp(tanh(u)), u = loc' + eps * scale.
+        const float g_clamped = affine ? g_action * as[j] : g_action;
+        const float g_tanh = (t[i] >= -lim && t[i] <= lim) ? g_clamped : 0.0f;
+        const float g_u = g_tanh * (1.0f - t[i] * t[i]);
+        const float g_loc = g_u + -g_diff;
+        const float g_scale = (g_u * eps[i] + (g_den * 2.0f) * (2.0f * scale[i])) + -g_log_prob / scale[i];
+        // scale = clamp_min(softplus(p + bias) + 0.01, scale_lb).
+        const float pre = param[r * 2 * n + n + j] + tn.bias;
+        const float g_pre = softplus(pre) + 0.01f >= tn.scale_lb ? softplus_grad(g_scale, pre) : 0.0f;
+        dparam[r * 2 * n + j] = g_loc;
+        dparam[r * 2 * n + n + j] = g_pre;
+      }
+    }
   }
 
   // The optimizer state's key of `param`: its TensorImpl's address, as a string (1.13, whose
@@ -750,11 +1136,11 @@ class ActorCriticEngine {
                         static_cast<float>(options->eps()), static_cast<float>(-step_size));
   }
 
-  // The critic's (actor = false) or the actor's optimizer steps.
-  void adam(bool actor) {
+  // The optimizer steps of the parameters playing `role`.
+  void adam(Role role) {
     torch::NoGradGuard no_grad;
     for (auto& a : adam_) {
-      if (a.actor == actor) adam_step(a);
+      if (a.role == role) adam_step(a);
     }
   }
 
@@ -794,6 +1180,7 @@ class ActorCriticEngine {
   NestedKey obs_key_{"observation"}, action_key_{"action"}, value_key_{"state_action_value"}, reward_key_{"reward"},
       terminated_key_{"terminated"}, priority_key_{"td_error"};
   bool action_first_ = false;
+  int64_t act_dim_ = 0;  // action features
   float gamma_ = 0.99f;
   torch::Tensor min_action_, max_action_;
   std::function<torch::Tensor(const torch::Tensor&)> td3_noise_;
@@ -803,9 +1190,19 @@ class ActorCriticEngine {
   objectives::SoftUpdate* soft_ = nullptr;  // the updater, when it runs fused
 
   int64_t rows_ = -1;
-  MlpPass actor_pass_, target_actor_pass_, actor_critic_pass_;
+  MlpPass actor_pass_, target_actor_pass_;
+  std::vector<MlpPass> actor_critic_passes_;  // the critics in the actor loss
   std::vector<MlpPass> critic_passes_, target_passes_;
-  torch::Tensor x_, next_x_, actor_x_, next_action_, action_, tanh_next_, tanh_, target_, dq_, dx_, da_;
+  torch::Tensor x_, next_x_, actor_x_, next_action_, action_, tanh_next_, tanh_, target_, dq_, da_;
+  std::vector<torch::Tensor> dxs_, dqs_;  // per critic in the actor loss: input and output gradients
+
+  // SAC: its actor's sampling, the temperature, the two draws of an update.
+  bool sac_ = false;
+  detail::TanhNormalPlan tanh_normal_;
+  std::function<torch::Tensor()> alpha_fn_;  // SACLoss::alpha
+  torch::Tensor log_alpha_, target_entropy_, alpha_;
+  float alpha_value_ = 1.0f;
+  Draw next_draw_, draw_;
   std::vector<double> sums_;
 };
 

@@ -332,6 +332,16 @@ class TanhNormal : public Distribution {
   const torch::Tensor& base_loc() const noexcept { return base_loc_; }
   /// The Gaussian's scale.
   const torch::Tensor& scale() const noexcept { return scale_; }
+  /// The affine map's location `(high + low) / 2`; undefined with the bounds (-1, 1).
+  const torch::Tensor& affine_loc() const noexcept { return affine_loc_; }
+  /// The affine map's scale `(high - low) / 2`; undefined with the bounds (-1, 1).
+  const torch::Tensor& affine_scale() const noexcept { return affine_scale_; }
+  /// The lower bound `low` (the location's shift adds it); undefined with the bounds (-1, 1).
+  const torch::Tensor& low() const noexcept { return low_; }
+  /// The options it was made with.
+  const TanhNormalOptions& options() const noexcept { return options_; }
+  /// `1 - resolution(dtype)`: samples and inverted samples are clamped to `±limit()`.
+  double limit() const noexcept { return lim_; }
 
   /// For `ProbabilisticActor`: two parameters, `loc` and `scale`. The bounds are checked once,
   /// here, not at every call (which would read them back to the host each time).

@@ -205,10 +205,8 @@ class ActorCriticUpdate {
                       "be stepped twice per update); for one optimizer over the whole loss, use LossUpdate");
     if (options_.engine() == UpdateEngine::OpByOp) {
       reason_ = "UpdateEngine::OpByOp was asked for";
-    } else if (optim_alpha_ != nullptr) {
-      reason_ = "a temperature optimizer (SAC: the engine computes DDPGLoss and TD3Loss)";
     } else {
-      engine_ = engine::ActorCriticEngine::make(loss_, optim_actor_, optim_critic_, updater_, &reason_);
+      engine_ = engine::ActorCriticEngine::make(loss_, optim_actor_, optim_critic_, optim_alpha_, updater_, &reason_);
     }
     fused_ = engine_ != nullptr;
     TORCH_CHECK_VALUE(engine_ != nullptr || options_.engine() != UpdateEngine::Fused,
