@@ -74,9 +74,12 @@ template <typename Loss>
 std::unique_ptr<rl::trainers::ActorCriticUpdate<Loss>> trainer_update(Loss loss, const std::string& critic,
                                                                        rl::trainers::UpdateEngine engine) {
   const std::string critic_loss = critic == "value_network" ? "loss_value" : "loss_qvalue";
+  // SAC's temperature has an optimizer of its own, as in TorchRL's SAC example.
+  const auto alpha = loss->parameters_of("log_alpha");
   return std::make_unique<rl::trainers::ActorCriticUpdate<Loss>>(
       loss, critic_loss, adam_over(loss->parameters_of("actor_network")), adam_over(loss->parameters_of(critic)),
-      nullptr, std::make_shared<rl::objectives::SoftUpdate>(loss, rl::objectives::SoftUpdateOptions().tau(0.005)),
+      alpha.empty() ? nullptr : adam_over(alpha),
+      std::make_shared<rl::objectives::SoftUpdate>(loss, rl::objectives::SoftUpdateOptions().tau(0.005)),
       rl::trainers::ActorCriticUpdateOptions().engine(engine));
 }
 
@@ -202,8 +205,7 @@ void TD3Update_blas_floor(benchmark::State& state) {
   replay_products(state, *update, random_batch(kBatch));
 }
 
-void SACUpdate_rlobj(benchmark::State& state) {
-  torch::set_num_threads(static_cast<int>(state.range(1)));
+RlobjOffPolicy<rl::objectives::SACLoss<>> bench_sac(const benchmark::State& state) {
   torch::manual_seed(0);
   const auto act = activation_of(state.range(2));
   const int64_t cells = state.range(0);
@@ -212,10 +214,32 @@ void SACUpdate_rlobj(benchmark::State& state) {
       m::TensorDictModule(m::MLP(m::MLPOptions(3, 2).num_cells({cells, cells}).activation(act)), {"observation"}, {"param"}),
       m::TensorDictModule(m::NormalParamExtractor(), {"param"}, {"loc", "scale"}));
   m::ProbabilisticActor actor(params, m::TanhNormal::factory(m::TanhNormalOptions::from_spec(rl::Bounded(-2.0, 2.0, {1}))));
-  RlobjOffPolicy<rl::objectives::SACLoss<>> sac(actor, bench_critic(cells, act));
+  return RlobjOffPolicy<rl::objectives::SACLoss<>>(actor, bench_critic(cells, act));
+}
+
+void SACUpdate_rlobj_opbyop(benchmark::State& state) {
+  torch::set_num_threads(static_cast<int>(state.range(1)));
+  auto sac = bench_sac(state);
   auto batch = random_batch(kBatch);
   for (auto _ : state) sac.update(batch);
   state.SetItemsProcessed(state.iterations());
+}
+
+void SACUpdate_rlobj(benchmark::State& state) {
+  torch::set_num_threads(static_cast<int>(state.range(1)));
+  auto sac = bench_sac(state);
+  auto update = trainer_update(sac.loss, "qvalue_network", rl::trainers::UpdateEngine::Auto);
+  auto batch = random_batch(kBatch);
+  for (auto _ : state) (*update)(batch);
+  state.SetItemsProcessed(state.iterations());
+  state.SetLabel(update->path());
+}
+
+void SACUpdate_blas_floor(benchmark::State& state) {
+  torch::set_num_threads(static_cast<int>(state.range(1)));
+  auto sac = bench_sac(state);
+  auto update = trainer_update(sac.loss, "qvalue_network", rl::trainers::UpdateEngine::Fused);
+  replay_products(state, *update, random_batch(kBatch));
 }
 
 template <typename Handwritten>
@@ -469,6 +493,8 @@ int main(int argc, char** argv) {
       {"TD3Update/blas_floor", &TD3Update_blas_floor},
       {"TD3Update/handwritten", &OffPolicyUpdate_handwritten<rlobj_bench::HandwrittenTD3>},
       {"SACUpdate/rlobj", &SACUpdate_rlobj},
+      {"SACUpdate/rlobj_opbyop", &SACUpdate_rlobj_opbyop},
+      {"SACUpdate/blas_floor", &SACUpdate_blas_floor},
       {"SACUpdate/handwritten", &OffPolicyUpdate_handwritten<rlobj_bench::HandwrittenSAC>}};
   for (const auto& [name, fn] : off_policy) {
     RegisterBenchmark(name, fn)

@@ -6,6 +6,8 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+#include <cmath>
+#include <limits>
 #include <sstream>
 
 // Everything in a namespace of its own, so that a unity build can join test files.
@@ -304,6 +306,39 @@ TEST_CASE("LossModule.load: a mismatched checkpoint names the entry", "[reliabil
   REQUIRE_THROWS_WITH(torch::load(big, stream),
                       Contains("LossModule.load: the checkpoint's \"actor_network_params\" has shape [21] where the "
                                "loss has [41]"));
+}
+
+TEST_CASE("Distributions: unbounded or mis-shaped TanhNormal bounds and negative probabilities are refused",
+          "[reliability][distributions]") {
+  const auto loc = torch::zeros({4, 2}), scale = torch::ones({4, 2});
+  const double inf = std::numeric_limits<double>::infinity();
+  CHECK_THROWS_WITH(TanhNormal(loc, scale, TanhNormalOptions().low(torch::full({2}, -inf)).high(torch::ones({2}))),
+                    Contains("finite"));
+  CHECK_THROWS_WITH(TanhNormal(loc, scale, TanhNormalOptions().low(torch::full({2}, -1.0)).high(torch::full({2}, inf))),
+                    Contains("finite"));
+  // Bounds of three features for a location of two would broadcast the location itself.
+  CHECK_THROWS_WITH(TanhNormal(loc, scale, TanhNormalOptions().low(-2 * torch::ones({3})).high(2 * torch::ones({3}))),
+                    Contains("bounds of shape [3] do not broadcast to loc of shape [4, 2]"));
+  CHECK_THROWS_WITH(TanhNormal(loc, scale, TanhNormalOptions().low(-2 * torch::ones({5, 4, 2})).high(2 * torch::ones({5, 4, 2}))),
+                    Contains("do not broadcast"));
+  // Per-feature and scalar bounds broadcast.
+  CHECK(TanhNormal(loc, scale, TanhNormalOptions().low(-2 * torch::ones({2})).high(2 * torch::ones({2}))).rsample().sizes() ==
+        loc.sizes());
+  CHECK(TanhNormal(loc, scale, TanhNormalOptions().low(torch::tensor(-3.0)).high(torch::tensor(3.0))).rsample().sizes() ==
+        loc.sizes());
+  CHECK_THROWS_WITH(Categorical::from_probs(torch::tensor({0.5, -0.1, 0.6})), Contains("probs must be >= 0"));
+  CHECK_THROWS_WITH(Categorical::from_probs(torch::tensor({0.5, std::numeric_limits<double>::quiet_NaN(), 0.5})), Contains("probs must be >= 0"));
+  CHECK(Categorical::from_probs(torch::tensor({0.5, 0.0, 0.5})).log_prob(torch::tensor(int64_t{2})).item<double>() ==
+        Approx(std::log(0.5)));
+}
+
+TEST_CASE("ProbabilisticActor: a log-probability written over the sample is refused", "[reliability][modules]") {
+  auto params = TensorDictModule(NormalParamExtractor(), {"param"}, {"loc", "scale"});
+  CHECK_THROWS_WITH(ProbabilisticActor(params, TanhNormal::factory(),
+                                       ProbabilisticActorOptions().return_log_prob(true).log_prob_key("action")),
+                    Contains("log_prob_key and out_key are both \"action\""));
+  // Without return_log_prob the key is not written: nothing to refuse.
+  CHECK_NOTHROW(ProbabilisticActor(params, TanhNormal::factory(), ProbabilisticActorOptions().log_prob_key("action")));
 }
 
 }  // namespace rlobj_test_reliability_test

@@ -4,12 +4,16 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <fstream>
 #include <iterator>
 #include <string>
 #include <vector>
 
+#include <catch2/catch.hpp>
 #include <torch/torch.h>
+
+#include <rlobj/tensordict.h>
 
 namespace rlobj_test {
 
@@ -35,6 +39,21 @@ inline std::string slurp(const std::filesystem::path& p) {
 inline void spit(const std::filesystem::path& p, const std::string& bytes) {
   std::ofstream out(p, std::ios::binary | std::ios::trunc);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+/// Steps `env` (batch size 2, reset) from step counts {INT64_MAX, 3} with `action`: the first
+/// saturates at INT64_MAX and truncates instead of wrapping, the second counts on.
+template <typename Env>
+void check_step_count_saturates(Env& env, const torch::Tensor& action) {
+  rlobj::TensorDict td = env.reset();
+  td.set("step_count", torch::tensor({std::numeric_limits<int64_t>::max(), int64_t{3}}).view({2, 1}));
+  td.set("action", action);
+  env.step(td);
+  const torch::Tensor count = td.get({"next", "step_count"});
+  CHECK(count[0].item<int64_t>() == std::numeric_limits<int64_t>::max());
+  CHECK(count[1].item<int64_t>() == 4);
+  CHECK(td.get({"next", "truncated"})[0].item<bool>());
+  CHECK_FALSE(td.get({"next", "truncated"})[1].item<bool>());
 }
 
 }  // namespace rlobj_test

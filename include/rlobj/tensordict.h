@@ -271,8 +271,9 @@ class TensorDict {
   /// it throws this TensorDict (and every nested TensorDict in it) is unchanged.
   TensorDict& update(const TensorDict& other);
   /// All leaves at the root, nested keys joined with `sep` (`"next.reward"`). Throws
-  /// `c10::ValueError`, naming both keys, when two leaves would get the same flattened key
-  /// (e.g. a key `"a.b"` next to the nested key `{"a", "b"}`) instead of dropping one.
+  /// `c10::ValueError` when a key holds `sep` (`"a.b"` with `"."`: `unflatten_keys` would make it
+  /// the nested key `{"a", "b"}`), naming it, and, naming both keys, when two leaves would get
+  /// the same flattened key (possible with an empty `sep`) instead of dropping one.
   TensorDict flatten_keys(const std::string& sep = ".") const;
   /// The inverse of `flatten_keys`: every key is split on `sep` (empty `sep`: `c10::ValueError`)
   /// and entries sharing a prefix are grouped into nested TensorDicts; nested TensorDicts of
@@ -1202,6 +1203,13 @@ inline TensorDict TensorDict::flatten_keys(const std::string& sep) const {
   TensorDict out(impl_->batch_size, impl_->device);
   std::unordered_map<std::string, NestedKey> seen;
   for (auto& item : items(/*include_nested=*/true, /*leaves_only=*/true)) {
+    // A part holding the separator would come back from unflatten_keys as a nested key.
+    for (const auto& part : item.first.parts()) {
+      TORCH_CHECK_VALUE(sep.empty() || part.find(sep) == std::string::npos, where, ": key ",
+                        detail::key_repr(item.first), " holds the separator \"", sep,
+                        "\", so its flattened key could not be told from a nested one (unflatten_keys would nest it); "
+                        "pass another separator");
+    }
     std::string flat = item.first.str(sep);
     auto inserted = seen.emplace(flat, item.first);
     TORCH_CHECK_VALUE(inserted.second, where, ": keys ", detail::key_repr(inserted.first->second),

@@ -1,6 +1,7 @@
 #include <rlobj/data/samplers.h>
 
 #include <algorithm>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <vector>
@@ -177,6 +178,37 @@ TEST_CASE("SamplerWithoutReplacement: save and load continue the pass and the ge
   REQUIRE_THROWS_WITH(restored.load(other_in), Contains("expected a rlobj.SamplerWithoutReplacement"));
 }
 
+TEST_CASE("SamplerWithoutReplacement: an archive whose order repeats or leaves the range is refused",
+          "[data][sampler][reliability]") {
+  SamplerWithoutReplacement s(SamplerWithoutReplacementOptions().seed(11));
+  s.sample(6, 2);
+  const auto archive_with = [&](const torch::Tensor& order, int64_t ran_out) {
+    torch::serialize::OutputArchive out;
+    rlobj::write_format(out, "rlobj.SamplerWithoutReplacement");
+    out.write("counters", torch::tensor({int64_t{6}, int64_t{2}, ran_out}, torch::kInt64));
+    out.write("generator", at::make_generator<at::CPUGeneratorImpl>(3).get_state());
+    out.write("order", order);
+    auto bytes = std::make_shared<std::stringstream>();
+    out.save_to(*bytes);
+    return bytes;
+  };
+  const auto load = [&](const std::shared_ptr<std::stringstream>& bytes) {
+    torch::serialize::InputArchive in;
+    in.load_from(*bytes);
+    s.load(in);
+  };
+  const auto before = s.remaining();
+  CHECK_THROWS_WITH(load(archive_with(torch::tensor({0, 1, 1, 3, 4, 5}, torch::kLong), 0)),
+                    Contains("not a permutation of [0, 6)"));
+  CHECK_THROWS_WITH(load(archive_with(torch::tensor({0, 1, 2, 3, 4, 6}, torch::kLong), 0)),
+                    Contains("not a permutation of [0, 6)"));
+  CHECK_THROWS_WITH(load(archive_with(torch::tensor({5, 4, 3, 2, 1, 0}, torch::kLong), 7)),
+                    Contains("ran_out flag 7"));
+  CHECK(s.remaining() == before);  // nothing changed
+  CHECK_NOTHROW(load(archive_with(torch::tensor({5, 4, 3, 2, 1, 0}, torch::kLong), 0)));
+  CHECK(s.remaining() == 4);
+}
+
 TEST_CASE("SamplerWithoutReplacement: epochs over a ReplayBuffer", "[data][sampler]") {
   rlobj::data::ReplayBuffer rb(rlobj::data::ReplayBufferOptions(64));
   rb.extend(env_time_batch(4, 8));  // 32 transitions
@@ -189,6 +221,23 @@ TEST_CASE("SamplerWithoutReplacement: epochs over a ReplayBuffer", "[data][sampl
     ids.insert(ids.end(), id.begin(), id.end());
   } while (!s.ran_out());
   CHECK(sorted(ids) == iota(32));
+}
+
+TEST_CASE("MiniBatches: an epoch begun while another runs stops the first with an error, not short",
+          "[data][sampler][reliability]") {
+  TensorDict batch = env_time_batch(8, 16);  // 128 elements: 4 minibatches of 32
+  MiniBatches minibatches(MiniBatchesOptions(32).seed(5));
+  auto first = minibatches.epoch(batch);
+  auto it = first.begin();
+  ++it;  // two minibatches of the first epoch seen
+  auto second = minibatches.epoch(batch);
+  int64_t count = 0;
+  for (const TensorDict& mb : second) {
+    (void)mb;
+    ++count;
+  }
+  CHECK(count == 4);  // the second epoch is whole
+  CHECK_THROWS_WITH(++it, Contains("another epoch was started while this one was running"));
 }
 
 TEST_CASE("MiniBatches: every element once per epoch, in a new order each epoch", "[data][sampler]") {

@@ -97,6 +97,27 @@ TensorDict random_batch(const Config& c, int64_t seed, bool with_reward = true) 
   return b;
 }
 
+/// The bounds of the small networks' action.
+rlobj::Bounded small_spec() { return rlobj::Bounded(-2.0, 2.0, {1}); }
+
+/// A small actor (a ReLU MLP 3 -> cells -> 1 squashed into `small_spec` by a TanhModule) and
+/// critic (4 -> cells -> 1), for the tests of the engine's bookkeeping.
+std::pair<mod::TensorDictSequential, mod::ValueOperator> small_networks(const std::vector<int64_t>& cells = {8}) {
+  auto actor = mod::TensorDictSequential(
+      mod::TensorDictModule(MLP(MLPOptions(3, 1).num_cells(cells).activation(Activation::ReLU)), {"observation"},
+                            {"param"}),
+      mod::TanhModule({"param"}, {"action"}, small_spec()));
+  auto critic =
+      mod::ValueOperator(MLP(MLPOptions(4, 1).num_cells(cells).activation(Activation::ReLU)), {"observation", "action"});
+  return {actor, critic};
+}
+
+/// An Adam (LibTorch's defaults) over `loss`'s group `network`.
+template <typename Loss>
+std::shared_ptr<torch::optim::Adam> adam_of(Loss& loss, const std::string& network) {
+  return std::make_shared<torch::optim::Adam>(loss->parameters_of(network));
+}
+
 /// The parameters (online and target) after `updates` updates of configuration `c` on the
 /// path `engine`, with the rows of every batch (and TD3's normals) permuted by `perm` (empty:
 /// none).
@@ -422,15 +443,10 @@ TEST_CASE("The fused engine says why it does not compute a loss, and ActorCritic
 
 TEST_CASE("The fused engine refuses bad batches as the loss does, before changing anything", "[engine]") {
   torch::manual_seed(3);
-  rlobj::Bounded spec(-2.0, 2.0, {1});
-  auto actor = mod::TensorDictSequential(
-      mod::TensorDictModule(MLP(MLPOptions(3, 1).num_cells({8}).activation(Activation::ReLU)), {"observation"}, {"param"}),
-      mod::TanhModule({"param"}, {"action"}, spec));
-  auto critic = mod::ValueOperator(MLP(MLPOptions(4, 1).num_cells({8}).activation(Activation::ReLU)),
-                                   {"observation", "action"});
-  auto loss = obj::TD3Loss(actor, critic, spec);
-  auto oa = std::make_shared<torch::optim::Adam>(loss->parameters_of("actor_network"));
-  auto oc = std::make_shared<torch::optim::Adam>(loss->parameters_of("qvalue_network"));
+  auto [actor, critic] = small_networks();
+  auto loss = obj::TD3Loss(actor, critic, small_spec());
+  auto oa = adam_of(loss, "actor_network");
+  auto oc = adam_of(loss, "qvalue_network");
   auto updater = std::make_shared<obj::SoftUpdate>(loss, obj::SoftUpdateOptions().tau(0.05));
   ActorCriticUpdate<decltype(loss)> update(loss, "loss_qvalue", oa, oc, nullptr, updater,
                                            ActorCriticUpdateOptions().engine(UpdateEngine::Fused));
@@ -485,15 +501,10 @@ TEST_CASE("The fused engine refuses bad batches as the loss does, before changin
 TEST_CASE("What changes after the engine is made is seen at the next update", "[engine]") {
   // A DDPG update (no random draw) on fresh networks for each section.
   torch::manual_seed(11);
-  rlobj::Bounded spec(-2.0, 2.0, {1});
-  auto actor_mlp = MLP(MLPOptions(3, 1).num_cells({8}).activation(Activation::ReLU));
-  auto actor = mod::TensorDictSequential(mod::TensorDictModule(actor_mlp, {"observation"}, {"param"}),
-                                         mod::TanhModule({"param"}, {"action"}, spec));
-  auto critic = mod::ValueOperator(MLP(MLPOptions(4, 1).num_cells({8}).activation(Activation::ReLU)),
-                                   {"observation", "action"});
+  auto [actor, critic] = small_networks();
   auto loss = obj::DDPGLoss(actor, critic);
-  auto oa = std::make_shared<torch::optim::Adam>(loss->parameters_of("actor_network"));
-  auto oc = std::make_shared<torch::optim::Adam>(loss->parameters_of("value_network"));
+  auto oa = adam_of(loss, "actor_network");
+  auto oc = adam_of(loss, "value_network");
   auto updater = std::make_shared<obj::SoftUpdate>(loss, obj::SoftUpdateOptions().tau(0.05));
   ActorCriticUpdate<decltype(loss)> update(loss, "loss_value", oa, oc, nullptr, updater);
   REQUIRE(std::string(update.path()) == "fused");
@@ -529,7 +540,7 @@ TEST_CASE("What changes after the engine is made is seen at the next update", "[
     falls_back(n, "steps_to_next_obs");
   }
   SECTION("a parameter frozen") {
-    actor_mlp->linears()[0]->weight.requires_grad_(false);
+    actor->parameters()[0].requires_grad_(false);  // the first layer's weight
     falls_back(b, "frozen");
   }
   SECTION("a parameter group added to an optimizer") {
@@ -558,15 +569,10 @@ TEST_CASE("The fused engine leaves the actor's gradient as op by op on the criti
   // A critic-only turn (TD3's policy delay): op by op, one loss and one backward zero the actor's
   // gradient and add nothing to it; with the critic first, the actor's gradient is not touched.
   torch::manual_seed(13);
-  rlobj::Bounded spec(-2.0, 2.0, {1});
-  auto actor = mod::TensorDictSequential(
-      mod::TensorDictModule(MLP(MLPOptions(3, 1).num_cells({8}).activation(Activation::ReLU)), {"observation"}, {"param"}),
-      mod::TanhModule({"param"}, {"action"}, spec));
-  auto critic = mod::ValueOperator(MLP(MLPOptions(4, 1).num_cells({8}).activation(Activation::ReLU)),
-                                   {"observation", "action"});
-  auto loss = obj::TD3Loss(actor, critic, spec);
-  auto oa = std::make_shared<torch::optim::Adam>(loss->parameters_of("actor_network"));
-  auto oc = std::make_shared<torch::optim::Adam>(loss->parameters_of("qvalue_network"));
+  auto [actor, critic] = small_networks();
+  auto loss = obj::TD3Loss(actor, critic, small_spec());
+  auto oa = adam_of(loss, "actor_network");
+  auto oc = adam_of(loss, "qvalue_network");
   auto updater = std::make_shared<obj::SoftUpdate>(loss, obj::SoftUpdateOptions().tau(0.05));
   std::string why;
   auto engine = ActorCriticEngine::make(loss, oa, oc, nullptr, updater, &why);
@@ -597,16 +603,10 @@ TEST_CASE("The fused and op-by-op paths share their state: updates may alternate
   const int64_t updates = 6;
   auto run = [&](bool alternate, const torch::Tensor& perm) {
     torch::manual_seed(5);
-    rlobj::Bounded spec(-2.0, 2.0, {1});
-    auto actor = mod::TensorDictSequential(
-        mod::TensorDictModule(MLP(MLPOptions(3, 1).num_cells(c.cells).activation(Activation::ReLU)), {"observation"},
-                              {"param"}),
-        mod::TanhModule({"param"}, {"action"}, spec));
-    auto critic = mod::ValueOperator(MLP(MLPOptions(4, 1).num_cells(c.cells).activation(Activation::ReLU)),
-                                     {"observation", "action"});
-    auto loss = obj::TD3Loss(actor, critic, spec, obj::TD3LossOptions().policy_noise(0.0));
-    auto oa = std::make_shared<torch::optim::Adam>(loss->parameters_of("actor_network"));
-    auto oc = std::make_shared<torch::optim::Adam>(loss->parameters_of("qvalue_network"));
+    auto [actor, critic] = small_networks(c.cells);
+    auto loss = obj::TD3Loss(actor, critic, small_spec(), obj::TD3LossOptions().policy_noise(0.0));
+    auto oa = adam_of(loss, "actor_network");
+    auto oc = adam_of(loss, "qvalue_network");
     auto updater = std::make_shared<obj::SoftUpdate>(loss, obj::SoftUpdateOptions().tau(0.05));
     using Update = ActorCriticUpdate<decltype(loss)>;
     const auto options = ActorCriticUpdateOptions().critic_first(true);

@@ -51,11 +51,11 @@ constexpr int kToleranceRuns = 16;
 
 /// A deliberate semantic change, to prove the parity tests catch it.
 struct Mutation {
-  std::optional<double> gamma;      ///< another discount
-  std::optional<double> lmbda;      ///< another trace decay
+  std::optional<double> gamma = std::nullopt;  ///< another discount
+  std::optional<double> lmbda = std::nullopt;  ///< another trace decay
   bool done_as_mask = false;        ///< bootstrap on `done` instead of `terminated`
-  std::optional<double> entropy_coef;
-  std::optional<double> clip_epsilon;
+  std::optional<double> entropy_coef = std::nullopt;
+  std::optional<double> clip_epsilon = std::nullopt;
   bool any() const { return gamma || lmbda || done_as_mask || entropy_coef || clip_epsilon; }
 };
 

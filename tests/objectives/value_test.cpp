@@ -230,6 +230,18 @@ TEST_CASE("Estimators: options, keys and errors", "[value]") {
     td0.value_estimate(td, x.next_value);
     CHECK(td.get({"next", "reward"}).mean().item<double>() == Approx(0).margin(1e-9));
   }
+  SECTION("average_rewards refuses a single reward (no standard deviation), before writing anything") {
+    TD0Estimator td0(value_net, ValueEstimatorOptions().average_rewards(true));
+    TensorDict one({1});
+    one.set("observation", torch::zeros({1, 3}));
+    one.set(rlobj::NestedKey({"next", "observation"}), torch::zeros({1, 3}));
+    one.set(rlobj::NestedKey({"next", "reward"}), torch::ones({1, 1}));
+    one.set(rlobj::NestedKey({"next", "done"}), torch::zeros({1, 1}, torch::kBool));
+    one.set(rlobj::NestedKey({"next", "terminated"}), torch::zeros({1, 1}, torch::kBool));
+    CHECK_THROWS_WITH(td0.value_estimate(one, torch::zeros({1, 1})),
+                      Contains("average_rewards") && Contains("at least 2") && Contains("[1, 1]"));
+    CHECK(one.get({"next", "reward"}).item<float>() == 1.0f);
+  }
   SECTION("set_keys renames; unknown names throw") {
     TD0Estimator td0([](TensorDict td) {
       td.set("v", td.get("observation").sum(-1, true));

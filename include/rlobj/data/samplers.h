@@ -124,13 +124,24 @@ class SamplerWithoutReplacement {
                           order.numel() == (storage_size > 0 ? storage_size : order.numel()),
                       "SamplerWithoutReplacement.load: inconsistent state (storage size ", storage_size,
                       ", position ", position, ", order ", rlobj::detail::shape_str(order.sizes()), ")");
+    const int64_t ran_out = counters[2].item<int64_t>();
+    TORCH_CHECK_VALUE(ran_out == 0 || ran_out == 1, "SamplerWithoutReplacement.load: corrupt counters (ran_out flag ",
+                      ran_out, ", expected 0 or 1)");
+    if (storage_size > 0) {
+      // The order is a permutation of [0, storage size): each index once (a repeated or
+      // out-of-range one would draw rows twice or read past the data).
+      order = order.cpu();
+      TORCH_CHECK_VALUE(torch::equal(std::get<0>(order.sort()), torch::arange(storage_size, torch::kLong)),
+                        "SamplerWithoutReplacement.load: the order is not a permutation of [0, ", storage_size,
+                        ") (a repeated or out-of-range index)");
+    }
     at::Generator generator = detail::scratch_generator(generator_);
     generator.set_state(gen_state.cpu());
     generator_ = std::move(generator);
     storage_size_ = storage_size;
     position_ = position;
-    ran_out_ = counters[2].item<int64_t>() != 0;
-    order_ = storage_size > 0 ? order.cpu() : torch::Tensor();
+    ran_out_ = ran_out != 0;
+    order_ = storage_size > 0 ? order : torch::Tensor();
   }
 
  private:
@@ -213,6 +224,9 @@ class MiniBatches {
       pointer operator->() const { return &current_; }
       /// Gathers the next minibatch; the iterator becomes `end()` once the epoch has run out.
       iterator& operator++() {
+        TORCH_CHECK(epoch_->generation_ == epoch_->owner_->generation_,
+                    "MiniBatches: another epoch was started while this one was running (the epochs of one MiniBatches "
+                    "share its sampler: finish one before beginning the next)");
         if (epoch_->owner_->sampler_.ran_out()) {
           epoch_ = nullptr;
         } else {
@@ -234,6 +248,7 @@ class MiniBatches {
     iterator begin() {
       TORCH_CHECK(!started_, "MiniBatches: an epoch is iterated once; call epoch() again for the next one");
       started_ = true;
+      generation_ = ++owner_->generation_;
       owner_->sampler_.reset();
       return iterator(this);
     }
@@ -253,6 +268,7 @@ class MiniBatches {
     MiniBatches* owner_;
     TensorDict data_;
     bool started_ = false;
+    uint64_t generation_ = 0;  // the owner's count of begun epochs when this one began
   };
 
   /// An epoch over `data`, whose batch dims are flattened first (the epoch shares `data`'s
@@ -297,6 +313,7 @@ class MiniBatches {
 
   MiniBatchesOptions options_;
   SamplerWithoutReplacement sampler_;
+  uint64_t generation_ = 0;  // epochs begun
 };
 
 }  // namespace data

@@ -1,7 +1,7 @@
 #pragma once
 
 /// \file
-/// `ActorCriticEngine`: one DDPG or TD3 update — the forward passes, the losses, their
+/// `ActorCriticEngine`: one DDPG, TD3 or SAC update — the forward passes, the losses, their
 /// gradients, the Adam steps and the soft target update — computed directly on the losses' flat
 /// parameter groups, with preallocated buffers, no autograd graph and no per-op dispatch: the
 /// matrix products on LibTorch's BLAS (`blas.h`), everything else in fused passes
@@ -233,12 +233,15 @@ inline void squash(const torch::Tensor& h, torch::Tensor& t, float* a, const tor
 /// ```
 class ActorCriticEngine {
  public:
-  /// The engine for `loss` (a `DDPGLoss` or `TD3Loss` holder) trained by `optim_actor` and
-  /// `optim_critic` (`torch::optim::Adam` over the loss's actor and critic groups; one optimizer
-  /// may hold both) and moved by `updater` (any `TargetNetUpdater`; a `SoftUpdate` runs fused,
-  /// others as they are; null for none), or null with the reason in `why`. The engine computes:
-  /// MLP networks (`engine::MlpPlan::of`) in `Actor` / `ValueOperator` / `TensorDictModule`s (an
-  /// actor may end in a `TanhModule`), a critic reading the observation and the action, mean
+  /// The engine for `loss` (a `DDPGLoss`, `TD3Loss` or `SACLoss` holder) trained by
+  /// `optim_actor`, `optim_critic` (`torch::optim::Adam` over the loss's actor and critic groups;
+  /// one optimizer may hold both) and `optim_alpha` (SAC with a trained temperature: an Adam of
+  /// its own over `log_alpha`; else null) and moved by `updater` (any `TargetNetUpdater`; a
+  /// `SoftUpdate` runs fused, others as they are; null for none), or null with the reason in
+  /// `why`. The engine computes: MLP networks (`engine::MlpPlan::of`) in `Actor` /
+  /// `ValueOperator` / `TensorDictModule`s (an actor may end in a `TanhModule`; SAC's is a
+  /// `ProbabilisticActor` over an MLP module, a `NormalParamExtractor` module and a `TanhNormal`,
+  /// see `detail::plan_tanh_normal_actor`), a critic reading the observation and the action, mean
   /// reduction, TD0, no `separate_losses`, float32 on the CPU, a BLAS `sgemm_` in the process.
   template <typename Loss>
   static std::unique_ptr<ActorCriticEngine> make(Loss& loss, const std::shared_ptr<torch::optim::Optimizer>& optim_actor,
@@ -503,28 +506,18 @@ class ActorCriticEngine {
   TensorDict step(TensorDict batch, bool actor_turn, bool critic_first) {
     TORCH_CHECK_VALUE(!(sac_ && critic_first), "ActorCriticEngine: critic_first needs a loss with split losses (TD3Loss)");
     prepare(batch);
-    TensorDict out(TensorDict::BatchSize{});
-    compute_critic(batch, out);
-    if (critic_first) step_critic();
-    if (actor_turn) {
-      compute_actor(batch, out);
-      if (!critic_first) step_critic();
-      step_actor();
-      step_alpha();
-      update_targets();
-    } else if (!critic_first) {
-      step_critic();
-      // Op by op, SAC's loss draws the actor loss's sample on every update.
-      if (sac_) draw_.eps.normal_();
-    }
-    // Op by op, the actor's (and temperature's) optimizer zeroes its gradient on the critic's
-    // turns too (one loss, one backward), and the critic's loss adds nothing to it; with
-    // critic_first only the critic's optimizer is zeroed, so the actor's gradient stays as it was.
-    if (!actor_turn && !critic_first) {
-      actor_flat_.grad().zero_();
-      if (sac_ && log_alpha_.grad().defined()) log_alpha_.mutable_grad().zero_();
-    }
-    return out;
+    return run_step(batch, actor_turn, critic_first);
+  }
+
+  /// `step` where the engine computes this update, else nothing, with the reason in `why`
+  /// (`inapplicable`, read once); the loss's own checks throw as in `step`.
+  std::optional<TensorDict> try_step(TensorDict batch, bool actor_turn, bool critic_first, std::string* why) {
+    TORCH_CHECK_VALUE(!(sac_ && critic_first), "ActorCriticEngine: critic_first needs a loss with split losses (TD3Loss)");
+    *why = inapplicable(batch);
+    if (!why->empty()) return std::nullopt;
+    loss_->validate(batch);
+    ready(batch);
+    return run_step(batch, actor_turn, critic_first);
   }
 
   /// Why the engine cannot compute an update on `batch` now, or empty: a loss option, estimator,
@@ -564,8 +557,38 @@ class ActorCriticEngine {
     loss_->validate(batch);
     const std::string reason = inapplicable(batch);
     TORCH_CHECK(reason.empty(), loss_->loss_name(), ": the update engine does not compute this update: ", reason);
+    ready(batch);
+  }
+  // Gradients and buffers, for a batch checked.
+  void ready(const TensorDict& batch) {
     loss_->ensure_linked();  // gradients a zero_grad(set_to_none) dropped
     resize(batch.batch_size()[0]);
+  }
+
+  // `step` on a batch checked and made ready.
+  TensorDict run_step(TensorDict& batch, bool actor_turn, bool critic_first) {
+    TensorDict out(TensorDict::BatchSize{});
+    compute_critic(batch, out);
+    if (critic_first) step_critic();
+    if (actor_turn) {
+      compute_actor(batch, out);
+      if (!critic_first) step_critic();
+      step_actor();
+      step_alpha();
+      update_targets();
+    } else if (!critic_first) {
+      step_critic();
+      // Op by op, SAC's loss draws the actor loss's sample on every update.
+      if (sac_) draw_.eps.normal_();
+    }
+    // Op by op, the actor's (and temperature's) optimizer zeroes its gradient on the critic's
+    // turns too (one loss, one backward), and the critic's loss adds nothing to it; with
+    // critic_first only the critic's optimizer is zeroed, so the actor's gradient stays as it was.
+    if (!actor_turn && !critic_first) {
+      actor_flat_.grad().zero_();
+      if (sac_ && log_alpha_.grad().defined()) log_alpha_.mutable_grad().zero_();
+    }
+    return out;
   }
 
   // The parameters and optimizers as the engine reads them raw.
@@ -578,6 +601,10 @@ class ActorCriticEngine {
       if (!t->is_cpu() || t->scalar_type() != torch::kFloat || !t->is_contiguous()) {
         return "parameters that are not contiguous float32 CPU tensors (loss->to(...)?)";
       }
+    }
+    if (sac_ && (log_alpha_.scalar_type() != torch::kFloat || !log_alpha_.is_cpu() ||
+                 target_entropy_.scalar_type() != torch::kFloat || !target_entropy_.is_cpu())) {
+      return "a temperature that is not one float32 CPU value (loss->to(...)?)";
     }
     if (!actor_flat_.requires_grad() || !critic_flat_.requires_grad()) return "a frozen parameter";
     for (const auto& p : trained_params_) {

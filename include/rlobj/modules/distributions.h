@@ -377,6 +377,10 @@ class TanhNormal : public Distribution {
     if (!low.defined() && !high.defined()) return p;
     if (!low.defined()) low = torch::full({}, -1.0, high.options());
     if (!high.defined()) high = torch::full({}, 1.0, low.options());
+    TORCH_CHECK_VALUE(low.is_floating_point() && high.is_floating_point() && torch::isfinite(low).all().item<bool>() &&
+                          torch::isfinite(high).all().item<bool>(),
+                      "TanhNormal: low and high must be finite floating-point bounds (an unbounded action has no "
+                      "affine map into it)");
     TORCH_CHECK_VALUE((high > low).all().item<bool>(), "TanhNormal: high must be > low everywhere");
     if ((low != -1.0).any().item<bool>() || (high != 1.0).any().item<bool>()) {
       p.affine_loc = (high + low) / 2;
@@ -390,6 +394,17 @@ class TanhNormal : public Distribution {
       : scale_(std::move(scale)), options_(prepared.options) {
     detail::check_loc_scale(name(), loc, scale_);
     if (prepared.affine_scale.defined()) {
+      // The bounds broadcast to the location, never the location to the bounds.
+      const auto broadcasts = [&](const torch::Tensor& bound) {
+        if (bound.dim() > loc.dim()) return false;
+        for (int64_t i = 1; i <= bound.dim(); ++i) {
+          if (bound.size(-i) != 1 && bound.size(-i) != loc.size(-i)) return false;
+        }
+        return true;
+      };
+      TORCH_CHECK_VALUE(broadcasts(prepared.affine_scale), name(), ": bounds of shape ",
+                        rlobj::detail::shape_str(prepared.affine_scale.sizes()), " do not broadcast to loc of shape ",
+                        rlobj::detail::shape_str(loc.sizes()));
       // A no-op when the bounds already have the location's dtype and device.
       affine_loc_ = prepared.affine_loc.to(loc.device(), loc.scalar_type());
       affine_scale_ = prepared.affine_scale.to(loc.device(), loc.scalar_type());
@@ -424,6 +439,9 @@ class Categorical : public Distribution {
   /// From (unnormalised) probabilities.
   static Categorical from_probs(const torch::Tensor& probs) {
     check_param("Categorical", probs, "probs");
+    // One host read: negative or NaN probabilities would give NaN logits and samples.
+    TORCH_CHECK_VALUE((probs >= 0).all().item<bool>(),
+                      "Categorical: probs must be >= 0 (and not NaN) everywhere");
     Categorical c;
     c.probs_ = probs / probs.sum(-1, /*keepdim=*/true);
     const double eps = probs.scalar_type() == torch::kFloat64 ? std::numeric_limits<double>::epsilon()

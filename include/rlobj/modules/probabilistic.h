@@ -74,6 +74,9 @@ class ProbabilisticActorImpl : public TensorDictModuleBase {
     TORCH_CHECK_VALUE(factory_ != nullptr, "ProbabilisticActor: the distribution factory is empty");
     TORCH_CHECK_VALUE(!options_.in_keys().empty(), "ProbabilisticActor: in_keys (the distribution's parameters) "
                       "must not be empty");
+    TORCH_CHECK_VALUE(!options_.return_log_prob() || options_.log_prob_key() != options_.out_key(),
+                      "ProbabilisticActor: log_prob_key and out_key are both \"", options_.out_key().str(),
+                      "\" (the log-probability would overwrite the sample)");
     module_ = register_module("module", std::move(module));
     // Keys read: the module's inputs, plus any parameter the module does not write.
     in_keys_ = module_->in_keys();

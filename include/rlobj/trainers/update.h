@@ -10,12 +10,13 @@
 ///   (DQN, PPO, A2C, ...), an optional gradient-norm clip and target updater;
 /// * `ActorCriticUpdate`: separate actor, critic (and SAC's temperature) optimisers with a
 ///   delayed policy update (DDPG, TD3, SAC), the critic stepped first where TorchRL's TD3
-///   example does; DDPG and TD3 on the fused update engine (`rlobj/engine/`) where it applies.
+///   example does; DDPG, TD3 and SAC on the fused update engine (`rlobj/engine/`) where it applies.
 ///
 /// A hand-written `loss -> backward -> step -> update` gives the same numbers.
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -163,7 +164,7 @@ struct ActorCriticUpdateOptions {
 /// The update of TorchRL's DDPG, TD3 and SAC examples: an actor optimiser, a critic optimiser
 /// and, for SAC, a temperature optimiser, with a delayed policy update and a soft target update.
 ///
-/// Where it applies (DDPG and TD3 over rlobj MLPs, Adam, float32 on the CPU: see
+/// Where it applies (DDPG, TD3 and SAC over rlobj MLPs, Adam, float32 on the CPU: see
 /// `engine::ActorCriticEngine::make`), the update runs on the fused engine: the same quantities
 /// without autograd or per-op dispatch, its state where the op-by-op path keeps it (the loss's
 /// parameters, the optimisers' state, the targets), so checkpoints and a hand-written loop
@@ -220,13 +221,12 @@ class ActorCriticUpdate {
   TensorDict operator()(const TensorDict& batch) {
     const bool actor_turn = (steps_ + 1) % options_.policy_delay() == 0;  // TorchRL counts from 1
     if (engine_) {
-      std::string why = engine_->inapplicable(batch);
-      if (why.empty()) {
-        TensorDict losses = engine_->step(batch, actor_turn, options_.critic_first());
+      std::string why;
+      if (std::optional<TensorDict> losses = engine_->try_step(batch, actor_turn, options_.critic_first(), &why)) {
         ++steps_;
         fused_ = true;
         reason_.clear();
-        return losses;
+        return *losses;
       }
       if (options_.engine() == UpdateEngine::Fused) loss_->validate(batch);  // the loss's own message first
       TORCH_CHECK_VALUE(options_.engine() != UpdateEngine::Fused,

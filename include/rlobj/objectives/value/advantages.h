@@ -201,6 +201,10 @@ class ValueEstimatorBase {
                 "; they must match");
     Transition t{*reward, *done, *terminated};
     if (options_.average_rewards()) {
+      // One reward has no standard deviation (TorchRL divides by NaN and returns NaN values).
+      TORCH_CHECK_VALUE(t.reward.numel() >= 2, name_, ": average_rewards standardises the rewards by their standard "
+                        "deviation, which needs at least 2 of them; \"", reward_key.str(), "\" has shape ",
+                        rlobj::detail::shape_str(t.reward.sizes()));
       // Written back by commit() once the estimate is made (later readers see the standardised
       // rewards, as in TorchRL); a failed estimate leaves td as it was.
       t.reward = t.reward - t.reward.mean();
