@@ -8,6 +8,7 @@
 #include <limits>
 #include <map>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <fmt/format.h>
@@ -75,10 +76,11 @@ std::unique_ptr<rl::trainers::ActorCriticUpdate<Loss>> trainer_update(Loss loss,
                                                                        rl::trainers::UpdateEngine engine) {
   const std::string critic_loss = critic == "value_network" ? "loss_value" : "loss_qvalue";
   // SAC's temperature has an optimizer of its own, as in TorchRL's SAC example.
-  const auto alpha = loss->parameters_of("log_alpha");
+  std::shared_ptr<torch::optim::Optimizer> optim_alpha;
+  if constexpr (std::is_same<Loss, rl::objectives::SACLoss<>>::value) optim_alpha = adam_over(loss->parameters_of("log_alpha"));
   return std::make_unique<rl::trainers::ActorCriticUpdate<Loss>>(
       loss, critic_loss, adam_over(loss->parameters_of("actor_network")), adam_over(loss->parameters_of(critic)),
-      alpha.empty() ? nullptr : adam_over(alpha),
+      optim_alpha,
       std::make_shared<rl::objectives::SoftUpdate>(loss, rl::objectives::SoftUpdateOptions().tau(0.005)),
       rl::trainers::ActorCriticUpdateOptions().engine(engine));
 }

@@ -243,16 +243,17 @@ struct Run {
       // Actor: MLP -> (loc, scale) -> TanhNormal within the action bounds; it explores by sampling.
       auto actor_mlp = rl::modules::MLP(
           rl::modules::MLPOptions(n_obs, 2 * n_act).num_cells(c.num_cells).activation(act).generator(init));
-      // TorchRL's SAC example: the scale floored at 0.1 (a collapsing scale with saturated
-      // samples gives hugely negative re-inverted log-probabilities and exploding soft targets),
-      // tanh_loc off.
+      // The scale floored at 0.1 (TorchRL's SAC example) and the location squashed into
+      // (-5, 5) (tanh_loc; TorchRL's example leaves it off): a location far past tanh's range,
+      // or a collapsing scale, with saturated samples gives hugely negative re-inverted
+      // log-probabilities, and the soft targets explode (seeds 2 and 3 diverged without it).
       actor = ActorNet(
           rl::modules::TensorDictSequential(
               rl::modules::TensorDictModule(actor_mlp, {"observation"}, {"param"}),
               rl::modules::TensorDictModule(
                   rl::modules::NormalParamExtractor(rl::modules::NormalParamExtractorOptions().scale_lb(0.1)),
                   {"param"}, {"loc", "scale"})),
-          rl::modules::TanhNormal::factory(rl::modules::TanhNormalOptions::from_spec(env.action_spec())));
+          rl::modules::TanhNormal::factory(rl::modules::TanhNormalOptions::from_spec(env.action_spec()).tanh_loc(true)));
     } else {
       // Actor: MLP -> "param", squashed into the action bounds by a TanhModule.
       auto actor_mlp = rl::modules::MLP(

@@ -42,6 +42,7 @@ struct Config {
   int64_t critics = 2;         ///< SAC's num_qvalue_nets
   double bound = 2.0;          ///< the action spec's bounds: [-bound, bound]
   bool fixed_alpha = false;    ///< SAC's fixed_alpha (no temperature optimizer)
+  bool tanh_loc = false;       ///< SAC's TanhNormal squashes its location (tanh_loc)
   std::optional<double> min_alpha = std::nullopt, max_alpha = std::nullopt;  ///< SAC's temperature bounds
   std::vector<int64_t> cells = {64, 64};
   Activation activation = Activation::ReLU;
@@ -181,7 +182,7 @@ std::vector<torch::Tensor> train(const Config& c, UpdateEngine engine, int64_t u
             mod::TensorDictModule(sac_actor_mlp, {"observation"}, {"param"}),
             mod::TensorDictModule(mod::NormalParamExtractor(mod::NormalParamExtractorOptions().scale_lb(0.1)),
                                   {"param"}, {"loc", "scale"})),
-        mod::TanhNormal::factory(mod::TanhNormalOptions::from_spec(spec)));
+        mod::TanhNormal::factory(mod::TanhNormalOptions::from_spec(spec).tanh_loc(c.tanh_loc).upscale(3.0)));
     const auto options = obj::SACLossOptions()
                              .num_qvalue_nets(c.critics)
                              .loss_function(c.loss_function)
@@ -245,8 +246,10 @@ TEST_CASE("The fused engine gives the op-by-op numbers where the references do n
   td3_joint.obs = 5;
   Config sac{"SAC, twin critics, TanhNormal in [-2, 2], ReLU 64-64, batch 256 (TorchRL's SAC example)"};
   sac.sac = true;
-  Config sac_delay{"SAC, three critics, two actions in [-1, 1], Tanh 32-32, smooth L1, policy delay 2, alpha bounds"};
+  Config sac_delay{"SAC, three critics, two actions in [-1, 1], tanh_loc, Tanh 32-32, smooth L1, policy delay 2, "
+                   "alpha bounds"};
   sac_delay.sac = true;
+  sac_delay.tanh_loc = true;
   sac_delay.critics = 3;
   sac_delay.act = 2;
   sac_delay.obs = 4;
@@ -258,8 +261,9 @@ TEST_CASE("The fused engine gives the op-by-op numbers where the references do n
   sac_delay.batch = 100;
   sac_delay.min_alpha = 0.69;
   sac_delay.max_alpha = 0.9;
-  Config sac_fixed{"SAC, fixed alpha, one critic, L1, weight decay"};
+  Config sac_fixed{"SAC, fixed alpha, one critic, tanh_loc in [-2, 2], L1, weight decay"};
   sac_fixed.sac = true;
+  sac_fixed.tanh_loc = true;
   sac_fixed.fixed_alpha = true;
   sac_fixed.critics = 1;
   sac_fixed.loss_function = obj::LossFunction::L1;
@@ -417,10 +421,10 @@ TEST_CASE("The fused engine says why it does not compute a loss, and ActorCritic
                   false) == "fused: ");
     CHECK_THAT(path_of(obj::SACLoss(sac_actor(tanh_normal), critic_of(critic_options), spec), false),
                Contains("op-by-op") && Contains("without a temperature optimizer"));
-    CHECK_THAT(path_of(obj::SACLoss(sac_actor(mod::TanhNormal::factory(mod::TanhNormalOptions::from_spec(spec).tanh_loc(true))),
+    CHECK_THAT(path_of(obj::SACLoss(sac_actor(mod::TanhNormal::factory(mod::TanhNormalOptions::from_spec(spec).event_dims(2))),
                                     critic_of(critic_options), spec),
                        true),
-               Contains("tanh_loc"));
+               Contains("event_dims"));
     CHECK_THAT(path_of(obj::SACLoss(sac_actor(mod::IndependentNormal::factory()), critic_of(critic_options), spec), true),
                Contains("other than TanhNormal"));
     auto derived = std::make_shared<NormalsSAC>(sac_actor(tanh_normal), critic_of(critic_options), spec);

@@ -127,6 +127,9 @@ struct TanhNormalPlan {
   float scale_lb = 1e-4f;  ///< the extractor's scale floor
   float bias = 0;          ///< `NormalParamExtractor::bias()`, as float32 adds it
   float limit = 1.0f;      ///< `TanhNormal::limit()`, as float32 clamps with it
+  /// `tanh_loc`'s `upscale` (the location becomes `tanh(loc / upscale) * upscale`), as float32
+  /// multiplies by it; 0 without `tanh_loc`.
+  float upscale = 0;
   /// `TanhNormal`'s affine map and low bound, one per action feature (float32), and
   /// `log|affine_scale|`; undefined with the bounds (-1, 1).
   torch::Tensor affine_loc, affine_scale, low, log_affine_scale;
@@ -134,7 +137,7 @@ struct TanhNormalPlan {
 
 /// The plan of a SAC actor: a `ProbabilisticActor` over a `TensorDictSequential` of an MLP
 /// module (writing `loc` and the scale's pre-image side by side) and a `NormalParamExtractor`
-/// module, with a `TanhNormal` (no `tanh_loc`, one event dim) writing `action_key`; or nothing,
+/// module, with a `TanhNormal` (one event dim) writing `action_key`; or nothing,
 /// with the reason in `why`. The distribution's bounds are read from one made by its factory.
 inline std::optional<std::pair<NetworkPlan, TanhNormalPlan>> plan_tanh_normal_actor(torch::nn::Module& module,
                                                                                     const torch::Tensor& flat,
@@ -169,12 +172,12 @@ inline std::optional<std::pair<NetworkPlan, TanhNormalPlan>> plan_tanh_normal_ac
   }
   const auto* tanh_normal = dynamic_cast<const modules::TanhNormal*>(probe.get());
   if (tanh_normal == nullptr) return fail("a distribution other than TanhNormal");
-  if (tanh_normal->options().tanh_loc()) return fail("TanhNormal with tanh_loc");
   if (tanh_normal->options().event_dims() != 1) return fail("TanhNormal with event_dims other than 1");
   TanhNormalPlan p;
   p.scale_lb = static_cast<float>(extractor->options.scale_lb());
   p.bias = static_cast<float>(modules::NormalParamExtractorImpl::bias());
   p.limit = static_cast<float>(tanh_normal->limit());
+  if (tanh_normal->options().tanh_loc()) p.upscale = static_cast<float>(tanh_normal->options().upscale());
   if (tanh_normal->affine_scale().defined()) {
     const auto per_feature = [&](const torch::Tensor& t) -> torch::Tensor {
       if (t.numel() != 1 && t.numel() != features) return {};
@@ -918,12 +921,14 @@ class ActorCriticEngine {
   // backward reads.
   struct Draw {
     MlpPass pass;  // the actor's MLP: loc and the scale's pre-image side by side
-    torch::Tensor eps, base_loc, scale, tanh, action, z, x;  // [rows, act]
+    torch::Tensor eps, base_loc, scale, tanh, action, z, x, loc_tanh;  // [rows, act]
     torch::Tensor log_prob;                                   // [rows]
     torch::Tensor dparam;                                     // [rows, 2 act]: the MLP output's gradient
     void resize(const MlpPlan& plan, int64_t rows, int64_t act) {
       pass.resize(plan, rows);
-      for (torch::Tensor* t : {&eps, &base_loc, &scale, &tanh, &action, &z, &x}) *t = torch::empty({rows, act}, torch::kFloat);
+      for (torch::Tensor* t : {&eps, &base_loc, &scale, &tanh, &action, &z, &x, &loc_tanh}) {
+        *t = torch::empty({rows, act}, torch::kFloat);
+      }
       log_prob = torch::empty({rows}, torch::kFloat);
       dparam = torch::empty({rows, 2 * act}, torch::kFloat);
     }
@@ -952,10 +957,19 @@ class ActorCriticEngine {
     float* base_loc = d.base_loc.data_ptr<float>();
     float* scale = d.scale.data_ptr<float>();
     float* t = d.tanh.data_ptr<float>();
+    if (tn.upscale != 0) {
+      // tanh_loc: loc = tanh(loc / upscale) * upscale, tanh by ATen's kernel (kept for the backward).
+      float* loc_tanh = d.loc_tanh.data_ptr<float>();
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t j = 0; j < n; ++j) loc_tanh[r * n + j] = param[r * 2 * n + j] / tn.upscale;
+      }
+      at::tanh_out(d.loc_tanh, d.loc_tanh);
+    }
+    const float* loc_tanh = tn.upscale != 0 ? ptr(d.loc_tanh) : nullptr;
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t j = 0; j < n; ++j) {
         const int64_t i = r * n + j;
-        const float loc = param[r * 2 * n + j];
+        const float loc = loc_tanh != nullptr ? loc_tanh[i] * tn.upscale : param[r * 2 * n + j];
         const float s0 = softplus(param[r * 2 * n + n + j] + tn.bias) + 0.01f;
         const float s = s0 < tn.scale_lb ? tn.scale_lb : s0;  // clamp_min (NaN stays)
         const float bl = affine ? (loc + as[j]) + low[j] : loc;
@@ -1074,6 +1088,7 @@ class ActorCriticEngine {
     const float* param = ptr(d.pass.output());
     const float *eps = ptr(d.eps), *base_loc = ptr(d.base_loc), *scale = ptr(d.scale), *t = ptr(d.tanh), *z = ptr(d.z),
                 *x = ptr(d.x);
+    const float* loc_tanh = tn.upscale != 0 ? ptr(d.loc_tanh) : nullptr;
     float* dparam = d.dparam.data_ptr<float>();
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t j = 0; j < n; ++j) {
@@ -1101,7 +1116,9 @@ class ActorCriticEngine {
         // scale = clamp_min(softplus(p + bias) + 0.01, scale_lb).
         const float pre = param[r * 2 * n + n + j] + tn.bias;
         const float g_pre = softplus(pre) + 0.01f >= tn.scale_lb ? softplus_grad(g_scale, pre) : 0.0f;
-        dparam[r * 2 * n + j] = g_loc;
+        // tanh_loc: back through tanh(loc / upscale) * upscale.
+        dparam[r * 2 * n + j] =
+            loc_tanh != nullptr ? ((g_loc * tn.upscale) * (1.0f - loc_tanh[i] * loc_tanh[i])) / tn.upscale : g_loc;
         dparam[r * 2 * n + n + j] = g_pre;
       }
     }
