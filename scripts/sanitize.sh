@@ -22,7 +22,7 @@ CC=clang CXX=clang++ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Debug \
   -DRLOBJ_BUILD_EXAMPLES=OFF -DRLOBJ_BUILD_BENCHMARKS=OFF -DRLOBJ_CHECK_HEADERS=OFF \
   -DRLOBJ_INSTALL=OFF
 cmake --build "$build" -j "$jobs" --target rlobj_tests rlobj_fuzz_tensordict rlobj_fuzz_state_dict \
-  rlobj_distributed_test
+  rlobj_fuzz_sampler rlobj_distributed_test
 
 # Any report fails the run: halt on the first one, with a stack.
 export ASAN_OPTIONS="halt_on_error=1:abort_on_error=1:detect_leaks=1:strict_init_order=1:detect_stack_use_after_return=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"

@@ -341,4 +341,16 @@ TEST_CASE("ProbabilisticActor: a log-probability written over the sample is refu
   CHECK_NOTHROW(ProbabilisticActor(params, TanhNormal::factory(), ProbabilisticActorOptions().log_prob_key("action")));
 }
 
+TEST_CASE("LossModule: an ensemble larger than memory is refused, naming it", "[reliability][objectives]") {
+  // Before: num_qvalue_nets of 2^40 cloned critics until the process was killed for memory.
+  rlobj::Bounded spec(-2.0, 2.0, {1});
+  auto actor = Actor(MLP(MLPOptions(3, 1).num_cells({8})));
+  auto critic = ValueOperator(MLP(MLPOptions(4, 1).num_cells({8})), {"observation", "action"});
+  const auto before = critic->parameters()[0].clone();
+  CHECK_THROWS_WITH(TD3Loss(actor, critic, spec, TD3LossOptions().num_qvalue_nets(int64_t{1} << 40)),
+                    Contains("qvalue_network: an ensemble of 1099511627776 copies") && Contains("bytes of memory"));
+  CHECK(torch::equal(critic->parameters()[0], before));
+  CHECK(TD3Loss(actor, critic, spec, TD3LossOptions().num_qvalue_nets(3))->qvalue_networks().size() == 3);
+}
+
 }  // namespace rlobj_test_reliability_test

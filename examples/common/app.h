@@ -82,7 +82,9 @@ inline void add_common_flags(CLI::App& app, const std::string& program, CommonCo
   });
   add_int(app, "--seed", run.seed, "Random seed (" + seed_what + "), >= 0", 0);
   add_int(app, "--total-frames", c.total_frames, "Environment steps to collect, >= 1", 1);
-  add_int(app, "--num-envs", c.num_envs, envs_what + ", >= 1", 1);
+  app.add_option("--num-envs", c.num_envs, envs_what + ", >= 1 (and what memory holds)")
+      ->capture_default_str()
+      ->transform(int_within_memory(1, 1024, "environments"));
   app.add_option("--num-cells", c.num_cells, "Hidden layer sizes of the networks, each >= 1")
       ->capture_default_str()
       ->delimiter(',')
@@ -93,7 +95,9 @@ inline void add_common_flags(CLI::App& app, const std::string& program, CommonCo
       ->check(activation_name());
   add_real(app, "--gamma", c.gamma, "Discount factor, in (0, 1]", unit_interval());
   add_int(app, "--eval-every", c.eval_every, "Evaluate (deterministic episodes) every N frames, >= 1", 1);
-  add_int(app, "--eval-episodes", c.eval_episodes, "Episodes per evaluation, >= 1", 1);
+  app.add_option("--eval-episodes", c.eval_episodes, "Episodes per evaluation (one environment each), >= 1")
+      ->capture_default_str()
+      ->transform(int_within_memory(1, 1024, "evaluation environments"));
   app.add_option("--device", c.device, "Torch device (cpu, cuda, cuda:1, ...)")
       ->capture_default_str()
       ->check(usable_device());

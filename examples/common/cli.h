@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -27,6 +28,7 @@
 
 #include <CLI/CLI.hpp>
 #include <c10/util/Exception.h>
+#include <rlobj/detail/memory.h>
 #include <fmt/format.h>
 #include <torch/cuda.h>
 #include <torch/types.h>
@@ -74,6 +76,27 @@ inline CLI::Validator int_at_least(int64_t lo) {
         std::strtoll(input.c_str(), nullptr, 10);
         if (errno == ERANGE) return fmt::format("{} does not fit in a 64-bit integer", input);
         return range(input);
+      },
+      "");
+}
+
+/// `int_at_least(lo)`, and at most what this machine's memory holds at about `bytes_each` bytes
+/// per `unit` (environments, transitions): a size that could never be allocated is refused at the
+/// flag, with the bound, instead of failing in an allocator (or being killed) later.
+inline CLI::Validator int_within_memory(int64_t lo, int64_t bytes_each, const std::string& unit) {
+  const int64_t memory = rlobj::detail::physical_memory_bytes();
+  const int64_t hi = std::max(lo, memory / bytes_each);
+  const CLI::Validator at_least = int_at_least(lo);
+  return CLI::Validator(
+      [at_least, hi, memory, bytes_each, unit](std::string& input) -> std::string {
+        std::string error = at_least(input);
+        if (!error.empty()) return error;
+        const int64_t value = std::strtoll(input.c_str(), nullptr, 10);
+        if (value > hi) {
+          return fmt::format("{} {} at about {} bytes each need more than this machine's {} bytes of memory (at most {})",
+                             value, unit, bytes_each, memory, hi);
+        }
+        return "";
       },
       "");
 }

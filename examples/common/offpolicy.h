@@ -390,7 +390,9 @@ void add_flags(CLI::App& app, Config& c, std::string& preset) {
                ex::unit_interval());
   ex::add_int(app, "--init-random-frames", c.init_random_frames, "Random-action frames before learning starts, >= 0",
               0);
-  ex::add_int(app, "--buffer-size", c.buffer_size, "Replay buffer capacity, >= --batch-size", 1);
+  app.add_option("--buffer-size", c.buffer_size, "Replay buffer capacity, >= --batch-size")
+      ->capture_default_str()
+      ->transform(ex::int_within_memory(1, 64, "transitions"));
   app.add_option("--loss-function", c.loss_function, "Critic loss: l2, l1 or smooth_l1")
       ->capture_default_str()
       ->check(CLI::IsMember({"l2", "l1", "smooth_l1"}));

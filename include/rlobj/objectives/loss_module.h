@@ -52,6 +52,7 @@
 
 #include "rlobj/detail/format.h"
 #include "rlobj/detail/keys.h"
+#include "rlobj/detail/memory.h"
 #include "rlobj/modules/exploration_type.h"
 #include "rlobj/objectives/checks.h"
 #include "rlobj/objectives/functional.h"
@@ -320,6 +321,20 @@ class LossModuleImpl : public torch::nn::Module {
                       options.ensemble());
     for (const auto& r : registered_) {
       TORCH_CHECK_VALUE(r.name != name, "LossModule: a network named \"", name, "\" is already registered");
+    }
+    {
+      // Every copy holds its parameters and buffers, and so do its target and frozen copies and
+      // its gradients, plus a module's own bookkeeping: refuse what cannot fit in memory before
+      // cloning (a huge ensemble would otherwise be killed for memory, or fail in an allocator
+      // that does not name the option).
+      int64_t bytes = 0;
+      for (const auto& p : network->parameters()) bytes += p.numel() * static_cast<int64_t>(p.element_size());
+      for (const auto& b : network->buffers()) bytes += b.numel() * static_cast<int64_t>(b.element_size());
+      const int64_t per_copy = 4 * bytes + (int64_t{16} << 10);
+      const int64_t memory = rlobj::detail::physical_memory_bytes();
+      TORCH_CHECK_VALUE(options.ensemble() <= memory / per_copy, "LossModule: ", name, ": an ensemble of ",
+                        options.ensemble(), " copies (num_qvalue_nets or the like) needs about ", per_copy,
+                        " bytes per copy, more than this machine's ", memory, " bytes of memory hold");
     }
     if (options.ensemble() > 1) {
       // TorchRL gives every copy its own redrawn values (shared ones: a view the copies' loss
