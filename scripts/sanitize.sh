@@ -9,6 +9,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/torch_env.sh"
+source "$root/scripts/mujoco_env.sh"  # RLOBJ_MUJOCO=off | RLOBJ_MUJOCO_DIR=...
 # libclang-rt-14-dev holds the sanitizer and libFuzzer runtimes (only a Recommends of clang's,
 # which install_deps.sh does not install); llvm-14 the symbolizer for readable reports.
 "$root/scripts/install_deps.sh" clang libclang-rt-14-dev llvm-14
