@@ -1,3 +1,4 @@
+#include <rlobj/envs/cartpole.h>
 #include <rlobj/envs/common.h>
 #include <rlobj/envs/pendulum.h>
 #include <rlobj/modules/actor.h>
@@ -6,6 +7,7 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+#include "point_mass/point_mass.h"
 #include "test_utils.h"
 
 // Everything in a namespace of its own, so that a unity build can join test files.
@@ -62,6 +64,66 @@ TEST_CASE("an environment whose specs were never set: clear errors, no crash", "
   REQUIRE_THROWS_WITH(env.rand_action(TensorDict(TensorDict::BatchSize{})), Contains("action spec was never set"));
   REQUIRE_THROWS_WITH(env.action_spec(), Contains("action_spec_"));
   REQUIRE_THROWS_WITH(env.reward_spec(), Contains("SpeclessEnv: the reward spec was never set"));
+}
+
+// Specs set, but the data written does not keep to them, in one of three ways.
+class SloppyEnv : public rlobj::envs::EnvBase {
+ public:
+  enum class Fault { kNone, kFloat64Observation, kNoDone, kOutOfRange };
+  explicit SloppyEnv(Fault fault) : EnvBase({2}, torch::kCPU, 0), fault_(fault) {
+    observation_spec_.set("observation", rlobj::Bounded(-1.0, 1.0, {3}, torch::kFloat32).expand({2}));
+    action_spec_ = rlobj::Bounded(-1.0, 1.0, {1}, torch::kFloat32).expand({2});
+    reward_spec_ = rlobj::Unbounded({1}, torch::kFloat32).expand({2});
+    for (const char* k : {"done", "terminated", "truncated"}) {
+      done_spec_.set(k, rlobj::Categorical(2, {1}, torch::kBool).expand({2}));
+    }
+  }
+  const char* name() const override { return "SloppyEnv"; }
+
+ protected:
+  TensorDict reset_impl(const TensorDict*) override { return outputs(false); }
+  TensorDict step_impl(const TensorDict&) override { return outputs(true); }
+
+ private:
+  TensorDict outputs(bool with_reward) const {
+    TensorDict td({2});
+    torch::Tensor obs = torch::zeros({2, 3});
+    if (fault_ == Fault::kFloat64Observation && with_reward) obs = obs.to(torch::kFloat64);
+    if (fault_ == Fault::kOutOfRange && with_reward) obs = obs + 2;
+    td.set("observation", obs);
+    if (fault_ != Fault::kNoDone || !with_reward) {
+      for (const char* k : {"done", "terminated", "truncated"}) td.set(k, torch::zeros({2, 1}, torch::kBool));
+    }
+    if (with_reward) td.set("reward", torch::zeros({2, 1}));
+    return td;
+  }
+  Fault fault_;
+};
+
+TEST_CASE("check_env_specs: rlobj's environments keep to their specs", "[envs][specs]") {
+  Pendulum single;
+  rlobj::envs::check_env_specs(single);
+  Pendulum batched(PendulumOptions().batch_size({4}).dtype(torch::kFloat64));
+  rlobj::envs::check_env_specs(batched, 5);
+  rlobj::envs::CartPole cartpole(rlobj::envs::CartPoleOptions().batch_size({3}));
+  rlobj::envs::check_env_specs(cartpole, 30);  // long enough for carts to end and restart
+  point_mass::PointMass point_mass(point_mass::PointMassOptions().batch_size({2}));
+  rlobj::envs::check_env_specs(point_mass);
+  SloppyEnv fine(SloppyEnv::Fault::kNone);
+  rlobj::envs::check_env_specs(fine);
+}
+
+TEST_CASE("check_env_specs: data that does not keep to the specs is named", "[envs][specs][validation]") {
+  SloppyEnv float64(SloppyEnv::Fault::kFloat64Observation);
+  REQUIRE_THROWS_WITH(rlobj::envs::check_env_specs(float64),
+                      Contains("check_env_specs(SloppyEnv): \"next.observation\" at step 0 is float64 [2, 3]"));
+  SloppyEnv no_done(SloppyEnv::Fault::kNoDone);
+  REQUIRE_THROWS_WITH(rlobj::envs::check_env_specs(no_done),
+                      Contains("at step 0 the keys of the specs and of the data differ: spec'd but not written: [next.done, next.terminated, next.truncated]; written but not spec'd: []"));
+  SloppyEnv outside(SloppyEnv::Fault::kOutOfRange);
+  REQUIRE_THROWS_WITH(rlobj::envs::check_env_specs(outside),
+                      Contains("\"next.observation\" at step 0 is outside its spec"));
+  REQUIRE_THROWS_WITH(rlobj::envs::check_env_specs(outside, 0), Contains("steps must be positive"));
 }
 
 TEST_CASE("rollout: TorchRL's layout, unbatched and batched", "[envs][rollout]") {

@@ -332,6 +332,17 @@ TEST_CASE("mujoco: TorchRL's keys, specs, TimeLimit and partial resets", "[envs]
   CHECK(roll.batch_size() == std::vector<int64_t>{3, 3});
 }
 
+TEST_CASE("mujoco: every task keeps to its specs (check_env_specs)", "[envs][mujoco][specs]") {
+  for (const auto& env_key : kEnvs) {
+    for (bool info : {false, true}) {
+      INFO(env_key << (info ? " with" : " without") << " info terms");
+      auto env = make_env(env_key, json::object(),
+                          mj::MujocoOptions().batch_size({2}).write_info(info).dtype(info ? torch::kFloat64 : torch::kFloat32));
+      rlobj::envs::check_env_specs(*env, 20);  // Hopper and Walker2d fall and restart within 20 random steps
+    }
+  }
+}
+
 TEST_CASE("mujoco: float32 observations round gymnasium's float64 ones", "[envs][mujoco]") {
   mj::HalfCheetah wide(mj::HalfCheetahOptions(), mj::MujocoOptions().seed(5));
   mj::HalfCheetah narrow(mj::HalfCheetahOptions(), mj::MujocoOptions().seed(5).dtype(torch::kFloat32));

@@ -362,5 +362,60 @@ class EnvBase {
   }
 };
 
+/// TorchRL's `check_env_specs`: steps `env` `steps` times with random actions from a reset (done
+/// sub-environments reset and go on, as in `rollout(steps, break_when_any_done=false)`) and
+/// checks, after every step, that what the environment wrote is what its specs say: the keys
+/// are exactly the spec'd ones (the root: `observation_spec()`, `done_spec()` and `"action"`;
+/// `"next"`: `observation_spec()`, `done_spec()` and `"reward"`), and each entry has its spec's
+/// shape, dtype and device and lies in its range. Throws a `c10::Error` naming the key, the
+/// step and what is wrong (the missing and the extra keys for a key mismatch). Environments'
+/// constructors set their specs; this checks that their `reset_impl`/`step_impl` keep to them
+/// (run it once in a test of a new environment).
+inline void check_env_specs(EnvBase& env, int64_t steps = 3) {
+  TORCH_CHECK_VALUE(steps > 0, "check_env_specs: steps must be positive, got ", steps);
+  // The specs an entry must meet, by key.
+  std::vector<std::pair<NestedKey, std::shared_ptr<const TensorSpec>>> specs;
+  for (const std::string& prefix : {std::string(), std::string("next")}) {
+    auto key = [&](const std::string& k) { return prefix.empty() ? NestedKey(k) : NestedKey({prefix, k}); };
+    for (const auto& k : env.observation_spec().keys()) specs.emplace_back(key(k), env.observation_spec().ptr(k));
+    for (const auto& k : env.done_spec().keys()) specs.emplace_back(key(k), env.done_spec().ptr(k));
+  }
+  specs.emplace_back(NestedKey("action"), env.action_spec().clone());
+  specs.emplace_back(NestedKey({"next", "reward"}), env.reward_spec().clone());
+
+  auto check = [&](const TensorDict& td, int64_t t) {
+    std::vector<NestedKey> missing, extra;
+    for (const auto& kv : specs) {
+      if (!td.contains(kv.first)) missing.push_back(kv.first);
+    }
+    for (const auto& k : td.keys(true, true)) {
+      const bool known = std::any_of(specs.begin(), specs.end(), [&](const auto& kv) { return kv.first == k; });
+      if (!known) extra.push_back(k);
+    }
+    TORCH_CHECK(missing.empty() && extra.empty(), "check_env_specs(", env.name(), "): at step ", t,
+                " the keys of the specs and of the data differ: spec'd but not written: ",
+                rlobj::detail::keys_str(missing), "; written but not spec'd: ", rlobj::detail::keys_str(extra));
+    for (const auto& kv : specs) {
+      const torch::Tensor& value = td.get(kv.first);
+      const std::vector<int64_t>& shape = kv.second->shape();
+      TORCH_CHECK(value.sizes() == c10::IntArrayRef(shape) && value.scalar_type() == kv.second->dtype() &&
+                      value.device() == kv.second->device(),
+                  "check_env_specs(", env.name(), "): \"", kv.first.str(), "\" at step ", t, " is ",
+                  rlobj::detail::dtype_str(value.scalar_type()), " ", rlobj::detail::shape_str(value.sizes()), " on ",
+                  value.device().str(), "; its spec is ", kv.second->repr(), " of shape ",
+                  rlobj::detail::shape_str(shape));
+      TORCH_CHECK(kv.second->is_in(value), "check_env_specs(", env.name(), "): \"", kv.first.str(), "\" at step ",
+                  t, " is outside its spec ", kv.second->repr());
+    }
+  };
+  TensorDict td = env.reset();
+  for (int64_t t = 0; t < steps; ++t) {
+    td = env.rand_action(td);
+    auto stepped = env.step_and_maybe_reset(td);
+    check(stepped.first, t);
+    td = stepped.second;
+  }
+}
+
 }  // namespace envs
 }  // namespace rlobj

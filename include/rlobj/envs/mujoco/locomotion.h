@@ -246,6 +246,7 @@ class Hopper : public detail::PlanarWalker<HopperOptions> {
   const char* name() const override { return "Hopper"; }
 
  protected:
+  /// gymnasium's `is_healthy` (Hopper's), on the state after the step.
   bool healthy(const mjData& d) const override {
     const mjModel& m = model();
     const Range& s = options_.healthy_state_range();
@@ -268,6 +269,7 @@ class Walker2d : public detail::PlanarWalker<Walker2dOptions> {
   const char* name() const override { return "Walker2d"; }
 
  protected:
+  /// gymnasium's `is_healthy` (Walker2d's), on the state after the step.
   bool healthy(const mjData& d) const override {
     const Range& z = options_.healthy_z_range();
     const Range& a = options_.healthy_angle_range();

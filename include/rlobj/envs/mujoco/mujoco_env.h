@@ -297,6 +297,9 @@ class MujocoEnv : public EnvBase {
     observation_spec_.set("step_count", Bounded(0, static_cast<double>(std::max<int64_t>(options_.max_episode_steps(), 1)),
                                                 {1}, torch::kInt64)
                                             .expand(batch_size_));
+    if (options_.write_info()) {
+      for (const auto& info : task_.info_names) observation_spec_.set(info, Unbounded({1}, torch::kFloat64).expand(batch_size_));
+    }
   }
 
   /// Sets the observation's length and spec (`[*batch, size]`, unbounded, `dtype`).
@@ -491,7 +494,9 @@ class MujocoEnv : public EnvBase {
     return next;
   }
 
+  /// The shared options the environment was built with.
   MujocoOptions options_;
+  /// What the task gave the constructor.
   TaskDescription task_;
 
  private:
