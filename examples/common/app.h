@@ -49,6 +49,27 @@ struct CommonConfig {
   uint64_t eval_seed() const { return seed + 1000003; }
 };
 
+/// `--num-cells` after parsing: at least one layer, and networks this machine's memory holds.
+/// A run keeps about `copies` float32 copies of every weight (the networks, their targets,
+/// gradients, Adam's two moments); the hidden-to-hidden products dominate the count.
+inline void check_num_cells(const CommonConfig& c, int copies = 16) {
+  if (c.num_cells.empty()) throw CLI::ValidationError("--num-cells", "give at least one hidden layer size");
+  double weights = 0;
+  for (size_t i = 0; i < c.num_cells.size(); ++i) {
+    const double width = static_cast<double>(c.num_cells[i]);
+    weights += width * (i + 1 < c.num_cells.size() ? static_cast<double>(c.num_cells[i + 1]) + 1 : 1) + width;
+  }
+  const double bytes = weights * 4 * copies;
+  const auto memory = static_cast<double>(rlobj::detail::physical_memory_bytes());
+  if (bytes > memory) {
+    throw CLI::ValidationError(
+        "--num-cells", fmt::format("{}: networks of about {:.3g} weights each, {} float32 copies of them (networks, "
+                                   "targets, gradients, Adam's moments), need about {:.3g} bytes, more than this "
+                                   "machine's {:.3g} bytes of memory",
+                                   fmt::join(c.num_cells, ","), weights, copies, bytes, memory));
+  }
+}
+
 /// The flags about the run itself rather than the algorithm.
 struct RunFlags {
   int64_t seed = 0;  // parsed signed, so that "-1" is rejected instead of wrapping to 2^64-1

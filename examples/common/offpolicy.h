@@ -28,6 +28,9 @@
 
 #include "common/app.h"
 #include "common/cli.h"
+#if RLOBJ_EXAMPLES_MUJOCO
+#include <rlobj/envs/mujoco.h>
+#endif
 
 namespace offpolicy {
 
@@ -51,6 +54,7 @@ struct Config : ex::CommonConfig {
   double alpha_init = 1.0;           ///< SAC's initial temperature
   double lr_alpha = 3e-4;            ///< SAC's temperature learning rate
   std::string update_engine = "auto";  ///< auto, fused or op-by-op (not part of the fingerprint: same numbers)
+  std::string env = "pendulum";        ///< the task: pendulum, or (built with MuJoCo) halfcheetah, hopper, walker2d, ant
 
   Config() { num_cells = {32, 32}; }
 
@@ -62,7 +66,8 @@ struct Config : ex::CommonConfig {
         "{} buffer_size={} lr_actor={} lr_critic={} tau={} loss_function={} noise_std={} policy_delay={} "
         "policy_noise={} noise_clip={} alpha_init={} lr_alpha={}",
         common_fingerprint(), buffer_size, lr_actor, lr_critic, tau, loss_function, noise_std, policy_delay,
-        policy_noise, noise_clip, alpha_init, lr_alpha);
+        policy_noise, noise_clip, alpha_init, lr_alpha) +
+        (env == "pendulum" ? std::string() : " env=" + env);  // Pendulum's checkpoints predate the choice
   }
 
   /// The settings a checkpoint was made with, from its `fingerprint()`, on top of `base` (an
@@ -92,7 +97,8 @@ struct Config : ex::CommonConfig {
         {"policy_noise", [&](const std::string& v) { c.policy_noise = std::stod(v); }},
         {"noise_clip", [&](const std::string& v) { c.noise_clip = std::stod(v); }},
         {"alpha_init", [&](const std::string& v) { c.alpha_init = std::stod(v); }},
-        {"lr_alpha", [&](const std::string& v) { c.lr_alpha = std::stod(v); }}};
+        {"lr_alpha", [&](const std::string& v) { c.lr_alpha = std::stod(v); }},
+        {"env", [&](const std::string& v) { c.env = v; }}};
     std::istringstream words(fingerprint);
     for (std::string word; words >> word;) {
       try {
@@ -202,6 +208,72 @@ struct SAC {
   }
 };
 
+/// SAC on HalfCheetah-v5 with TorchRL's and CleanRL's MuJoCo settings: 256-256 ReLU networks,
+/// batch 256, learning rates 3e-4, a learned temperature from 1, 5,000 random frames, a buffer of
+/// 1M transitions, 100k frames; the scale floored at 0.1 and the location squashed as in
+/// `sac_pendulum`. `--env` picks another MuJoCo task.
+struct SACMujoco : SAC {
+  static constexpr const char* kProgram = "sac_halfcheetah";
+  static Config defaults() {
+    Config c = SAC::defaults();
+    c.env = "halfcheetah";
+    c.num_cells = {256, 256};
+    c.activation = "relu";
+    c.batch_size = 256;
+    c.lr_actor = c.lr_critic = c.lr_alpha = 3e-4;
+    c.alpha_init = 1.0;
+    c.init_random_frames = 5000;
+    c.buffer_size = 1000000;
+    c.total_frames = 100000;
+    c.eval_every = 10000;
+    c.eval_episodes = 5;
+    return c;
+  }
+};
+
+/// The name of a task in gymnasium's terms.
+inline std::string task_name(const std::string& env) {
+  if (env == "pendulum") return "Pendulum-v1";
+  if (env == "halfcheetah") return "HalfCheetah-v5";
+  if (env == "hopper") return "Hopper-v5";
+  if (env == "walker2d") return "Walker2d-v5";
+  if (env == "ant") return "Ant-v5";
+  return env;
+}
+
+/// The tasks `--env` offers in this build.
+inline std::vector<std::string> tasks() {
+#if RLOBJ_EXAMPLES_MUJOCO
+  return {"pendulum", "halfcheetah", "hopper", "walker2d", "ant"};
+#else
+  return {"pendulum"};
+#endif
+}
+
+/// Steps of one episode of the task (its TimeLimit): an evaluation episode's length.
+inline int64_t episode_steps(const Config& c) { return c.env == "pendulum" ? 200 : 1000; }
+
+/// `copies` environments of the task `c.env`, seeded with `seed`. The MuJoCo tasks give float32
+/// observations and rewards (the networks' dtype) and run on the CPU.
+inline std::unique_ptr<rl::envs::EnvBase> make_env(const Config& c, int64_t copies, uint64_t seed,
+                                                   torch::Device device) {
+  if (c.env == "pendulum") {
+    return std::make_unique<rl::envs::Pendulum>(
+        rl::envs::PendulumOptions().batch_size({copies}).seed(seed).device(device));
+  }
+#if RLOBJ_EXAMPLES_MUJOCO
+  namespace mj = rl::envs::mujoco;
+  TORCH_CHECK_VALUE(device.is_cpu(), "--env ", c.env, ": the MuJoCo tasks run on the CPU, got --device ", c.device);
+  const auto common = mj::MujocoOptions().batch_size({copies}).seed(seed).dtype(torch::kFloat32);
+  if (c.env == "halfcheetah") return std::make_unique<mj::HalfCheetah>(mj::HalfCheetahOptions(), common);
+  if (c.env == "hopper") return std::make_unique<mj::Hopper>(mj::HopperOptions(), common);
+  if (c.env == "walker2d") return std::make_unique<mj::Walker2d>(mj::Walker2dOptions(), common);
+  if (c.env == "ant") return std::make_unique<mj::Ant>(mj::AntOptions(), common);
+#endif
+  TORCH_CHECK_VALUE(false, "--env ", c.env, " is not a task of this build (", fmt::format("{}", fmt::join(tasks(), ", ")),
+                    ")");
+}
+
 /// Keys the loss reads: only these go into the replay buffer.
 inline std::vector<rl::NestedKey> transition_keys() {
   return {"observation", "action", {"next", "observation"}, {"next", "reward"}, {"next", "done"},
@@ -215,7 +287,7 @@ struct Collection {
   int64_t rows_per_round = 0;
 };
 
-/// One run of `Algo` on Pendulum: the environments, the networks, the loss and its update, the
+/// One run of `Algo` on its task (`Config::env`): the environments, the networks, the loss and its update, the
 /// collector and replay buffer, and rlobj's trainer with its hooks and checkpoint records.
 template <typename Algo>
 struct Run {
@@ -224,8 +296,8 @@ struct Run {
 
   explicit Run(const Config& c, const Collection& collection = {})
       : device(c.device),
-        env(rl::envs::PendulumOptions().batch_size({c.num_envs}).seed(c.seed).device(device)),
-        eval_env(rl::envs::PendulumOptions().batch_size({c.eval_episodes}).seed(c.eval_seed()).device(device)),
+        env(make_env(c, c.num_envs, c.seed, device)),
+        eval_env(make_env(c, c.eval_episodes, c.eval_seed(), device)),
         rb(rl::data::ReplayBufferOptions(c.buffer_size).seed(c.seed + 17)),
         returns(rl::trainers::ReturnTrackerOptions().restore_running(collection.remote == nullptr)),
         losses({"loss_actor", Algo::kCriticLoss}) {
@@ -237,8 +309,8 @@ struct Run {
     // from it, so DDPG runs in parallel threads do not disturb each other.)
     if (!std::is_same<Algo, DDPG>::value) torch::manual_seed(c.seed + 43);
     const auto act = rl::modules::activation_from_string(c.activation);
-    const int64_t n_obs = env.observation_spec().at("observation").shape().back();
-    const int64_t n_act = env.action_spec().shape().back();
+    const int64_t n_obs = env->observation_spec().at("observation").shape().back();
+    const int64_t n_act = env->action_spec().shape().back();
     if constexpr (Algo::kStochastic) {
       // Actor: MLP -> (loc, scale) -> TanhNormal within the action bounds; it explores by sampling.
       auto actor_mlp = rl::modules::MLP(
@@ -253,13 +325,13 @@ struct Run {
               rl::modules::TensorDictModule(
                   rl::modules::NormalParamExtractor(rl::modules::NormalParamExtractorOptions().scale_lb(0.1)),
                   {"param"}, {"loc", "scale"})),
-          rl::modules::TanhNormal::factory(rl::modules::TanhNormalOptions::from_spec(env.action_spec()).tanh_loc(true)));
+          rl::modules::TanhNormal::factory(rl::modules::TanhNormalOptions::from_spec(env->action_spec()).tanh_loc(true)));
     } else {
       // Actor: MLP -> "param", squashed into the action bounds by a TanhModule.
       auto actor_mlp = rl::modules::MLP(
           rl::modules::MLPOptions(n_obs, n_act).num_cells(c.num_cells).activation(act).generator(init));
       actor = ActorNet(rl::modules::TensorDictModule(actor_mlp, {"observation"}, {"param"}),
-                       rl::modules::TanhModule({"param"}, {"action"}, env.action_spec()));
+                       rl::modules::TanhModule({"param"}, {"action"}, env->action_spec()));
     }
     // The critic second: its weights are the generator's next draws.
     critic = rl::modules::ValueOperator(
@@ -269,7 +341,7 @@ struct Run {
     actor->to(device);
     critic->to(device);
 
-    loss = Algo::make_loss(actor, critic, env.action_spec(), c);
+    loss = Algo::make_loss(actor, critic, env->action_spec(), c);
     loss->make_value_estimator(rl::objectives::ValueEstimators::TD0,
                                rl::objectives::value::ValueEstimatorOptions().gamma(c.gamma));
     auto adam = [](std::vector<torch::Tensor> params, double lr) {
@@ -293,14 +365,14 @@ struct Run {
       policy = rl::modules::TensorDictSequential(actor);  // the collector acts under ExplorationType::Random: the actor samples
     } else {
       // Exploration: constant Gaussian noise on top of the actor (TorchRL's DDPG/TD3 examples).
-      noise = rl::modules::AdditiveGaussianModule(env.action_spec(), rl::modules::AdditiveGaussianModuleOptions()
+      noise = rl::modules::AdditiveGaussianModule(env->action_spec(), rl::modules::AdditiveGaussianModuleOptions()
                                                                           .sigma_init(1.0)
                                                                           .sigma_end(1.0)
                                                                           .std(c.noise_std)
                                                                           .seed(c.seed + 29));
       policy = rl::modules::TensorDictSequential(actor, noise);
     }
-    local = std::make_shared<rl::collectors::SyncDataCollector>(env, policy, /*frames_per_batch=*/c.num_envs,
+    local = std::make_shared<rl::collectors::SyncDataCollector>(*env, policy, /*frames_per_batch=*/c.num_envs,
                                                                 c.total_frames, c.init_random_frames);
 
     // One update per frame collected.
@@ -333,7 +405,7 @@ struct Run {
   std::vector<torch::Tensor> policy_parameters() const { return loss->parameters_of("actor_network"); }
 
   torch::Device device;
-  rl::envs::Pendulum env, eval_env;
+  std::unique_ptr<rl::envs::EnvBase> env, eval_env;
   rl::data::ReplayBuffer rb;
   ActorNet actor{nullptr};
   rl::modules::ValueOperator critic{nullptr};
@@ -348,7 +420,7 @@ struct Run {
 
 /// Rules between flags, checked after parsing: a run that can never do a gradient update is an error.
 inline void check_consistency(const Config& c) {
-  if (c.num_cells.empty()) throw CLI::ValidationError("--num-cells", "give at least one hidden layer size");
+  ex::check_num_cells(c);
   if (c.buffer_size < c.batch_size) {
     throw CLI::ValidationError(
         "--buffer-size", fmt::format("{} is smaller than --batch-size {}: the replay buffer could never hold a batch, "
@@ -417,7 +489,12 @@ void add_flags(CLI::App& app, Config& c, std::string& preset) {
   } else {
     (void)preset;
   }
-  if constexpr (std::is_same<Algo, SAC>::value) {
+#if RLOBJ_EXAMPLES_MUJOCO
+  app.add_option("--env", c.env, "The task: " + fmt::format("{}", fmt::join(tasks(), ", ")))
+      ->capture_default_str()
+      ->check(CLI::IsMember(tasks()));
+#endif
+  if constexpr (std::is_base_of<SAC, Algo>::value) {
     ex::add_real(app, "--alpha-init", c.alpha_init, "Initial temperature alpha, > 0", ex::positive());
     ex::add_real(app, "--lr-alpha", c.lr_alpha, "Adam learning rate of log(alpha), > 0", ex::positive());
   }
@@ -426,9 +503,9 @@ void add_flags(CLI::App& app, Config& c, std::string& preset) {
 /// How the run is reported (CSV columns, progress line, summary).
 template <typename Algo>
 ex::Report report_of(Run<Algo>& r, const Config& c) {
-  rl::trainers::Evaluator evaluate(r.eval_env, r.actor,
+  rl::trainers::Evaluator evaluate(*r.eval_env, r.actor,
                                    rl::trainers::EvaluatorOptions()
-                                       .max_steps(200)
+                                       .max_steps(episode_steps(c))
                                        .seed(c.eval_seed())
                                        .dtype(torch::kFloat32));  // the returns summed as the rewards are
   ex::Report report;
@@ -443,7 +520,7 @@ ex::Report report_of(Run<Algo>& r, const Config& c) {
   report.progress = [last] {
     return fmt::format("loss actor {:>7.3f} value {:>7.4f}", last("loss_actor"), last(Algo::kCriticLoss));
   };
-  report.evaluation = fmt::format("mean of {} deterministic episodes of 200 steps", c.eval_episodes);
+  report.evaluation = fmt::format("mean of {} deterministic episodes of {} steps", c.eval_episodes, episode_steps(c));
   return report;
 }
 

@@ -32,10 +32,10 @@ int run(int argc, char** argv) {
     if (preset_in(argc, argv) == "rltools") cfg = TD3::rltools_preset();
   }
   ex::RunFlags flags;
-  CLI::App app{fmt::format("Train {} on gym's Pendulum-v1 with rlobj (TorchRL's objectives for LibTorch).",
-                            Algo::kName)};
+  CLI::App app{fmt::format("Train {} on gymnasium's {} with rlobj (TorchRL's objectives for LibTorch).",
+                            Algo::kName, task_name(cfg.env))};
   ex::add_common_flags(app, Algo::kProgram, cfg, flags, "networks, environments, noise, replay buffer",
-                       "Pendulums stepped together (one update per frame)");
+                       "Environments stepped together (one update per frame)");
   add_flags<Algo>(app, cfg, preset);
   int64_t collectors = 0, weights_every = 1;
   double dist_timeout = 60;
@@ -58,8 +58,8 @@ int run(int argc, char** argv) {
   const auto t0 = ex::Clock::now();
   const auto announce = [&](const Run<Algo>& r) {
     if (flags.quiet) return;
-    fmt::print("{} on Pendulum-v1: seed {}, {} frames, {} env(s), batch {}, cells [{}], {}, device {}{}\n",
-               Algo::kName, cfg.seed, cfg.total_frames, cfg.num_envs, cfg.batch_size, fmt::join(cfg.num_cells, ", "),
+    fmt::print("{} on {}: seed {}, {} frames, {} env(s), batch {}, cells [{}], {}, device {}{}\n",
+               Algo::kName, task_name(cfg.env), cfg.seed, cfg.total_frames, cfg.num_envs, cfg.batch_size, fmt::join(cfg.num_cells, ", "),
                cfg.activation, cfg.device, preset.empty() ? std::string() : ", preset " + preset);
     fmt::print("update: {}{}\n", r.update->path(), r.update->reason().empty() ? "" : " (" + r.update->reason() + ")");
   };

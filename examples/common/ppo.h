@@ -259,7 +259,7 @@ inline CLI::Option* add_bool(CLI::App& app, const std::string& name, bool& value
 
 /// Rules between flags, checked after parsing, each naming the flag to change.
 inline void check_consistency(const Config& c) {
-  if (c.num_cells.empty()) throw CLI::ValidationError("--num-cells", "give at least one hidden layer size");
+  ex::check_num_cells(c);
   if (c.frames_per_batch % c.num_envs != 0) {
     throw CLI::ValidationError(
         "--frames-per-batch", fmt::format("{} is not a multiple of --num-envs {}: every environment steps the same "

@@ -305,6 +305,15 @@ TEST_CASE("mujoco: TorchRL's keys, specs, TimeLimit and partial resets", "[envs]
   CHECK(env.observation_spec().at("observation").shape() == std::vector<int64_t>{3, 11});
   CHECK(env.action_spec().shape() == std::vector<int64_t>{3, 3});
   CHECK(env.action_spec().dtype() == torch::kFloat32);
+  {
+    // The bounds are the model's ctrlrange, held by the spec (not a view of freed memory: the
+    // allocations below would overwrite it).
+    std::vector<torch::Tensor> churn;
+    for (int i = 0; i < 64; ++i) churn.push_back(torch::full({3}, 7.0f));
+    const auto& bounded = dynamic_cast<const rlobj::Bounded&>(env.action_spec());
+    CHECK(bounded.low().equal(torch::full({3, 3}, -1.0f)));
+    CHECK(bounded.high().equal(torch::full({3, 3}, 1.0f)));
+  }
   rlobj::TensorDict td = env.reset();
   CHECK(td.get("observation").scalar_type() == torch::kFloat64);
   CHECK(env.observation_spec().at("observation").is_in(td.get("observation")));

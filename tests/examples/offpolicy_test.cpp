@@ -110,7 +110,7 @@ TEMPLATE_TEST_CASE("off-policy trainer: a resumed run continues exactly as if ne
   CHECK(straight.returns.recent_return() == resumed.returns.recent_return());
   CHECK(straight.losses.last(TestType::kCriticLoss) == resumed.losses.last(TestType::kCriticLoss));
   const auto evaluate = [](Run& r) {
-    return rlobj::trainers::Evaluator(r.eval_env, r.actor, rlobj::trainers::EvaluatorOptions().max_steps(200))();
+    return rlobj::trainers::Evaluator(*r.eval_env, r.actor, rlobj::trainers::EvaluatorOptions().max_steps(200))();
   };
   CHECK(evaluate(straight) == evaluate(resumed));
 

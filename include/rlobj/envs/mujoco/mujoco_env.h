@@ -287,8 +287,9 @@ class MujocoEnv : public EnvBase {
       high[j] = limited ? static_cast<float>(m.actuator_ctrlrange[2 * j + 1]) : std::numeric_limits<float>::infinity();
     }
     const auto aopts = torch::TensorOptions().dtype(torch::kFloat32);
-    auto lo = torch::from_blob(low.data(), {m.nu}, aopts).to(options_.action_dtype());
-    auto hi = torch::from_blob(high.data(), {m.nu}, aopts).to(options_.action_dtype());
+    // Copies: from_blob aliases the vectors, and to() of the same dtype is the same tensor.
+    auto lo = torch::from_blob(low.data(), {m.nu}, aopts).to(options_.action_dtype(), /*non_blocking=*/false, /*copy=*/true);
+    auto hi = torch::from_blob(high.data(), {m.nu}, aopts).to(options_.action_dtype(), /*non_blocking=*/false, /*copy=*/true);
     action_spec_ = Bounded(lo, hi).expand(batch_size_);
     reward_spec_ = Unbounded({1}, options_.dtype()).expand(batch_size_);
     for (const char* k : {"done", "terminated", "truncated"}) {
