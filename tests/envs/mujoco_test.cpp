@@ -336,6 +336,18 @@ TEST_CASE("mujoco: TorchRL's keys, specs, TimeLimit and partial resets", "[envs]
   CHECK(rlobj_test::ints(after.get("step_count")) == std::vector<int64_t>{4, 0, 4});
   CHECK(after.get("truncated").view({3}).equal(torch::tensor({true, false, true})));
   CHECK(after.get("is_init").view({3}).equal(torch::tensor({false, true, false})));
+  // A start state is loaded by its reset and not carried on: the next restart draws noise.
+  rlobj::TensorDict start({3});
+  start.set("qpos", torch::zeros({3, 6}, torch::kFloat64));
+  start.set("qvel", torch::zeros({3, 6}, torch::kFloat64));
+  rlobj::TensorDict from_start = env.reset(start);
+  CHECK(env.data(2).qpos[1] == 0.0);
+  CHECK_FALSE(from_start.contains("qpos"));
+  CHECK_FALSE(from_start.contains("qvel"));
+  from_start.set("_reset", torch::tensor({false, false, true}).view({3, 1}));
+  env.reset(from_start);
+  CHECK(env.data(2).qpos[1] != 0.0);  // noise around init_qpos[1] = 1.25
+  CHECK(env.data(0).qpos[1] == 0.0);
   // A random rollout runs through TorchRL's loop.
   rlobj::TensorDict roll = env.rollout(3, rlobj::envs::RolloutOptions().break_when_any_done(false));
   CHECK(roll.batch_size() == std::vector<int64_t>{3, 3});

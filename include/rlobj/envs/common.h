@@ -232,6 +232,14 @@ class EnvBase {
   /// The `"next"` entries of a step from `td`.
   virtual TensorDict step_impl(const TensorDict& td) = 0;
 
+  /// Keys of a guiding TensorDict that `reset_impl` consumes (a start state a stateful
+  /// environment loads): they are not carried into the new root, so that later resets do not
+  /// see them again. Default: none.
+  virtual bool consumed_by_reset(const std::string& key) const {
+    (void)key;
+    return false;
+  }
+
   /// The `[*batch_size, 1]` `"_reset"` mask of `td`, validated, or an undefined tensor.
   torch::Tensor reset_mask(const TensorDict* td) const {
     if (td == nullptr) return {};
@@ -283,7 +291,7 @@ class EnvBase {
       // does for partial resets, minus the mask itself and "next".
       for (const auto& item : td->items()) {
         const auto& k = item.first.leaf();
-        if (k == "_reset" || k == "next" || out.contains(k)) continue;
+        if (k == "_reset" || k == "next" || out.contains(k) || consumed_by_reset(k)) continue;
         if (item.second.is_tensor()) out.set(k, item.second.tensor());
       }
     }

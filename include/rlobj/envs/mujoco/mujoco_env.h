@@ -328,6 +328,9 @@ class MujocoEnv : public EnvBase {
     std::fill(info, info + static_cast<int64_t>(task_.info_names.size()), 0.0);
   }
 
+  /// A start state (`"qpos"`, `"qvel"`) is loaded by the reset that gets it, not carried on.
+  bool consumed_by_reset(const std::string& key) const override { return key == "qpos" || key == "qvel"; }
+
   TensorDict reset_impl(const TensorDict* td) override {
     TORCH_CHECK(obs_dim_ > 0, name(), ": the task never called set_observation_size");
     const mjModel& m = *model_;
