@@ -2,7 +2,8 @@
 # Turns ddpg_pendulum --log-csv files into a PNG learning curve (evaluation return against
 # environment steps), one line per CSV. Installs gnuplot if it is missing. RLOBJ_PLOT_TITLE names
 # the run (default "rlobj DDPG on Pendulum-v1"); RLOBJ_PLOT_YRANGE (default -1700:0) and
-# RLOBJ_PLOT_SOLVED (the dashed "solved" line, default -200) fit other tasks (CartPole: 0:520, 475).
+# RLOBJ_PLOT_SOLVED (the dashed "solved" line, default -200) fit other tasks (CartPole: 0:520, 475);
+# RLOBJ_PLOT_EPISODES is the number of evaluation episodes behind each point (default 10).
 #   scripts/plot_returns.sh returns.png seed0.csv seed1.csv seed2.csv
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,7 +29,7 @@ set output '$out'
 set datafile separator ','
 set key bottom right
 set grid
-set title '${RLOBJ_PLOT_TITLE:-rlobj DDPG on Pendulum-v1}: mean return of 10 deterministic evaluation episodes'
+set title '${RLOBJ_PLOT_TITLE:-rlobj DDPG on Pendulum-v1}: mean return of ${RLOBJ_PLOT_EPISODES:-10} deterministic evaluation episodes'
 set xlabel 'environment steps'
 set ylabel 'evaluation return'
 set yrange [${RLOBJ_PLOT_YRANGE:--1700:0}]
