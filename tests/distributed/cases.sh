@@ -88,6 +88,8 @@ case "$case_name" in
     expect_in_output "cannot host the rendezvous store on 127.0.0.1:$port: the port is in use"
     ;;
   world_size_mismatch)
+    # Rank 0 learns of rank 1's failure when Gloo's rendezvous times out: a short timeout.
+    export RLOBJ_TEST_TIMEOUT_MS=3000
     port=$(free_port)
     RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port "$worker" init >"$out" 2>&1 &
     first=$!
