@@ -64,17 +64,26 @@ TEST_CASE("an environment whose specs were never set: clear errors, no crash", "
   REQUIRE_THROWS_WITH(env.rand_action(TensorDict(TensorDict::BatchSize{})), Contains("action spec was never set"));
   REQUIRE_THROWS_WITH(env.action_spec(), Contains("action_spec_"));
   REQUIRE_THROWS_WITH(env.reward_spec(), Contains("SpeclessEnv: the reward spec was never set"));
+  REQUIRE_THROWS_WITH(env.reset(), Contains("SpeclessEnv: the action spec was never set"));
+  REQUIRE_THROWS_WITH(env.step(TensorDict({{"action", torch::zeros({1})}}, {})), Contains("action spec was never set"));
 }
 
-// Specs set, but the data written does not keep to them, in one of three ways.
+// Specs set, but the data written does not keep to them, in one of several ways.
 class SloppyEnv : public rlobj::envs::EnvBase {
  public:
-  enum class Fault { kNone, kFloat64Observation, kNoDone, kOutOfRange };
+  enum class Fault {
+    kNone, kFloat64Observation, kNoDone, kOutOfRange, kExtraKey, kIgnoresReset, kDoneNotTerminatedOrTruncated,
+    kRewardSpecShape, kNoDoneSpec, kNoObservationSpec, kActionSpecShape
+  };
   explicit SloppyEnv(Fault fault) : EnvBase({2}, torch::kCPU, 0), fault_(fault) {
-    observation_spec_.set("observation", rlobj::Bounded(-1.0, 1.0, {3}, torch::kFloat32).expand({2}));
-    action_spec_ = rlobj::Bounded(-1.0, 1.0, {1}, torch::kFloat32).expand({2});
-    reward_spec_ = rlobj::Unbounded({1}, torch::kFloat32).expand({2});
+    if (fault != Fault::kNoObservationSpec) {
+      observation_spec_.set("observation", rlobj::Bounded(-1.0, 1.0, {3}, torch::kFloat32).expand({2}));
+    }
+    action_spec_ = fault == Fault::kActionSpecShape ? rlobj::Bounded(-1.0, 1.0, {1}, torch::kFloat32).clone()
+                                                    : rlobj::Bounded(-1.0, 1.0, {1}, torch::kFloat32).expand({2});
+    reward_spec_ = rlobj::Unbounded({fault == Fault::kRewardSpecShape ? int64_t{2} : int64_t{1}}, torch::kFloat32).expand({2});
     for (const char* k : {"done", "terminated", "truncated"}) {
+      if (fault == Fault::kNoDoneSpec && std::string(k) == "truncated") continue;
       done_spec_.set(k, rlobj::Categorical(2, {1}, torch::kBool).expand({2}));
     }
   }
@@ -85,16 +94,22 @@ class SloppyEnv : public rlobj::envs::EnvBase {
   TensorDict step_impl(const TensorDict&) override { return outputs(true); }
 
  private:
-  TensorDict outputs(bool with_reward) const {
+  TensorDict outputs(bool step) const {
     TensorDict td({2});
-    torch::Tensor obs = torch::zeros({2, 3});
-    if (fault_ == Fault::kFloat64Observation && with_reward) obs = obs.to(torch::kFloat64);
-    if (fault_ == Fault::kOutOfRange && with_reward) obs = obs + 2;
+    // A reset writes 0, a step 0.25: a reset that ignores "_reset" changes the other rows.
+    torch::Tensor obs = torch::full({2, 3}, step ? 0.25 : 0.0);
+    if (fault_ == Fault::kFloat64Observation && step) obs = obs.to(torch::kFloat64);
+    if (fault_ == Fault::kOutOfRange && step) obs = obs + 2;
     td.set("observation", obs);
-    if (fault_ != Fault::kNoDone || !with_reward) {
-      for (const char* k : {"done", "terminated", "truncated"}) td.set(k, torch::zeros({2, 1}, torch::kBool));
+    torch::Tensor flag = torch::zeros({2, 1}, torch::kBool);
+    // The first copy's episodes end after every step.
+    if (fault_ == Fault::kIgnoresReset && step) flag = torch::tensor({true, false}).view({2, 1});
+    if (fault_ != Fault::kNoDone || !step) {
+      for (const char* k : {"done", "terminated", "truncated"}) td.set(k, flag);
     }
-    if (with_reward) td.set("reward", torch::zeros({2, 1}));
+    if (fault_ == Fault::kDoneNotTerminatedOrTruncated && step) td.set("terminated", torch::ones({2, 1}, torch::kBool));
+    if (fault_ == Fault::kExtraKey) td.set("info", torch::zeros({2, 1}));
+    if (step) td.set("reward", torch::zeros({2, 1}));
     return td;
   }
   Fault fault_;
@@ -111,19 +126,72 @@ TEST_CASE("check_env_specs: rlobj's environments keep to their specs", "[envs][s
   rlobj::envs::check_env_specs(point_mass);
   SloppyEnv fine(SloppyEnv::Fault::kNone);
   rlobj::envs::check_env_specs(fine);
+  // The same with every value checked by the environment itself, over episode ends (partial resets).
+  cartpole.set_check_values(true);
+  CHECK(cartpole.check_values());
+  CHECK(cartpole.rollout(300, RolloutOptions().break_when_any_done(false)).get({"next", "done"}).any().item<bool>());
+  point_mass.set_check_values(true);
+  CHECK(point_mass.rollout(450, RolloutOptions().break_when_any_done(false)).get({"next", "truncated"}).any().item<bool>());
 }
 
 TEST_CASE("check_env_specs: data that does not keep to the specs is named", "[envs][specs][validation]") {
-  SloppyEnv float64(SloppyEnv::Fault::kFloat64Observation);
+  using Fault = SloppyEnv::Fault;
+  SloppyEnv float64(Fault::kFloat64Observation);
   REQUIRE_THROWS_WITH(rlobj::envs::check_env_specs(float64),
-                      Contains("check_env_specs(SloppyEnv): \"next.observation\" at step 0 is float64 [2, 3]"));
-  SloppyEnv no_done(SloppyEnv::Fault::kNoDone);
+                      Contains("SloppyEnv.step: \"observation\" is float64 [2, 3] on cpu; its spec is Bounded"));
+  SloppyEnv no_done(Fault::kNoDone);
   REQUIRE_THROWS_WITH(rlobj::envs::check_env_specs(no_done),
-                      Contains("at step 0 the keys of the specs and of the data differ: spec'd but not written: [next.done, next.terminated, next.truncated]; written but not spec'd: []"));
-  SloppyEnv outside(SloppyEnv::Fault::kOutOfRange);
+                      Contains("SloppyEnv.step: the step wrote other keys than its specs say: spec'd but not written: "
+                               "[done, terminated, truncated]; written but not spec'd: []"));
+  SloppyEnv outside(Fault::kOutOfRange);
   REQUIRE_THROWS_WITH(rlobj::envs::check_env_specs(outside),
                       Contains("\"next.observation\" at step 0 is outside its spec"));
   REQUIRE_THROWS_WITH(rlobj::envs::check_env_specs(outside, 0), Contains("steps must be positive"));
+}
+
+TEST_CASE("EnvBase checks what a subclass returns against its specs, at the step that breaks them",
+          "[envs][specs][validation]") {
+  using Fault = SloppyEnv::Fault;
+  // Keys, shapes, dtypes and devices: always, on reset and step.
+  SloppyEnv float64(Fault::kFloat64Observation);
+  REQUIRE_THROWS_WITH(float64.rollout(2), Contains("SloppyEnv.step: \"observation\" is float64 [2, 3]"));
+  SloppyEnv no_done(Fault::kNoDone);
+  TensorDict root = no_done.rand_action(no_done.reset());
+  REQUIRE_THROWS_WITH(no_done.step(root), Contains("spec'd but not written: [done, terminated, truncated]"));
+  CHECK_FALSE(root.contains("next"));  // the step was refused: td is as it was
+  SloppyEnv extra(Fault::kExtraKey);
+  REQUIRE_THROWS_WITH(extra.reset(), Contains("SloppyEnv.reset: the reset wrote other keys than its specs say: "
+                                              "spec'd but not written: []; written but not spec'd: [info]"));
+  // A partial reset that restarts every copy is refused: the other copies' entries must stay.
+  SloppyEnv ignores_reset(Fault::kIgnoresReset);
+  REQUIRE_THROWS_WITH(ignores_reset.rollout(3, RolloutOptions().break_when_any_done(false)),
+                      Contains("SloppyEnv.reset: a partial reset changed \"observation\" of sub-environments outside "
+                               "\"_reset\""));
+  // Values: only when asked (a pass over the data).
+  SloppyEnv outside(Fault::kOutOfRange);
+  CHECK_FALSE(outside.check_values());
+  CHECK(outside.rollout(2).get({"next", "observation"}).max().item<float>() == 2.25f);
+  outside.set_check_values(true);
+  REQUIRE_THROWS_WITH(outside.rollout(2), Contains("SloppyEnv.step: \"observation\" lies outside its spec Bounded"));
+  SloppyEnv done_mismatch(Fault::kDoneNotTerminatedOrTruncated);
+  CHECK_NOTHROW(done_mismatch.rollout(2));
+  done_mismatch.set_check_values(true);
+  REQUIRE_THROWS_WITH(done_mismatch.rollout(2), Contains("SloppyEnv.step: \"done\" is not terminated | truncated"));
+}
+
+TEST_CASE("EnvBase refuses specs left unset or malformed before anything runs", "[envs][specs][validation]") {
+  using Fault = SloppyEnv::Fault;
+  SloppyEnv reward(Fault::kRewardSpecShape);
+  REQUIRE_THROWS_WITH(reward.reset(), Contains("SloppyEnv: the reward spec has shape [2, 2], expected [2, 1]"));
+  SloppyEnv no_truncated(Fault::kNoDoneSpec);
+  REQUIRE_THROWS_WITH(no_truncated.rollout(1), Contains("SloppyEnv: done_spec_ has no \"truncated\""));
+  SloppyEnv no_observation(Fault::kNoObservationSpec);
+  REQUIRE_THROWS_WITH(no_observation.reset(), Contains("SloppyEnv: observation_spec_ holds only \"is_init\""));
+  SloppyEnv action(Fault::kActionSpecShape);
+  REQUIRE_THROWS_WITH(action.reset(), Contains("SloppyEnv: the action spec has shape [1], which does not start with "
+                                               "the batch dims [2]"));
+  TensorDict root({{"observation", torch::zeros({2, 3})}, {"action", torch::zeros({2, 1})}}, {2});
+  REQUIRE_THROWS_WITH(action.step(root), Contains("the action spec has shape [1]"));
 }
 
 TEST_CASE("rollout: TorchRL's layout, unbatched and batched", "[envs][rollout]") {

@@ -12,6 +12,10 @@
 ///   bool entry `is_init` (`[*batch, 1]`) is true in a root produced by a reset (for the
 ///   sub-environments that were reset) and false after a step. Exploration modules use it to
 ///   reset their per-environment noise.
+/// * What a subclass's `reset_impl`/`step_impl` return is checked against its specs on every
+///   call (keys, shapes, dtypes, devices; values with `set_check_values(true)`), and a partial
+///   reset that changes a sub-environment outside `"_reset"` is refused: a user's environment
+///   that breaks its contract fails at the step that broke it, naming the key.
 
 #include <algorithm>
 #include <cstddef>
@@ -135,11 +139,15 @@ class EnvBase {
   TensorDict reset(const TensorDict& td) { return checked_reset(&td); }
 
   /// Reads `td["action"]`, writes the environment's output under `td["next"]`, returns `td`.
+  /// Throws a `c10::Error` naming the key when what the subclass's `step_impl` returned does
+  /// not keep to the specs (see `set_check_values`).
   TensorDict step(TensorDict td) {
+    check_specs_set();
     TORCH_CHECK(td.batch_size() == batch_size_, name(), ".step: the TensorDict has batch_size ",
                 rlobj::detail::shape_str(td.batch_size()), " but the environment has ",
                 rlobj::detail::shape_str(batch_size_));
     TensorDict next = step_impl(td);
+    check_output(next, /*next=*/true);
     next.set("is_init", torch::zeros(flag_shape_, torch::TensorOptions().dtype(torch::kBool).device(device_)));
     // A TensorDict with a device holds only sub-TensorDicts with that device.
     if (td.device() && next.device() != td.device()) next = next.to(*td.device());
@@ -181,6 +189,17 @@ class EnvBase {
     return rollout_impl(max_steps, [&](TensorDict td) { return rand_action(std::move(td)); },
                         options);
   }
+
+  /// What `reset` and `step` check of what the subclass's `reset_impl`/`step_impl` return. Always:
+  /// the keys are exactly the spec'd ones (a reset: `observation_spec()` but `is_init`, and
+  /// `done_spec()`; a step: those and `"reward"`), and each entry has its spec's shape (batch
+  /// dims included, no broadcasting), dtype and device; a partial reset left every
+  /// sub-environment outside `"_reset"` as it was. With `on`, also the values: each lies in its
+  /// spec's range and a step's `done` is `terminated | truncated` (a pass over the data: for
+  /// developing an environment, or in its tests). Off by default.
+  void set_check_values(bool on) noexcept { check_values_ = on; }
+  /// True if `reset` and `step` check the values too (`set_check_values`).
+  bool check_values() const noexcept { return check_values_; }
 
   /// Reseeds the environment's generator (resets and random actions).
   void set_seed(uint64_t seed) { generator_.set_current_seed(seed); }
@@ -271,6 +290,107 @@ class EnvBase {
   Composite done_spec_;
 
  private:
+  /// Refuses specs a subclass's constructor left unset or malformed, on the first `reset` or
+  /// `step` (before anything runs: `EnvBase`'s constructor runs before the subclass fills them,
+  /// so it cannot check them itself).
+  void check_specs_set() {
+    if (specs_checked_) return;
+    const TensorSpec& action = action_spec();
+    const TensorSpec& reward = reward_spec();
+    TORCH_CHECK(rlobj::detail::starts_with(action.shape(), batch_size_), name(), ": the action spec has shape ",
+                rlobj::detail::shape_str(action.shape()), ", which does not start with the batch dims ",
+                rlobj::detail::shape_str(batch_size_), " (build it for one environment and .expand(batch_size_))");
+    TORCH_CHECK(reward.shape() == flag_shape_, name(), ": the reward spec has shape ",
+                rlobj::detail::shape_str(reward.shape()), ", expected ", rlobj::detail::shape_str(flag_shape_),
+                " ([*batch, 1])");
+    for (const char* k : {"done", "terminated", "truncated"}) {
+      TORCH_CHECK(done_spec_.contains(k), name(), ": done_spec_ has no \"", k,
+                  "\" (the constructor must set done, terminated and truncated, each Categorical(2, {1}, "
+                  "torch::kBool) expanded to the batch dims)");
+      const TensorSpec& spec = done_spec_.at(k);
+      TORCH_CHECK(spec.dtype() == torch::kBool && spec.shape() == flag_shape_, name(), ": the spec of \"", k,
+                  "\" is ", spec.repr(), " of shape ", rlobj::detail::shape_str(spec.shape()), ", expected bool ",
+                  rlobj::detail::shape_str(flag_shape_));
+    }
+    if (done_spec_.keys().size() != 3) {
+      const std::vector<std::string> keys = done_spec_.keys();
+      TORCH_CHECK(false, name(), ": done_spec_ holds ", rlobj::detail::keys_str(std::vector<NestedKey>(keys.begin(), keys.end())),
+                  "; expected exactly done, terminated, truncated");
+    }
+    TORCH_CHECK(observation_spec_.keys().size() > 1, name(),
+                ": observation_spec_ holds only \"is_init\": the constructor must set the entries its resets "
+                "and steps write (observations, state)");
+    specs_checked_ = true;
+  }
+
+  /// What `reset_impl` (`next` false) or `step_impl` (`next` true) returned, against the specs.
+  void check_output(const TensorDict& out, bool next) const {
+    const char* where = next ? ".step" : ".reset";
+    std::vector<std::pair<std::string, const TensorSpec*>> specs;
+    for (const auto& k : observation_spec_.keys()) {
+      if (k != "is_init") specs.emplace_back(k, &observation_spec_.at(k));
+    }
+    for (const auto& k : done_spec_.keys()) specs.emplace_back(k, &done_spec_.at(k));
+    if (next) specs.emplace_back("reward", reward_spec_.get());
+    std::vector<NestedKey> missing, extra;
+    for (const auto& kv : specs) {
+      if (out.find(kv.first) == nullptr) missing.emplace_back(kv.first);
+    }
+    if (missing.empty() && out.size() == specs.size() && out.batch_size() == batch_size_) {
+      // the common case: every key there, nothing else
+    } else {
+      for (const auto& k : out.keys()) {
+        const bool known = std::any_of(specs.begin(), specs.end(), [&](const auto& kv) { return k == kv.first; });
+        if (!known) extra.push_back(k);
+      }
+      TORCH_CHECK(missing.empty() && extra.empty(), name(), where, ": the ", next ? "step" : "reset",
+                  " wrote other keys than its specs say: spec'd but not written: ", rlobj::detail::keys_str(missing),
+                  "; written but not spec'd: ", rlobj::detail::keys_str(extra),
+                  " (docs/environments.md, \"Writing your own environment\")");
+      TORCH_CHECK(out.batch_size() == batch_size_, name(), where, ": returned a TensorDict of batch_size ",
+                  rlobj::detail::shape_str(out.batch_size()), ", expected ", rlobj::detail::shape_str(batch_size_));
+    }
+    for (const auto& kv : specs) {
+      const torch::Tensor& value = *out.find(kv.first);
+      const TensorSpec& spec = *kv.second;
+      TORCH_CHECK(value.sizes() == c10::IntArrayRef(spec.shape()) && value.scalar_type() == spec.dtype() &&
+                      value.device() == spec.device(),
+                  name(), where, ": \"", kv.first, "\" is ", rlobj::detail::dtype_str(value.scalar_type()), " ",
+                  rlobj::detail::shape_str(value.sizes()), " on ", value.device().str(), "; its spec is ",
+                  spec.repr(), " of shape ", rlobj::detail::shape_str(spec.shape()));
+      if (check_values_) {
+        TORCH_CHECK(spec.is_in(value), name(), where, ": \"", kv.first, "\" lies outside its spec ", spec.repr());
+      }
+    }
+    if (check_values_ && next) {
+      TORCH_CHECK(out.get("done").equal(out.get("terminated") | out.get("truncated")), name(), where,
+                  ": \"done\" is not terminated | truncated");
+    }
+  }
+
+  /// A partial reset restarts only the masked rows: every spec'd entry of the other rows keeps
+  /// its value in `td` (where `td` has it, with the same shape and dtype).
+  void check_partial_reset(const TensorDict& td, const torch::Tensor& mask, const TensorDict& out) const {
+    const torch::Tensor keep = mask.logical_not();
+    for (const auto& k : observation_spec_.keys()) {
+      if (k == "is_init") continue;
+      const torch::Tensor* before = td.find(k);
+      if (before == nullptr) continue;
+      const torch::Tensor& after = out.get(k);
+      if (before->sizes() != after.sizes() || before->scalar_type() != after.scalar_type() ||
+          before->device() != after.device()) {
+        continue;
+      }
+      std::vector<int64_t> shape = batch_size_;
+      shape.resize(static_cast<size_t>(after.dim()), 1);
+      // NaN == NaN does not hold; a NaN kept as NaN is kept.
+      const torch::Tensor changed = after.ne(*before).logical_and(before->eq(*before)).logical_and(keep.view(shape));
+      TORCH_CHECK(!changed.any().item<bool>(), name(), ".reset: a partial reset changed \"", k,
+                  "\" of sub-environments outside \"_reset\"; reset_impl must restart only the masked rows and keep "
+                  "the others' values (torch::where(mask, fresh, kept); docs/environments.md, \"Partial resets\")");
+    }
+  }
+
   static std::vector<int64_t> with_trailing_one(std::vector<int64_t> shape) {
     shape.push_back(1);
     return shape;
@@ -282,8 +402,11 @@ class EnvBase {
                   rlobj::detail::shape_str(td->batch_size()), " but the environment has ",
                   rlobj::detail::shape_str(batch_size_));
     }
+    check_specs_set();
     TensorDict out = reset_impl(td);
+    check_output(out, /*next=*/false);
     torch::Tensor mask = reset_mask(td);
+    if (mask.defined()) check_partial_reset(*td, mask, out);
     out.set("is_init", mask.defined() ? mask.clone()
                                       : torch::ones(flag_shape_, torch::TensorOptions().dtype(torch::kBool).device(device_)));
     if (td != nullptr) {
@@ -310,6 +433,9 @@ class EnvBase {
     shape.resize(a.dim(), 1);
     return torch::where(keep_new.view(shape), a, b);
   }
+
+  bool specs_checked_ = false;
+  bool check_values_ = false;
 
   template <typename StepFn>
   TensorDict rollout_impl(int64_t max_steps, const StepFn& act, const RolloutOptions& options) {

@@ -410,7 +410,17 @@ class MujocoEnv : public EnvBase {
       if (kept[f] != nullptr) flag = torch::where(mask, falses, *kept[f]);
       out.set(flag_names[f], flag);
     }
-    if (info.defined()) write_info_entries(&out, info);
+    if (info.defined()) {
+      write_info_entries(&out, info);
+      // Copies outside the mask keep their info terms (their last step's), as every other entry.
+      for (size_t j = 0; mask.defined() && j < task_.info_names.size(); ++j) {
+        const torch::Tensor* before = td->find(task_.info_names[j]);
+        if (before != nullptr && before->sizes() == c10::IntArrayRef(flag_shape_) &&
+            before->scalar_type() == torch::kFloat64) {
+          out.set(task_.info_names[j], torch::where(mask, out.get(task_.info_names[j]), *before));
+        }
+      }
+    }
     return out;
   }
 
