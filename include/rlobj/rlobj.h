@@ -28,6 +28,7 @@
 #include "rlobj/envs/common.h"
 #include "rlobj/envs/pendulum.h"
 #include "rlobj/envs/cartpole.h"
+#include "rlobj/envs/transforms.h"
 
 // Data collection and storage (rlobj::collectors, rlobj::data), checkpoints
 #include "rlobj/collectors/common.h"

@@ -170,7 +170,7 @@ class EnvBase {
 
   /// Writes a random action drawn from `action_spec()` with the environment's generator.
   TensorDict rand_action(TensorDict td) {
-    td.set("action", action_spec().rand({}, generator_));
+    td.set("action", action_spec().rand({}, generator()));
     return td;
   }
 
@@ -202,10 +202,10 @@ class EnvBase {
   bool check_values() const noexcept { return check_values_; }
 
   /// Reseeds the environment's generator (resets and random actions).
-  void set_seed(uint64_t seed) { generator_.set_current_seed(seed); }
+  virtual void set_seed(uint64_t seed) { generator().set_current_seed(seed); }
   /// The generator used for resets and random actions (its state can be saved with
-  /// `generator().get_state()`).
-  at::Generator& generator() noexcept { return generator_; }
+  /// `generator().get_state()`). A wrapper (`TransformedEnv`) returns its base's.
+  virtual at::Generator& generator() noexcept { return generator_; }
 
   /// Specs of the root entries a reset or a step writes (observations, state, `step_count`,
   /// `is_init`), batch dims included.
