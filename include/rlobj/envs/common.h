@@ -107,6 +107,14 @@ TensorDict apply_policy(Policy& policy, TensorDict td) {
   return td;
 }
 
+/// `mask` (`[*batch, 1]`) viewed so that it broadcasts over `value`'s trailing dims.
+inline torch::Tensor rows_mask(const torch::Tensor& mask, const torch::Tensor& value) {
+  std::vector<int64_t> shape = mask.sizes().vec();
+  shape.pop_back();
+  shape.resize(static_cast<size_t>(value.dim()), 1);
+  return mask.view(shape);
+}
+
 }  // namespace detail
 
 /// Options of `EnvBase::rollout`, with TorchRL's names and defaults.
@@ -320,18 +328,22 @@ class EnvBase {
     TORCH_CHECK(observation_spec_.keys().size() > 1, name(),
                 ": observation_spec_ holds only \"is_init\": the constructor must set the entries its resets "
                 "and steps write (observations, state)");
+    // What check_output holds reset_impl's and step_impl's results to, listed once.
+    output_specs_.clear();
+    for (const auto& k : observation_spec_.keys()) {
+      if (k != "is_init") output_specs_.emplace_back(k, observation_spec_.ptr(k));
+    }
+    for (const auto& k : done_spec_.keys()) output_specs_.emplace_back(k, done_spec_.ptr(k));
+    output_specs_.emplace_back("reward", reward_spec_);  // last: a step's only
     specs_checked_ = true;
   }
 
   /// What `reset_impl` (`next` false) or `step_impl` (`next` true) returned, against the specs.
   void check_output(const TensorDict& out, bool next) const {
     const char* where = next ? ".step" : ".reset";
-    std::vector<std::pair<std::string, const TensorSpec*>> specs;
-    for (const auto& k : observation_spec_.keys()) {
-      if (k != "is_init") specs.emplace_back(k, &observation_spec_.at(k));
-    }
-    for (const auto& k : done_spec_.keys()) specs.emplace_back(k, &done_spec_.at(k));
-    if (next) specs.emplace_back("reward", reward_spec_.get());
+    // A reset writes no reward (the last entry).
+    const c10::ArrayRef<std::pair<std::string, std::shared_ptr<const TensorSpec>>> specs(
+        output_specs_.data(), next ? output_specs_.size() : output_specs_.size() - 1);
     std::vector<NestedKey> missing, extra;
     for (const auto& kv : specs) {
       if (out.find(kv.first) == nullptr) missing.emplace_back(kv.first);
@@ -381,10 +393,9 @@ class EnvBase {
           before->device() != after.device()) {
         continue;
       }
-      std::vector<int64_t> shape = batch_size_;
-      shape.resize(static_cast<size_t>(after.dim()), 1);
       // NaN == NaN does not hold; a NaN kept as NaN is kept.
-      const torch::Tensor changed = after.ne(*before).logical_and(before->eq(*before)).logical_and(keep.view(shape));
+      const torch::Tensor changed =
+          after.ne(*before).logical_and(before->eq(*before)).logical_and(detail::rows_mask(keep, after));
       TORCH_CHECK(!changed.any().item<bool>(), name(), ".reset: a partial reset changed \"", k,
                   "\" of sub-environments outside \"_reset\"; reset_impl must restart only the masked rows and keep "
                   "the others' values (torch::where(mask, fresh, kept); docs/environments.md, \"Partial resets\")");
@@ -435,6 +446,8 @@ class EnvBase {
   }
 
   bool specs_checked_ = false;
+  /// Set by check_specs_set: the observation spec's entries but is_init, the done spec's, then the reward's.
+  std::vector<std::pair<std::string, std::shared_ptr<const TensorSpec>>> output_specs_;
   bool check_values_ = false;
 
   template <typename StepFn>

@@ -87,14 +87,6 @@ class Transform {
 
 namespace detail {
 
-/// `mask` (`[*batch, 1]`) viewed so that it broadcasts over `value`'s trailing dims.
-inline torch::Tensor rows_mask(const torch::Tensor& mask, const torch::Tensor& value) {
-  std::vector<int64_t> shape = mask.sizes().vec();
-  shape.pop_back();
-  shape.resize(static_cast<size_t>(value.dim()), 1);
-  return mask.view(shape);
-}
-
 /// `td[key]`, checked present, for a transform's message.
 inline const torch::Tensor& transform_input(const TensorDict& td, const std::string& key, const std::string& who,
                                             const char* where) {
