@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test suite and the multi-process cases under AddressSanitizer + UndefinedBehaviorSanitizer, then the libFuzzer
-# targets for a bounded time (Clang, Debug -O1, against Debian's LibTorch unless RLOBJ_TORCH
+# targets for a bounded time (Clang, Debug -O0 with line tables; the fuzzers -O1, against Debian's LibTorch unless RLOBJ_TORCH
 # says otherwise). Fails on any sanitizer report; LibTorch's own known reports are suppressed
 # in sanitizers/*.supp, each with the reason.
 #   scripts/sanitize.sh
@@ -18,7 +18,7 @@ jobs="${RLOBJ_JOBS:-$(nproc)}"
 seconds="${RLOBJ_FUZZ_SECONDS:-60}"
 
 CC=clang CXX=clang++ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Debug \
-  -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" "${RLOBJ_CMAKE_ARGS[@]}" \
+  -DCMAKE_CXX_FLAGS_DEBUG="-gline-tables-only -O0" "${RLOBJ_CMAKE_ARGS[@]}" \
   -DRLOBJ_SANITIZE=address,undefined -DRLOBJ_BUILD_FUZZERS=ON -DRLOBJ_BUILD_TESTS=ON \
   -DRLOBJ_BUILD_EXAMPLES=OFF -DRLOBJ_BUILD_BENCHMARKS=OFF -DRLOBJ_CHECK_HEADERS=OFF \
   -DRLOBJ_INSTALL=OFF
@@ -33,11 +33,41 @@ if [ -x /usr/lib/llvm-14/bin/llvm-symbolizer ]; then
   export ASAN_SYMBOLIZER_PATH=/usr/lib/llvm-14/bin/llvm-symbolizer
 fi
 
-echo "== sanitize: test suite under ASan + UBSan"
-(cd "$build/tests" && ./rlobj_tests ${RLOBJ_SANITIZE_TESTS:+"$RLOBJ_SANITIZE_TESTS"} --reporter compact)
+# The suite's test cases are dealt round-robin into one shard per job and the shards run side by
+# side (a sanitized test is mostly single-threaded CPU work). Each shard must select exactly its
+# own names: nothing is run twice or left out.
+echo "== sanitize: test suite under ASan + UBSan (up to $jobs shards)"
+(
+  cd "$build/tests"
+  # (Catch2 exits with the number of names it listed: the counts below are the check.)
+  { ./rlobj_tests ${RLOBJ_SANITIZE_TESTS:+"$RLOBJ_SANITIZE_TESTS"} --list-test-names-only || true; } | sed '/^$/d' > shards-all.txt
+  total=$(wc -l < shards-all.txt)
+  [ "$total" -gt 0 ] || { echo "sanitize: no test case matches '${RLOBJ_SANITIZE_TESTS:-}'" >&2; exit 1; }
+  shards=$((total < jobs ? total : jobs))
+  pids=()
+  for ((i = 0; i < shards; i++)); do
+    # Catch2 reads a comma or backslash in a listed name as syntax unless escaped.
+    awk -v n="$shards" -v i="$i" 'NR % n == i' shards-all.txt | sed -e 's/\\/\\\\/g' -e 's/,/\\,/g' > "shard-$i.txt"
+    selected=$({ ./rlobj_tests -f "shard-$i.txt" --list-test-names-only || true; } | sed '/^$/d' | wc -l)
+    if [ "$selected" -ne "$(wc -l < "shard-$i.txt")" ]; then
+      echo "sanitize: shard $i names $(wc -l < "shard-$i.txt") test cases but selects $selected" >&2
+      exit 1
+    fi
+    ./rlobj_tests -f "shard-$i.txt" --reporter compact > "shard-$i.log" 2>&1 &
+    pids+=($!)
+  done
+  status=0
+  for ((i = 0; i < shards; i++)); do
+    wait "${pids[$i]}" || status=1
+    echo "-- shard $i of $shards:"
+    cat "shard-$i.log"
+  done
+  echo "sanitize: $total test cases in $shards shards"
+  exit "$status"
+)
 
 echo "== sanitize: the multi-process cases (tests/distributed) under ASan + UBSan"
-ctest --test-dir "$build" -R '^distributed\.' --output-on-failure
+ctest --test-dir "$build" -R '^distributed\.' --output-on-failure -j "$jobs"
 
 for fuzzer in "$build"/fuzz/rlobj_fuzz_*; do
   name="$(basename "$fuzzer")"
