@@ -48,9 +48,10 @@ echo "== sanitize: test suite under ASan + UBSan (up to $jobs shards)"
   for ((i = 0; i < shards; i++)); do
     # Catch2 reads a comma or backslash in a listed name as syntax unless escaped.
     awk -v n="$shards" -v i="$i" 'NR % n == i' shards-all.txt | sed -e 's/\\/\\\\/g' -e 's/,/\\,/g' > "shard-$i.txt"
+    named=$(wc -l < "shard-$i.txt")
     selected=$({ ./rlobj_tests -f "shard-$i.txt" --list-test-names-only || true; } | sed '/^$/d' | wc -l)
-    if [ "$selected" -ne "$(wc -l < "shard-$i.txt")" ]; then
-      echo "sanitize: shard $i names $(wc -l < "shard-$i.txt") test cases but selects $selected" >&2
+    if [ "$selected" -ne "$named" ]; then
+      echo "sanitize: shard $i names $named test cases but selects $selected" >&2
       exit 1
     fi
     ./rlobj_tests -f "shard-$i.txt" --reporter compact > "shard-$i.log" 2>&1 &
