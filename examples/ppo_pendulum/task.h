@@ -15,25 +15,6 @@ namespace ppo_pendulum {
 
 namespace rl = rlobj;
 
-/// TorchRL's `AddStateIndependentNormalScale` (scale_mapping "exp"): passes `loc` through and adds
-/// a learned scale that does not depend on the state, `max(exp(log_scale), scale_lb)`, one per
-/// action dim, starting at 1. TorchRL's PPO MuJoCo example puts it after the policy MLP.
-class AddStateIndependentNormalScaleImpl : public torch::nn::Cloneable<AddStateIndependentNormalScaleImpl> {
- public:
-  explicit AddStateIndependentNormalScaleImpl(int64_t n, double scale_lb = 1e-4) : n_(n), scale_lb_(scale_lb) {
-    reset();
-  }
-  void reset() override { log_scale = register_parameter("scale", torch::zeros({n_})); }
-  std::tuple<torch::Tensor, torch::Tensor> forward(const torch::Tensor& loc) {
-    return {loc, (torch::zeros_like(loc) + log_scale).exp().clamp_min(scale_lb_)};
-  }
-  torch::Tensor log_scale;
-
- private:
-  int64_t n_;
-  double scale_lb_;
-};
-TORCH_MODULE(AddStateIndependentNormalScale);
 
 /// Pendulum-v1 (gym's, 200-step episodes): TorchRL's PPO MuJoCo example adapted — an MLP writes
 /// the location, a state-independent learned scale is added, a TanhNormal within the action
@@ -73,7 +54,7 @@ struct Task {
     return rl::modules::ProbabilisticActor(
         rl::modules::TensorDictSequential(
             rl::modules::TensorDictModule(mlp, {"observation"}, {"loc"}),
-            rl::modules::TensorDictModule(AddStateIndependentNormalScale(n_act, /*scale_lb=*/1e-8), {"loc"},
+            rl::modules::TensorDictModule(rl::modules::AddStateIndependentNormalScale(n_act, /*scale_lb=*/1e-8), {"loc"},
                                           {"loc", "scale"})),
         rl::modules::TanhNormal::factory(rl::modules::TanhNormalOptions::from_spec(env.action_spec())),
         rl::modules::ProbabilisticActorOptions().return_log_prob(true));

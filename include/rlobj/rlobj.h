@@ -37,6 +37,8 @@
 #include "rlobj/data/samplers.h"
 #include "rlobj/serialize.h"
 #include "rlobj/interop.h"
+#include "rlobj/deploy/program.h"
+#include "rlobj/deploy/c.h"
 
 // Objectives (rlobj::objectives) and value estimators (rlobj::objectives::value)
 #include "rlobj/objectives/common.h"

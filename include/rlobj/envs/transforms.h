@@ -242,6 +242,8 @@ class ObservationNorm : public Transform {
   const torch::Tensor& loc() const noexcept { return loc_; }
   /// The scale, floored at `eps` (undefined before `init_stats`).
   const torch::Tensor& scale() const noexcept { return scale_; }
+  /// The options it was made with.
+  const ObservationNormOptions& options() const noexcept { return options_; }
 
   /// TorchRL's `init_stats(num_iter)`: rollouts of random actions in `env` (the environment this
   /// transform's input comes from: the base, for the first transform) until `num_iter` frames are

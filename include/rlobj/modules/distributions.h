@@ -628,6 +628,37 @@ class NormalParamExtractorImpl : public torch::nn::Cloneable<NormalParamExtracto
 };
 TORCH_MODULE(NormalParamExtractor);
 
+/// TorchRL's `AddStateIndependentNormalScale` (scale_mapping "exp"): passes `loc` through and adds
+/// a learned scale that does not depend on the state, `max(exp(log_scale), scale_lb)`, one per
+/// action dim, starting at 1 (the parameter is named `scale`, as TorchRL's). TorchRL's PPO MuJoCo
+/// example puts it after the policy MLP; wrap it in a `TensorDictModule` reading `{"loc"}` and
+/// writing `{"loc", "scale"}`.
+class AddStateIndependentNormalScaleImpl : public torch::nn::Cloneable<AddStateIndependentNormalScaleImpl> {
+ public:
+  /// `n` action dims (> 0); `scale_lb` the scale's floor (finite, >= 0).
+  explicit AddStateIndependentNormalScaleImpl(int64_t n, double scale_lb = 1e-4) : n_(n), scale_lb_(scale_lb) {
+    TORCH_CHECK_VALUE(n > 0, "AddStateIndependentNormalScale: n must be > 0, got ", n);
+    TORCH_CHECK_VALUE(std::isfinite(scale_lb) && scale_lb >= 0,
+                      "AddStateIndependentNormalScale: scale_lb must be finite and >= 0, got ", scale_lb);
+    reset();
+  }
+  /// The log-scale back to zeros (a scale of 1).
+  void reset() override { log_scale = register_parameter("scale", torch::zeros({n_})); }
+  /// `(loc, max(exp(log_scale), scale_lb))`, the scale broadcast to `loc`'s shape.
+  std::tuple<torch::Tensor, torch::Tensor> forward(const torch::Tensor& loc) {
+    TORCH_CHECK_VALUE(loc.dim() >= 1 && loc.size(-1) == n_, "AddStateIndependentNormalScale: expected loc with last dim ",
+                      n_, ", got shape ", rlobj::detail::shape_str(loc.sizes()));
+    return {loc, (torch::zeros_like(loc) + log_scale).exp().clamp_min(scale_lb_)};
+  }
+  /// The learned log-scale, one per action dim.
+  torch::Tensor log_scale;
+
+ private:
+  int64_t n_;
+  double scale_lb_;
+};
+TORCH_MODULE(AddStateIndependentNormalScale);
+
 
 /// `KL(p || q)` in closed form, as `torch.distributions.kl_divergence`, for two
 /// `Normal`/`IndependentNormal` of the same event dims (summed over the event) or two

@@ -402,6 +402,8 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
   const std::vector<int64_t>& hidden_sizes() const noexcept { return hidden_; }
   /// The Linear layers, input first.
   const std::vector<torch::nn::Linear>& linears() const noexcept { return linears_; }
+  /// The layer norms after each activated linear layer (empty without `layer_norm`).
+  const std::vector<torch::nn::LayerNorm>& norms() const noexcept { return norms_; }
 
   /// Prints `rlobj::modules::MLP(in_features=..., out_features=..., num_cells=[...], ...)`.
   void pretty_print(std::ostream& stream) const override {
