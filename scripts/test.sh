@@ -10,6 +10,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/torch_env.sh"
 source "$root/scripts/mujoco_env.sh"  # RLOBJ_MUJOCO=off | RLOBJ_MUJOCO_DIR=...
+source "$root/scripts/onnx_env.sh"    # RLOBJ_ONNX=off
 # The interop test's Python side (torch.load / torch.jit.load of what rlobj writes): Debian's
 # python3-torch for Debian's LibTorch; the pip wheel's venv brings its own.
 if [ "$RLOBJ_TORCH_NAME" = debian ]; then "$root/scripts/install_deps.sh" python3-torch; fi

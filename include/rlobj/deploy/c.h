@@ -40,7 +40,10 @@ struct CExportOptions {
 
 /// What `export_c` wrote.
 struct CExportInfo {
-  std::string header_path, source_path;
+  /// `<stem>.h`.
+  std::string header_path;
+  /// `<stem>.c`.
+  std::string source_path;
   /// Bytes of the constant arrays (weights, biases, steps, constants): read-only memory.
   int64_t constant_bytes = 0;
   /// Bytes of the `forward` function's local arrays (its intermediate values): stack.

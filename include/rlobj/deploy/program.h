@@ -88,8 +88,11 @@ inline const char* op_name(OpKind k) {
 
 /// One operation: reads value `input`, writes value `output`.
 struct Op {
+  /// What it computes.
   OpKind kind;
+  /// The value it reads.
   int input = 0;
+  /// The value it writes.
   int output = 0;
   /// Where it comes from in the actor (`"0.module.2 (MLP layer 1)"`), for messages.
   std::string origin;
@@ -97,14 +100,21 @@ struct Op {
   torch::Tensor weight;
   /// Linear and LayerNorm: the bias (may be undefined for Linear); Clamp: high.
   torch::Tensor bias;
+  /// Activation: which.
   modules::Activation activation = modules::Activation::Identity;
+  /// Activation: LeakyReLU's slope.
   double negative_slope = 0.01;
+  /// LayerNorm: the variance's epsilon.
   double eps = 1e-5;
-  int64_t begin = 0, end = 0;
+  /// Slice: the first feature kept.
+  int64_t begin = 0;
+  /// Slice: one past the last feature kept.
+  int64_t end = 0;
 };
 
 /// A value of the program: a vector of `size` features per sample.
 struct Value {
+  /// Features per sample.
   int64_t size = 0;
   /// int64 (an argmax or a one-hot action) rather than the program's floating dtype.
   bool integer = false;
@@ -199,13 +209,18 @@ inline torch::Tensor activate(const torch::Tensor& x, modules::Activation a, dou
 /// `ObservationNorm`, if any, which is the program's first operations), `values[output]` the
 /// action.
 struct PolicyProgram {
+  /// Every value; `values[0]` is the observation.
   std::vector<Value> values;
+  /// The operations, in order.
   std::vector<Op> ops;
+  /// The action's value.
   int output = 0;
   /// The floating dtype of the observation, the weights and the continuous action.
   torch::ScalarType dtype = torch::kFloat32;
-  /// The keys the actor reads and writes (metadata for the exporters).
-  std::string in_key = "observation", out_key = "action";
+  /// The key the actor reads (the exporters' input name).
+  std::string in_key = "observation";
+  /// The key of the action (the exporters' output name).
+  std::string out_key = "action";
 
   /// Features of the observation.
   int64_t in_size() const { return values.at(0).size; }
