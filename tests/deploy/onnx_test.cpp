@@ -1,7 +1,7 @@
 // rlobj::deploy::export_onnx: every example policy as an ONNX model the ONNX library's checker
 // accepts, with a dynamic batch dimension, the chosen opset and rlobj's metadata. Running the
 // models in ONNX Runtime is the ctest entry deploy.onnxruntime (tests/deploy/check_onnxruntime.cmake),
-// which runs the two hidden cases below around tests/deploy/run_onnxruntime.py.
+// which runs the two hidden cases below around scripts/run_onnxruntime.py.
 
 #include <rlobj/deploy/onnx.h>
 #include <rlobj/deploy/program.h>

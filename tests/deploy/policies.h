@@ -128,11 +128,7 @@ inline torch::Tensor observations(const PolicyCase& c, int64_t rows, uint64_t se
 /// The actor's own deterministic action for raw observations (normalised first, as an
 /// ObservationNorm in the environment would).
 inline torch::Tensor actor_action(const PolicyCase& c, const torch::Tensor& obs) {
-  torch::Tensor x = obs;
-  if (const auto& norm = c.lower.observation_norm()) {
-    const auto loc = norm->loc().to(obs.scalar_type()), scale = norm->scale().to(obs.scalar_type());
-    x = norm->options().standard_normal() ? (x - loc) / scale : x * scale + loc;
-  }
+  const torch::Tensor x = c.lower.observation_norm() ? c.lower.observation_norm()->apply(obs) : obs;
   torch::NoGradGuard no_grad;
   rl::modules::SetExplorationType deterministic(rl::modules::ExplorationType::Deterministic);
   rl::TensorDict td({obs.size(0)});

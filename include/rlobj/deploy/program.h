@@ -88,6 +88,9 @@ inline const char* op_name(OpKind k) {
 
 /// One operation: reads value `input`, writes value `output`.
 struct Op {
+  /// An operation of kind `kind` on value `input`, made by `origin` (its output is set when the
+  /// program takes it).
+  Op(OpKind kind, int input, std::string origin) : kind(kind), input(input), origin(std::move(origin)) {}
   /// What it computes.
   OpKind kind;
   /// The value it reads.
@@ -188,21 +191,6 @@ inline bool exact_activation(modules::Activation a) {
   return a == modules::Activation::ReLU || a == modules::Activation::LeakyReLU || a == modules::Activation::Identity;
 }
 
-/// `activation(x)`, with the ops `MLP` uses.
-inline torch::Tensor activate(const torch::Tensor& x, modules::Activation a, double negative_slope) {
-  switch (a) {
-    case modules::Activation::Tanh: return torch::tanh(x);
-    case modules::Activation::ReLU: return torch::relu(x);
-    case modules::Activation::ELU: return torch::elu(x);
-    case modules::Activation::LeakyReLU: return torch::leaky_relu(x, negative_slope);
-    case modules::Activation::GELU: return torch::gelu(x);
-    case modules::Activation::Sigmoid: return torch::sigmoid(x);
-    case modules::Activation::SiLU: return torch::silu(x);
-    case modules::Activation::Identity: return x;
-  }
-  return x;
-}
-
 }  // namespace detail
 
 /// A policy lowered by `lower_policy`: `values[0]` is the observation (after the folded
@@ -245,7 +233,7 @@ struct PolicyProgram {
       torch::Tensor y;
       switch (op.kind) {
         case OpKind::Linear: y = at::linear(x, op.weight, op.bias); break;
-        case OpKind::Activation: y = detail::activate(x, op.activation, op.negative_slope); break;
+        case OpKind::Activation: y = modules::detail::activate(x, op.activation, op.negative_slope); break;
         case OpKind::LayerNorm: y = at::layer_norm(x, {x.size(-1)}, op.weight, op.bias, op.eps); break;
         case OpKind::Slice: y = x.slice(-1, op.begin, op.end); break;
         case OpKind::Mul: y = x * op.weight; break;
@@ -457,7 +445,7 @@ class Lowerer {
                       " values for ", n, " features");
     if (c.numel() == 1) c = c.reshape({});
     TORCH_CHECK_VALUE(torch::isfinite(c).all().item<bool>(), "export: ", origin, " has a non-finite constant");
-    Op op{kind, input, 0, origin};
+    Op op(kind, input, origin);
     op.weight = c.clone();
     return emit(std::move(op), Value{n, false, false});
   }
@@ -486,7 +474,7 @@ class Lowerer {
         TORCH_CHECK_VALUE(box != nullptr, "export: ", where, " projects into a spec that is not Bounded; the "
                           "exporters clamp into Bounded specs only");
         const int lo = outs[0];
-        Op op{OpKind::Clamp, lo, 0, where + " (safe: clamped into its spec)"};
+        Op op(OpKind::Clamp, lo, where + " (safe: clamped into its spec)");
         op.weight = box->low().detach().to(p_.dtype).reshape({-1, size(lo)})[0].clone();
         op.bias = box->high().detach().to(p_.dtype).reshape({-1, size(lo)})[0].clone();
         outs[0] = emit(std::move(op), Value{size(lo), false, false});
@@ -550,7 +538,7 @@ class Lowerer {
       TORCH_CHECK_VALUE(n_out == 2, "export: ", where, " returns (loc, scale) but its module writes ", n_out, " keys");
       const int64_t n = size(x);
       TORCH_CHECK_VALUE(n % 2 == 0, "export: ", where, " gets ", n, " features; it needs an even number");
-      Op op{OpKind::Slice, x, 0, where + " (loc)"};
+      Op op(OpKind::Slice, x, where + " (loc)");
       op.begin = 0;
       op.end = n / 2;
       const int loc = emit(std::move(op), Value{n / 2, false, false});
@@ -581,7 +569,7 @@ class Lowerer {
   int linear(const torch::nn::LinearImpl& l, int x, const std::string& origin) {
     TORCH_CHECK_VALUE(l.weight.dim() == 2 && l.weight.size(1) == size(x), "export: ", origin, " takes ",
                       l.weight.size(1), " features, gets ", size(x));
-    Op op{OpKind::Linear, x, 0, origin};
+    Op op(OpKind::Linear, x, origin);
     op.weight = l.weight.detach().to(p_.dtype).clone();
     if (l.bias.defined()) op.bias = l.bias.detach().to(p_.dtype).clone();
     TORCH_CHECK_VALUE(torch::isfinite(op.weight).all().item<bool>() &&
@@ -593,7 +581,7 @@ class Lowerer {
     const auto& shape = ln.options.normalized_shape();
     TORCH_CHECK_VALUE(shape.size() == 1 && shape[0] == size(x), "export: ", origin, " normalises shape [",
                       rlobj::detail::shape_str(shape), "]; the exporters normalise the ", size(x), " features");
-    Op op{OpKind::LayerNorm, x, 0, origin};
+    Op op(OpKind::LayerNorm, x, origin);
     op.eps = ln.options.eps();
     op.weight = ln.options.elementwise_affine() ? ln.weight.detach().to(p_.dtype).clone() : torch::ones({size(x)}, p_.dtype);
     op.bias = ln.options.elementwise_affine() ? ln.bias.detach().to(p_.dtype).clone() : torch::zeros({size(x)}, p_.dtype);
@@ -601,7 +589,7 @@ class Lowerer {
   }
   int activation(int x, modules::Activation a, double slope, const std::string& origin) {
     if (a == modules::Activation::Identity) return x;
-    Op op{OpKind::Activation, x, 0, origin};
+    Op op(OpKind::Activation, x, origin);
     op.activation = a;
     op.negative_slope = slope;
     return emit(std::move(op), Value{size(x), false, false});
@@ -627,7 +615,7 @@ class Lowerer {
                       o.action_mask_key() ? o.action_mask_key()->str() : "",
                       "\"; the exporters take policies of the observation alone");
     const int values = get(o.action_value_key().str(), where);
-    Op op{o.action_space() == modules::ActionSpace::OneHot ? OpKind::OneHotMax : OpKind::ArgMax, values, 0, where};
+    Op op(o.action_space() == modules::ActionSpace::OneHot ? OpKind::OneHotMax : OpKind::ArgMax, values, where);
     const bool one_hot = op.kind == OpKind::OneHotMax;
     const int action = emit(std::move(op), Value{one_hot ? size(values) : 1, true, !one_hot});
     set(o.action_key().str(), action);
@@ -669,7 +657,7 @@ class Lowerer {
         x = constant_op(OpKind::Add, x, tn->low(), w + " loc shift");
       }
       x = activation(x, Activation::Tanh, 0, w + " squash");
-      Op clamp{OpKind::Clamp, x, 0, w + " clamp"};
+      Op clamp(OpKind::Clamp, x, w + " clamp");
       clamp.weight = torch::full({}, -tn->limit(), torch::kFloat64).to(p_.dtype);
       clamp.bias = torch::full({}, tn->limit(), torch::kFloat64).to(p_.dtype);
       x = emit(std::move(clamp), Value{size(x), false, false});
@@ -683,10 +671,10 @@ class Lowerer {
     } else if (dynamic_cast<const modules::OneHotCategorical*>(dist.get()) != nullptr) {
       // logits - logsumexp keeps the order of the logits: the same maxima.
       const int logits = param(0);
-      action = emit(Op{OpKind::OneHotMax, logits, 0, where + " (OneHotCategorical mode)"}, Value{size(logits), true, false});
+      action = emit(Op(OpKind::OneHotMax, logits, where + " (OneHotCategorical mode)"), Value{size(logits), true, false});
     } else if (dynamic_cast<const modules::Categorical*>(dist.get()) != nullptr) {
       const int logits = param(0);
-      action = emit(Op{OpKind::ArgMax, logits, 0, where + " (Categorical mode)"}, Value{1, true, true});
+      action = emit(Op(OpKind::ArgMax, logits, where + " (Categorical mode)"), Value{1, true, true});
     } else {
       TORCH_CHECK_VALUE(false, "export: ", where, " samples from a ", name,
                         ", which the exporters do not take (TanhNormal, IndependentNormal, Normal, Delta, Categorical, "
@@ -773,12 +761,8 @@ inline PolicyProgram lower_policy(const modules::TensorDictModuleBase& actor, co
 
   // The program against the actor itself.
   TensorDict td({example_observation.size(0)});
-  torch::Tensor obs = example_observation;
-  if (const auto& norm = options.observation_norm()) {
-    obs = norm->options().standard_normal() ? (obs - norm->loc().to(obs.scalar_type())) / norm->scale().to(obs.scalar_type())
-                                            : obs * norm->scale().to(obs.scalar_type()) + norm->loc().to(obs.scalar_type());
-  }
-  td.set(options.in_key(), obs);
+  td.set(options.in_key(), options.observation_norm() ? options.observation_norm()->apply(example_observation)
+                                                      : example_observation);
   torch::Tensor expected;
   {
     torch::NoGradGuard no_grad;

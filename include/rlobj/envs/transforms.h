@@ -244,6 +244,13 @@ class ObservationNorm : public Transform {
   const torch::Tensor& scale() const noexcept { return scale_; }
   /// The options it was made with.
   const ObservationNormOptions& options() const noexcept { return options_; }
+  /// `x` normalised: `(x - loc) / scale` with `standard_normal`, else `x * scale + loc` (the
+  /// statistics cast to `x`'s dtype). Throws if the statistics are not set.
+  torch::Tensor apply(const torch::Tensor& x) const {
+    check_ready("apply");
+    const torch::Tensor loc = loc_.to(x.scalar_type()), scale = scale_.to(x.scalar_type());
+    return options_.standard_normal() ? (x - loc) / scale : x * scale + loc;
+  }
 
   /// TorchRL's `init_stats(num_iter)`: rollouts of random actions in `env` (the environment this
   /// transform's input comes from: the base, for the first transform) until `num_iter` frames are
@@ -342,10 +349,6 @@ class ObservationNorm : public Transform {
     const double eps = eps_for(scale);
     loc_ = loc.detach().clone();
     scale_ = scale.detach().clamp_min(eps);
-  }
-  torch::Tensor apply(const torch::Tensor& x) const {
-    const torch::Tensor loc = loc_.to(x.scalar_type()), scale = scale_.to(x.scalar_type());
-    return options_.standard_normal() ? (x - loc) / scale : x * scale + loc;
   }
   void apply_to(TensorDict& td, const char* where) const {
     check_ready(where);

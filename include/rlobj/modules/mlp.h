@@ -72,6 +72,21 @@ inline Activation activation_from_string(const std::string& name) {
 
 namespace detail {
 
+/// `a(x)`, out of place, with LibTorch's own op for each activation (`MLP`'s per-layer path).
+inline torch::Tensor activate(const torch::Tensor& x, Activation a, double negative_slope) {
+  switch (a) {
+    case Activation::Tanh: return torch::tanh(x);
+    case Activation::ReLU: return torch::relu(x);
+    case Activation::ELU: return torch::elu(x);
+    case Activation::LeakyReLU: return torch::leaky_relu(x, negative_slope);
+    case Activation::GELU: return torch::gelu(x);
+    case Activation::Sigmoid: return torch::sigmoid(x);
+    case Activation::SiLU: return torch::silu(x);
+    case Activation::Identity: return x;
+  }
+  return x;
+}
+
 /// Whether `MLP`'s fused path differentiates `a` by hand (from the activation's output, as
 /// autograd's own formulas do). ELU, GELU and SiLU need their input and take the plain path;
 /// so does a LeakyReLU with a negative slope (its output does not tell the input's sign).
@@ -418,17 +433,7 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
 
  private:
   torch::Tensor activate(const torch::Tensor& x) const {
-    switch (options.activation()) {
-      case Activation::Tanh: return torch::tanh(x);
-      case Activation::ReLU: return torch::relu(x);
-      case Activation::ELU: return torch::elu(x);
-      case Activation::LeakyReLU: return torch::leaky_relu(x, options.negative_slope());
-      case Activation::GELU: return torch::gelu(x);
-      case Activation::Sigmoid: return torch::sigmoid(x);
-      case Activation::SiLU: return torch::silu(x);
-      case Activation::Identity: return x;
-    }
-    return x;
+    return detail::activate(x, options.activation(), options.negative_slope());
   }
 
   torch::Tensor fused_forward(const torch::Tensor& input) {

@@ -1,6 +1,8 @@
 """Runs every <name>.onnx in a folder in ONNX Runtime (CPU, one thread) on <name>.obs.bin
 (raw rows x cols numbers of the dtype <name>.shape gives) and writes the actions, raw, to
-<name>.ort.bin. Part of the ctest entry deploy.onnxruntime (check_onnxruntime.cmake)."""
+<name>.ort.bin. Used by the ctest entry deploy.onnxruntime (tests/deploy/check_onnxruntime.cmake) and
+by deploy_policy --format onnx.
+  run_onnxruntime.py FOLDER"""
 import glob
 import os
 import sys
