@@ -155,20 +155,27 @@ inline CExportInfo export_c(const PolicyProgram& program, const std::string& ste
           consts << detail::c_array("float", tag + "_b", op.bias);
           info.constant_bytes += op.bias.numel() * 4;
         }
+        // Weights stored input-major ([in][out]) and summed as y[o] += w[i][o] * x[i]: each
+        // output's sum runs in input order from its bias, as written, and the inner loop over
+        // the outputs has no dependency, so a compiler vectorises it at -O2 without reordering
+        // any sum.
         if (options.int8()) {
           auto [q, step] = detail::int8_quantize(op.weight);
-          consts << detail::c_array("int8_t", tag + "_q", q) << detail::c_array("float", tag + "_step", step);
+          consts << detail::c_array("int8_t", tag + "_q", q.t()) << detail::c_array("float", tag + "_step", step);
           info.constant_bytes += q.numel() + step.numel() * 4;
-          body << "  for (o = 0; o < " << m << "; ++o) {\n    const int8_t* w = " << tag << "_q + o * " << n
-               << ";\n    float s = 0.0f;\n    for (i = 0; i < " << n << "; ++i) s += (float)w[i] * " << x
-               << "[i];\n    " << y << "[o] = s * " << tag << "_step[o]" << (bias ? " + " + tag + "_b[o]" : "")
-               << ";\n  }\n";
+          body << "  for (o = 0; o < " << m << "; ++o) " << y << "[o] = 0.0f;\n"
+               << "  for (i = 0; i < " << n << "; ++i) {\n    const int8_t* w = " << tag << "_q + i * " << m
+               << ";\n    const float xi = " << x << "[i];\n    for (o = 0; o < " << m << "; ++o) " << y
+               << "[o] += (float)w[o] * xi;\n  }\n"
+               << "  for (o = 0; o < " << m << "; ++o) " << y << "[o] = " << y << "[o] * " << tag << "_step[o]"
+               << (bias ? " + " + tag + "_b[o]" : "") << ";\n";
         } else {
-          consts << detail::c_array("float", tag + "_w", op.weight);
+          consts << detail::c_array("float", tag + "_w", op.weight.t());
           info.constant_bytes += op.weight.numel() * 4;
-          body << "  for (o = 0; o < " << m << "; ++o) {\n    const float* w = " << tag << "_w + o * " << n
-               << ";\n    float s = " << (bias ? tag + "_b[o]" : "0.0f") << ";\n    for (i = 0; i < " << n
-               << "; ++i) s += w[i] * " << x << "[i];\n    " << y << "[o] = s;\n  }\n";
+          body << "  for (o = 0; o < " << m << "; ++o) " << y << "[o] = " << (bias ? tag + "_b[o]" : "0.0f") << ";\n"
+               << "  for (i = 0; i < " << n << "; ++i) {\n    const float* w = " << tag << "_w + i * " << m
+               << ";\n    const float xi = " << x << "[i];\n    for (o = 0; o < " << m << "; ++o) " << y
+               << "[o] += w[o] * xi;\n  }\n";
         }
         break;
       }
