@@ -24,8 +24,21 @@ namespace fs = std::filesystem;
 
 bool have_gcc() { return std::system("gcc --version >/dev/null 2>&1") == 0; }
 
+/// This process's scratch folder, removed when the process ends.
+const fs::path& scratch_root() {
+  struct Root {
+    fs::path path = fs::temp_directory_path() / ("rlobj_deploy_c_" + std::to_string(::getpid()));
+    ~Root() {
+      std::error_code ec;
+      fs::remove_all(path, ec);
+    }
+  };
+  static const Root root;
+  return root.path;
+}
+
 fs::path scratch(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() / ("rlobj_deploy_c_" + std::to_string(::getpid())) / name;
+  fs::path dir = scratch_root() / name;
   fs::create_directories(dir);
   return dir;
 }

@@ -33,6 +33,14 @@ std::map<std::string, std::string> metadata(const onnx::ModelProto& m) {
 TEST_CASE("deploy: export_onnx writes models the ONNX checker accepts", "[deploy][onnx]") {
   const fs::path dir = fs::temp_directory_path() / ("rlobj_deploy_onnx_" + std::to_string(::getpid()));
   fs::create_directories(dir);
+  // Removed even when a check below throws.
+  struct Cleanup {
+    fs::path dir;
+    ~Cleanup() {
+      std::error_code ec;
+      fs::remove_all(dir, ec);
+    }
+  } cleanup{dir};
   for (int64_t opset : {13, 17}) {
     for (const auto& c : policy_cases()) {
       INFO(c.name << " opset " << opset);
@@ -60,7 +68,6 @@ TEST_CASE("deploy: export_onnx writes models the ONNX checker accepts", "[deploy
       CHECK_NOTHROW(rl::deploy::check_onnx(path));
     }
   }
-  fs::remove_all(dir);
 }
 
 TEST_CASE("deploy: export_onnx refuses bad options, naming them", "[deploy][onnx]") {
