@@ -273,7 +273,13 @@ int main(int argc, char** argv) {
       compare(obs, torch::cat(actor_actions), ort);
     }
     for (int64_t e = 0; e < episodes; ++e) fmt::print("episode {}: return {:.1f}\n", e, returns[e].item<double>());
-    if (program) {
+    if (program && !exported) {
+      fmt::print("deploy summary: {} episode(s) of 200 steps with the actor, mean return {:.1f}; the {} policy's actions "
+                 "for all {} observations checked, max |{} action - actor action| = {:.3g} ({:.3f} of the derived "
+                 "tolerance){}\n",
+                 episodes, returns.mean().item<double>(), what, 200 * episodes, what, max_diff, max_ratio,
+                 ok ? "" : ": FAILED");
+    } else if (program) {
       fmt::print("deploy summary: {} episode(s) of 200 steps checked with the {} policy, mean return {:.1f}, "
                  "max |{} action - actor action| = {:.3g} ({:.3f} of the derived tolerance){}\n",
                  episodes, what, returns.mean().item<double>(), what, max_diff, max_ratio, ok ? "" : ": FAILED");

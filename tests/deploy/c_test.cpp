@@ -109,6 +109,29 @@ TEST_CASE("deploy: the check fails for a perturbed weight (the tolerance bites)"
   }
 }
 
+TEST_CASE("deploy: an overflowed tolerance passes only an identical answer", "[deploy]") {
+  namespace m = rl::modules;
+  torch::nn::Linear linear(1, 1);
+  {
+    torch::NoGradGuard no_grad;
+    linear->weight.fill_(1e30f);
+    linear->bias.zero_();
+  }
+  auto actor = m::TensorDictSequential(m::TensorDictModule(linear, {"observation"}, {"param"}),
+                                       m::TanhModule({"param"}, {"action"}, rl::Bounded(-2.0, 2.0, {1})));
+  const auto program = rl::deploy::lower_policy(actor, torch::zeros({1, 1}));
+  const torch::Tensor obs = torch::tensor({{1e10f}, {1e-31f}});  // 1e40 overflows float32; 1e-1 does not
+  const torch::Tensor expected = program.run(obs);
+  CHECK(expected[0].item<float>() == 2.0f);
+  const auto bound = program.error_bound(program.run_all(obs))[static_cast<size_t>(program.output)];
+  CHECK(std::isinf(bound[0][0].item<double>()));
+  CHECK(std::isfinite(bound[1][0].item<double>()));
+  CHECK(program.check(obs, expected, expected.clone()).ok);
+  torch::Tensor wrong = expected.clone();
+  wrong[0][0] = 1.0f;  // the overflowed row: anything but the identical answer fails
+  CHECK_FALSE(program.check(obs, expected, wrong).ok);
+}
+
 TEST_CASE("deploy: lower_policy refuses what it cannot export, naming it", "[deploy]") {
   namespace m = rl::modules;
   const rl::Bounded box(-1.0, 1.0, {2});

@@ -104,6 +104,11 @@ inline std::vector<PolicyCase> policy_cases() {
     cases.push_back({"leaky_relu", m::Actor(MLP(MLPOptions(4, 2).num_cells({16, 16}).activation(Activation::LeakyReLU)
                                                     .negative_slope(0.2))).ptr(), 4, {}});
     cases.push_back({"gelu", m::Actor(mlp(4, 2, {16, 16}, Activation::GELU)).ptr(), 4, {}, /*c=*/false});
+    // An activation on the action itself: its kernel's error is not hidden behind a Linear.
+    cases.push_back({"elu_last", m::Actor(MLP(MLPOptions(4, 2).num_cells({16}).activation(Activation::ELU)
+                                                  .activate_last_layer(true))).ptr(), 4, {}});
+    cases.push_back({"sigmoid_last", m::Actor(MLP(MLPOptions(4, 2).num_cells({16}).activation(Activation::Sigmoid)
+                                                      .activate_last_layer(true))).ptr(), 4, {}});
   }
   {  // a torch::nn::Sequential inside an Actor, no bias on the last layer
     torch::nn::Sequential seq(torch::nn::Linear(6, 32), torch::nn::Tanh(),

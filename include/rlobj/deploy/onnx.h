@@ -180,10 +180,11 @@ class OnnxWriter {
         if (opset_ >= 20) {
           node("Gelu", {x}, y, op.origin);
         } else {  // x * 0.5 * (1 + erf(x / sqrt(2))), as ATen's exact GELU
-          node("Mul", {x, initializer(torch::full({}, M_SQRT1_2), tag + ".rsqrt2")}, tag + ".z", op.origin);
+          const auto f64 = torch::kFloat64;  // rounded once, to the model's float type
+          node("Mul", {x, initializer(torch::full({}, M_SQRT1_2, f64), tag + ".rsqrt2")}, tag + ".z", op.origin);
           node("Erf", {tag + ".z"}, tag + ".erf", op.origin);
-          node("Add", {tag + ".erf", initializer(torch::full({}, 1.0), tag + ".one")}, tag + ".cdf2", op.origin);
-          node("Mul", {x, initializer(torch::full({}, 0.5), tag + ".half")}, tag + ".xhalf", op.origin);
+          node("Add", {tag + ".erf", initializer(torch::full({}, 1.0, f64), tag + ".one")}, tag + ".cdf2", op.origin);
+          node("Mul", {x, initializer(torch::full({}, 0.5, f64), tag + ".half")}, tag + ".xhalf", op.origin);
           node("Mul", {tag + ".xhalf", tag + ".cdf2"}, y, op.origin);
         }
         break;

@@ -113,6 +113,9 @@ struct Op {
   int64_t begin = 0;
   /// Slice: one past the last feature kept.
   int64_t end = 0;
+  /// ArgMax / OneHotMax: the actor chose on normalised logits (`Categorical`,
+  /// `OneHotCategorical`), which can tie where the logits do not (`PolicyProgram::check` allows it).
+  bool normalized_logits = false;
 };
 
 /// A value of the program: a vector of `size` features per sample.
@@ -127,12 +130,15 @@ struct Value {
 
 /// How accurate the runtimes' kernels are assumed to be (see `PolicyProgram::error_bound`).
 struct ErrorModel {
-  /// Relative accuracy of an activation kernel (tanh, sigmoid, exp-based ones): 2^-20, 16 units
-  /// in the last place of float32. Measured kernels are within 1-4 (ATen's Sleef-based ones,
-  /// glibc's tanhf and expf, ONNX Runtime's); the margin covers vectorised approximations.
-  TORCH_ARG(double, activation_rel) = std::ldexp(1.0, -20);
-  /// Absolute accuracy of an activation kernel near zero output (a flushed tail): 2^-26.
-  TORCH_ARG(double, activation_abs) = std::ldexp(1.0, -26);
+  /// Relative accuracy of an activation kernel (tanh, sigmoid, exp-based ones), in units of the
+  /// program dtype's roundoff `u` (2^-24 for float32, 2^-53 for float64): 16, i.e. 2^-20 in
+  /// float32. Measured kernels are within 1-4 (ATen's Sleef-based ones, glibc's tanhf and expf,
+  /// ONNX Runtime's); the margin covers vectorised approximations.
+  TORCH_ARG(double, activation_ulps) = 16;
+  /// Absolute accuracy of an activation kernel near zero output, in units of `u`: 2 (2^-23 in
+  /// float32: ONNX Runtime's Elu computes `exp(x) - 1`, its Sigmoid `0.5 + p(x) / q(x)`, both
+  /// off by about half a unit of 1 near 0).
+  TORCH_ARG(double, activation_abs_ulps) = 2;
   /// Bound the difference from an int8-quantised export of the same program (`export_c` with
   /// `int8`): adds each layer's quantisation error (the int8 weights' known deviation times the
   /// computed input, plus its action on the inherited error).
@@ -261,7 +267,7 @@ struct PolicyProgram {
   /// A bound on `|computed - exact|` of every value (float64, the shapes of `run_all`'s), for any
   /// runtime that follows the program with kernels as accurate as `model` says: a dot product of
   /// k terms summed in any order (`gamma_{k+1}` of the sum of magnitudes), one rounding per
-  /// element-wise operation, activations within `activation_rel * |f(x)| + activation_abs`
+  /// element-wise operation, activations within `(activation_ulps |f(x)| + activation_abs_ulps) u`
   /// (plus the error they inherit times their Lipschitz constant). Two such runtimes differ by
   /// at most twice the bound. With `model.int8()`, also the error of int8 weights (`export_c`).
   /// Integer values get a zero bound (see `check`).
@@ -271,6 +277,9 @@ struct PolicyProgram {
     std::vector<torch::Tensor> e(values.size());
     auto mag = [&](size_t i) { return computed[i].to(torch::kFloat64).abs() + e[i]; };
     e[0] = torch::zeros_like(computed[0], torch::kFloat64);
+    // Rows where some value overflowed (or is NaN): the bound assumes no overflow, so theirs is
+    // infinite, for every value (check() then passes only an identical answer).
+    torch::Tensor broken = ~torch::isfinite(computed[0]).all(-1, /*keepdim=*/true);
     for (const auto& op : ops) {
       const size_t in = static_cast<size_t>(op.input), out = static_cast<size_t>(op.output);
       const torch::Tensor& ex = e[in];
@@ -297,26 +306,36 @@ struct PolicyProgram {
         }
         case OpKind::Activation: {
           const double lip = detail::lipschitz(op.activation, op.negative_slope);
-          ey = lip * ex + (detail::exact_activation(op.activation) ? u * y + tiny
-                                                                  : model.activation_rel() * y + model.activation_abs());
+          const double rel = model.activation_ulps() * u, abs = model.activation_abs_ulps() * u;
+          ey = lip * ex + (detail::exact_activation(op.activation) ? u * y + tiny : rel * y + abs);
+          // A bounded activation cannot be further off than its range.
+          if (op.activation == modules::Activation::Tanh) ey = ey.clamp_max(2.0);
+          if (op.activation == modules::Activation::Sigmoid) ey = ey.clamp_max(1.0);
           if (op.activation == modules::Activation::GELU || op.activation == modules::Activation::SiLU ||
               op.activation == modules::Activation::ELU) {
             // x * g(x) and expm1-based kernels: their error scales with |x| too.
-            ey = ey + model.activation_rel() * computed[in].to(torch::kFloat64).abs();
+            ey = ey + rel * computed[in].to(torch::kFloat64).abs();
           }
           break;
         }
         case OpKind::LayerNorm: {
           // z = (x - mean) / sigma moves by at most (2 + |z|) max(e_x) / sigma under an input
-          // error (mean and sigma are 1-Lipschitz in the max norm); its own rounding is within
-          // gamma_{2n+8} (|z| + 1). Then y = z * w + b rounds twice.
+          // error (mean and sigma are 1-Lipschitz in the max norm). Its own rounding: the mean's
+          // error (gamma_n of the mean magnitude) over sigma, the subtraction's and division's
+          // gamma (|z| + 1), and the variance's: a one-pass E[x^2] - mean^2 (ONNX Runtime) is off
+          // by gamma_{2n} (mean^2 + var), which moves sigma, hence z, by half that relative to var.
+          // Then y = z * w + b rounds twice.
           const torch::Tensor xd = computed[in].to(torch::kFloat64);
           const int64_t n = xd.size(-1);
-          torch::Tensor sigma = (xd.var(-1, /*unbiased=*/false, /*keepdim=*/true) + op.eps).sqrt();
+          const torch::Tensor var = xd.var(-1, /*unbiased=*/false, /*keepdim=*/true);
+          const torch::Tensor sigma = (var + op.eps).sqrt();
+          const torch::Tensor mean = xd.mean(-1, true).abs();
           torch::Tensor z = ((xd - xd.mean(-1, true)) / sigma).abs();
           torch::Tensor ex_max = std::get<0>(ex.max(-1, true));
+          const double g = detail::gamma(2 * n + 8, u);
           torch::Tensor ez = (2 + z) * ex_max / (sigma - ex_max).clamp_min(std::sqrt(op.eps)) +
-                             detail::gamma(2 * n + 8, u) * (z + 1);
+                             g * (z + 1 + xd.abs().mean(-1, true) / sigma) +
+                             g * z * (1 + mean.pow(2) / (var + op.eps)) / 2;
           ey = c(op.weight) * ez + 2 * u * ((z + ez) * c(op.weight) + c(op.bias)) + tiny;
           break;
         }
@@ -329,7 +348,13 @@ struct PolicyProgram {
         case OpKind::ArgMax:
         case OpKind::OneHotMax: ey = torch::zeros(computed[out].sizes(), torch::kFloat64); break;
       }
+      if (!values[out].integer) broken = broken | ~torch::isfinite(computed[out]).all(-1, /*keepdim=*/true);
       e[out] = ey;
+    }
+    const torch::Tensor inf = torch::full({}, std::numeric_limits<double>::infinity(), torch::kFloat64);
+    for (size_t i = 0; i < e.size(); ++i) {
+      if (values[i].integer) continue;
+      e[i] = torch::where(broken, inf, e[i]);
     }
     return e;
   }
@@ -382,9 +407,20 @@ struct PolicyProgram {
       };
       diff = torch::max(shortfall(a), shortfall(b));
       tol = 4 * std::get<0>(eq.max(-1));
+      if (last.normalized_logits) {
+        // The actor chose on logits - logsumexp(logits) (and their softmax): that subtraction
+        // and the exp can merge values within a few roundings of |logsumexp| + |logit|, which is
+        // at most 2 max|logit| + log(n).
+        const double u = detail::unit_roundoff(dtype);
+        tol = tol + 8 * u * (2 * std::get<0>(q.abs().max(-1)) + std::log(static_cast<double>(q.size(-1))));
+      }
     }
     torch::Tensor ratio = diff / tol.clamp_min(std::numeric_limits<double>::min());
     ratio = torch::where(diff == 0, torch::zeros_like(ratio), ratio);
+    // A tolerance that overflowed (an infinite intermediate) proves nothing: only an identical
+    // answer passes.
+    ratio = torch::where(torch::isfinite(tol) | (diff == 0), ratio,
+                         torch::full({}, std::numeric_limits<double>::infinity(), ratio.options()));
     const torch::Tensor per_row = std::get<0>(ratio.reshape({rows, -1}).max(-1));
     r.max_abs_diff = diff.max().item<double>();
     r.worst_row = per_row.argmax().item<int64_t>();
@@ -438,15 +474,20 @@ class Lowerer {
     p_.ops.push_back(std::move(op));
     return p_.ops.back().output;
   }
-  int constant_op(OpKind kind, int input, const torch::Tensor& constant, const std::string& origin) {
-    const int64_t n = size(input);
-    torch::Tensor c = constant.detach().to(p_.dtype).reshape({-1});
+  /// `t` as a program constant for `n` features: on the CPU, in the program's dtype, a scalar
+  /// (shape []) or one value per feature (shape [n]), finite.
+  torch::Tensor constant(const torch::Tensor& t, int64_t n, const std::string& origin) const {
+    torch::Tensor c = t.detach().to(torch::kCPU, p_.dtype).reshape({-1});
     TORCH_CHECK_VALUE(c.numel() == 1 || c.numel() == n, "export: ", origin, ": a constant of ", c.numel(),
                       " values for ", n, " features");
     if (c.numel() == 1) c = c.reshape({});
     TORCH_CHECK_VALUE(torch::isfinite(c).all().item<bool>(), "export: ", origin, " has a non-finite constant");
+    return c.clone();
+  }
+  int constant_op(OpKind kind, int input, const torch::Tensor& value, const std::string& origin) {
+    const int64_t n = size(input);
     Op op(kind, input, origin);
-    op.weight = c.clone();
+    op.weight = constant(value, n, origin);
     return emit(std::move(op), Value{n, false, false});
   }
   int64_t size(int v) const { return p_.values.at(static_cast<size_t>(v)).size; }
@@ -470,13 +511,14 @@ class Lowerer {
       TORCH_CHECK_VALUE(outs.size() == td->out_keys().size(), "export: ", where, " returns ", outs.size(),
                         " tensors for ", td->out_keys().size(), " out_keys");
       if (td->safe() && td->spec() && outs.size() == 1) {
-        const auto* box = dynamic_cast<const Bounded*>(td->spec().get());
-        TORCH_CHECK_VALUE(box != nullptr, "export: ", where, " projects into a spec that is not Bounded; the "
-                          "exporters clamp into Bounded specs only");
+        TORCH_CHECK_VALUE(dynamic_cast<const Bounded*>(td->spec().get()) != nullptr, "export: ", where,
+                          " projects into a spec that is not Bounded; the exporters clamp into Bounded specs only");
+        // One box for every row (action_bounds refuses rows that differ), scalar or per feature.
+        const auto [low, high] = rlobj::detail::action_bounds(*td->spec(), "export");
         const int lo = outs[0];
         Op op(OpKind::Clamp, lo, where + " (safe: clamped into its spec)");
-        op.weight = box->low().detach().to(p_.dtype).reshape({-1, size(lo)})[0].clone();
-        op.bias = box->high().detach().to(p_.dtype).reshape({-1, size(lo)})[0].clone();
+        op.weight = constant(low, size(lo), op.origin);
+        op.bias = constant(high, size(lo), op.origin);
         outs[0] = emit(std::move(op), Value{size(lo), false, false});
       }
       for (size_t i = 0; i < outs.size(); ++i) set(td->out_keys()[i].str(), outs[i]);
@@ -570,8 +612,8 @@ class Lowerer {
     TORCH_CHECK_VALUE(l.weight.dim() == 2 && l.weight.size(1) == size(x), "export: ", origin, " takes ",
                       l.weight.size(1), " features, gets ", size(x));
     Op op(OpKind::Linear, x, origin);
-    op.weight = l.weight.detach().to(p_.dtype).clone();
-    if (l.bias.defined()) op.bias = l.bias.detach().to(p_.dtype).clone();
+    op.weight = l.weight.detach().to(torch::kCPU, p_.dtype).clone();
+    if (l.bias.defined()) op.bias = l.bias.detach().to(torch::kCPU, p_.dtype).clone();
     TORCH_CHECK_VALUE(torch::isfinite(op.weight).all().item<bool>() &&
                           (!op.bias.defined() || torch::isfinite(op.bias).all().item<bool>()),
                       "export: ", origin, " has non-finite parameters");
@@ -583,8 +625,10 @@ class Lowerer {
                       rlobj::detail::shape_str(shape), "]; the exporters normalise the ", size(x), " features");
     Op op(OpKind::LayerNorm, x, origin);
     op.eps = ln.options.eps();
-    op.weight = ln.options.elementwise_affine() ? ln.weight.detach().to(p_.dtype).clone() : torch::ones({size(x)}, p_.dtype);
-    op.bias = ln.options.elementwise_affine() ? ln.bias.detach().to(p_.dtype).clone() : torch::zeros({size(x)}, p_.dtype);
+    op.weight = ln.options.elementwise_affine() ? ln.weight.detach().to(torch::kCPU, p_.dtype).clone()
+                                                : torch::ones({size(x)}, p_.dtype);
+    op.bias = ln.options.elementwise_affine() ? ln.bias.detach().to(torch::kCPU, p_.dtype).clone()
+                                              : torch::zeros({size(x)}, p_.dtype);
     return emit(std::move(op), Value{size(x), false, false});
   }
   int activation(int x, modules::Activation a, double slope, const std::string& origin) {
@@ -658,8 +702,8 @@ class Lowerer {
       }
       x = activation(x, Activation::Tanh, 0, w + " squash");
       Op clamp(OpKind::Clamp, x, w + " clamp");
-      clamp.weight = torch::full({}, -tn->limit(), torch::kFloat64).to(p_.dtype);
-      clamp.bias = torch::full({}, tn->limit(), torch::kFloat64).to(p_.dtype);
+      clamp.weight = constant(torch::full({}, -tn->limit(), torch::kFloat64), size(x), clamp.origin);
+      clamp.bias = constant(torch::full({}, tn->limit(), torch::kFloat64), size(x), clamp.origin);
       x = emit(std::move(clamp), Value{size(x), false, false});
       if (tn->affine_scale().defined()) {
         x = constant_op(OpKind::Mul, x, tn->affine_scale(), w + " affine");
@@ -669,12 +713,17 @@ class Lowerer {
     } else if (dynamic_cast<const IndependentNormal*>(dist.get()) != nullptr || dynamic_cast<const Delta*>(dist.get()) != nullptr) {
       action = param(0);  // the location / the parameter itself
     } else if (dynamic_cast<const modules::OneHotCategorical*>(dist.get()) != nullptr) {
-      // logits - logsumexp keeps the order of the logits: the same maxima.
+      // The mode compares logits - logsumexp(logits): the order of the logits up to rounding
+      // (near ties: see Op::normalized_logits).
       const int logits = param(0);
-      action = emit(Op(OpKind::OneHotMax, logits, where + " (OneHotCategorical mode)"), Value{size(logits), true, false});
+      Op op(OpKind::OneHotMax, logits, where + " (OneHotCategorical mode)");
+      op.normalized_logits = true;
+      action = emit(std::move(op), Value{size(logits), true, false});
     } else if (dynamic_cast<const modules::Categorical*>(dist.get()) != nullptr) {
       const int logits = param(0);
-      action = emit(Op(OpKind::ArgMax, logits, where + " (Categorical mode)"), Value{1, true, true});
+      Op op(OpKind::ArgMax, logits, where + " (Categorical mode)");
+      op.normalized_logits = true;
+      action = emit(std::move(op), Value{1, true, true});
     } else {
       TORCH_CHECK_VALUE(false, "export: ", where, " samples from a ", name,
                         ", which the exporters do not take (TanhNormal, IndependentNormal, Normal, Delta, Categorical, "
@@ -768,15 +817,21 @@ inline PolicyProgram lower_policy(const modules::TensorDictModuleBase& actor, co
     torch::NoGradGuard no_grad;
     modules::SetExplorationType deterministic(modules::ExplorationType::Deterministic);
     auto& mutable_actor = const_cast<modules::TensorDictModuleBase&>(actor);
-    const bool training = mutable_actor.is_training();
+    // Every module's own training flag, restored afterwards (train() recurses: parents first,
+    // as modules() lists them, then each child as it was).
+    std::vector<std::pair<torch::nn::Module*, bool>> modes{{&mutable_actor, mutable_actor.is_training()}};
+    for (const auto& m : mutable_actor.modules(/*include_self=*/false)) modes.emplace_back(m.get(), m->is_training());
+    auto restore = [&] {
+      for (auto& [m, training] : modes) m->train(training);
+    };
     mutable_actor.eval();
     try {
       expected = mutable_actor.forward(td).get(options.out_key());
     } catch (...) {
-      mutable_actor.train(training);
+      restore();
       throw;
     }
-    mutable_actor.train(training);
+    restore();
   }
   const torch::Tensor got = program.run(example_observation);
   TORCH_CHECK_VALUE(expected.numel() == got.numel(), "export: the actor's \"", options.out_key(), "\" has shape ",
