@@ -29,7 +29,7 @@
 #include <catch2/catch.hpp>
 
 TEST_CASE("all headers compile together (b)", "[headers]") {
-  CHECK(std::string(RLOBJ_VERSION_STRING) == "0.1.0");
+  CHECK(std::string(RLOBJ_VERSION_STRING) == "0.2.0");
   rlobj::TensorDict td({2});
   CHECK(td.batch_dims() == 1);
 }

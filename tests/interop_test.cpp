@@ -196,10 +196,14 @@ TEST_CASE("state_dict lists parameters and buffers as PyTorch does", "[interop]"
       rlobj::modules::TensorDictModule(MLP(MLPOptions(3, 1).num_cells({4})), {"observation"}, {"param"}),
       rlobj::modules::TanhModule({"param"}, {"action"}, -2.0, 2.0));
   const auto sd = rlobj::state_dict(*actor);
-  CHECK(sd.keys() == std::vector<std::string>{"0.module.0.weight", "0.module.0.bias", "0.module.2.weight",
-                                              "0.module.2.bias", "1.scale", "1.shift"});
+  // TorchRL's names (a TensorDictSequential's modules in a list "module"; TanhModule's bounds).
+  CHECK(sd.keys() == std::vector<std::string>{"module.0.module.0.weight", "module.0.module.0.bias",
+                                              "module.0.module.2.weight", "module.0.module.2.bias",
+                                              "module.1.action_low", "module.1.action_high"});
+  CHECK(sd["module.1.action_low"].item<float>() == -2.0f);
+  CHECK(sd["module.1.action_high"].item<float>() == 2.0f);
   // The module's own tensors, not copies.
-  CHECK(sd["0.module.0.weight"].data_ptr() == actor->parameters()[0].data_ptr());
+  CHECK(sd["module.0.module.0.weight"].data_ptr() == actor->parameters()[0].data_ptr());
 }
 
 TEST_CASE("save_state_dict round trip, and loads into a loss's flat parameter views", "[interop]") {
@@ -472,7 +476,7 @@ TEST_CASE("export_policy: a TorchScript policy that acts as the actor, with the 
     CHECK(torch::equal(p2.forward({obs}).toTensor(), seq(td2).get("action")));
     std::vector<std::string> buffers;
     for (const auto& b : p2.named_buffers()) buffers.push_back(b.name);
-    CHECK(buffers == std::vector<std::string>{"1.scale", "1.shift"});
+    CHECK(buffers == std::vector<std::string>{"module.1.action_low", "module.1.action_high"});
   }
   SECTION("a ProbabilisticActor (TanhNormal): its deterministic action") {
     using namespace rlobj::modules;

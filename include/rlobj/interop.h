@@ -46,7 +46,9 @@
 
 #include "rlobj/detail/format.h"
 #include "rlobj/detail/pickle.h"
+#include "rlobj/modules/actor.h"
 #include "rlobj/modules/exploration_type.h"
+#include "rlobj/modules/probabilistic.h"
 #include "rlobj/modules/tensordict_module.h"
 #include "rlobj/serialize.h"
 #include "rlobj/tensordict.h"
@@ -96,6 +98,83 @@ inline StateDict consume_prefix(const StateDict& sd, const std::string& prefix) 
   for (const auto& item : sd) {
     const bool has = item.key().compare(0, prefix.size(), prefix) == 0;
     out.insert(has ? item.key().substr(prefix.size()) : item.key(), item.value());
+  }
+  return out;
+}
+
+namespace detail {
+
+/// One state-dict entry of a module under rlobj 0.1's names: `legacy` (and, for a TanhModule
+/// bound, `legacy_other`: the bound is `shift - scale` or `shift + scale`).
+struct LegacyEntry {
+  enum Kind { Same, Low, High } kind = Same;
+  std::string current, legacy, legacy_other;  // legacy_other: "shift" for Low/High
+};
+
+inline void legacy_entries(const torch::nn::Module& m, const std::string& current, const std::string& legacy,
+                           std::vector<LegacyEntry>& out) {
+  if (const auto* s = dynamic_cast<const modules::TensorDictSequentialImpl*>(&m)) {
+    for (size_t i = 0; i < s->size(); ++i) {
+      legacy_entries(*(*s)[i], current + "module." + std::to_string(i) + ".", legacy + std::to_string(i) + ".", out);
+    }
+    return;
+  }
+  if (const auto* a = dynamic_cast<const modules::ProbabilisticActorImpl*>(&m)) {
+    legacy_entries(*a->module(), current + "module.0.", legacy + "module.", out);
+    return;
+  }
+  if (const auto* t = dynamic_cast<const modules::TanhModuleImpl*>(&m)) {
+    for (size_t i = 0; i < t->out_keys().size(); ++i) {
+      for (const bool high : {false, true}) {
+        out.push_back({high ? LegacyEntry::High : LegacyEntry::Low,
+                       current + modules::TanhModuleImpl::bound_name(t->out_keys()[i], high), legacy + "scale",
+                       legacy + "shift"});
+      }
+    }
+    return;
+  }
+  if (dynamic_cast<const modules::AddStateIndependentNormalScaleImpl*>(&m) != nullptr) {
+    out.push_back({LegacyEntry::Same, current + "state_independent_scale", legacy + "scale", {}});
+    return;
+  }
+  for (const auto& p : m.named_parameters(/*recurse=*/false)) out.push_back({LegacyEntry::Same, current + p.key(), legacy + p.key(), {}});
+  for (const auto& b : m.named_buffers(/*recurse=*/false)) out.push_back({LegacyEntry::Same, current + b.key(), legacy + b.key(), {}});
+  for (const auto& c : m.named_children()) {
+    legacy_entries(*c.value(), current + c.key() + ".", legacy + c.key() + ".", out);
+  }
+}
+
+}  // namespace detail
+
+/// The named migration **rlobj-0.1**: a state dict of `module` written under rlobj 0.1's names
+/// (`save_state_dict` or `state_dict` before 0.2) renamed to the current ones, TorchRL's:
+/// a `TensorDictSequential`'s children `0.*`, `1.*` become `module.0.*`, `module.1.*`; a
+/// `ProbabilisticActor`'s `module.*` becomes `module.0.*`; a `TanhModule`'s `scale` and `shift`
+/// become `<key>_low = shift - scale` and `<key>_high = shift + scale` (exact for bounds such as
+/// ±1 or ±2; to rounding otherwise); an `AddStateIndependentNormalScale`'s `scale` becomes
+/// `state_independent_scale`. Entries that are not 0.1 names of `module` pass unchanged.
+/// `load_state_dict` applies it by itself when a state dict matches `module` only through it.
+inline StateDict migrate_state_dict_from_0_1(const StateDict& sd, const torch::nn::Module& module) {
+  std::vector<detail::LegacyEntry> entries;
+  detail::legacy_entries(module, "", "", entries);
+  StateDict out("state dict entry");
+  std::set<std::string> used;
+  for (const auto& e : entries) {
+    const torch::Tensor* v = sd.find(e.legacy);
+    if (v == nullptr || e.current == e.legacy) continue;
+    if (e.kind == detail::LegacyEntry::Same) {
+      out.insert(e.current, *v);
+    } else {
+      const torch::Tensor* shift = sd.find(e.legacy_other);
+      if (shift == nullptr) continue;
+      torch::NoGradGuard no_grad;
+      out.insert(e.current, e.kind == detail::LegacyEntry::Low ? *shift - *v : *shift + *v);
+      used.insert(e.legacy_other);
+    }
+    used.insert(e.legacy);
+  }
+  for (const auto& item : sd) {
+    if (used.count(item.key()) == 0 && !out.contains(item.key())) out.insert(item.key(), item.value());
   }
   return out;
 }
@@ -257,12 +336,31 @@ inline void write_state_dict(const StateDict& sd, const std::string& path) {
 /// mismatches instead of raising on them. The old values are kept (one copy of the module's
 /// tensors) until every copy succeeded.
 ///
+/// A state dict written by rlobj 0.1 for the same module (its `TensorDictSequential`,
+/// `ProbabilisticActor` and `TanhModule` names differed from TorchRL's) is renamed first
+/// (`migrate_state_dict_from_0_1`) when that makes every key match.
+///
 /// Strict (default): any missing key, unexpected key or shape/dtype mismatch is one
 /// `c10::Error` listing them all, and nothing is loaded. Not strict: what matches is loaded and
 /// the rest returned. Either way the module is left as it was if anything fails midway.
-inline LoadStateDictResult load_state_dict(torch::nn::Module& module, const StateDict& sd, bool strict = true,
+inline LoadStateDictResult load_state_dict(torch::nn::Module& module, const StateDict& given, bool strict = true,
                                            const std::string& source = "the state dict") {
   const StateDict target = state_dict(module);
+  // A state dict under rlobj 0.1's names is renamed (migration rlobj-0.1) when only the renamed
+  // one matches every key of the module.
+  const auto matches = [&target](const StateDict& d) {
+    if (d.size() != target.size()) return false;
+    for (const auto& item : target) {
+      if (!d.contains(item.key())) return false;
+    }
+    return true;
+  };
+  StateDict migrated("state dict entry");
+  if (!matches(given)) {
+    migrated = migrate_state_dict_from_0_1(given, module);
+    if (!matches(migrated)) migrated = StateDict("state dict entry");
+  }
+  const StateDict& sd = migrated.is_empty() ? given : migrated;
   LoadStateDictResult r;
   std::vector<std::string> mismatch_details;
   std::vector<std::pair<torch::Tensor, torch::Tensor>> copies;  // (module tensor, value)

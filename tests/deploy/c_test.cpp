@@ -139,7 +139,7 @@ TEST_CASE("deploy: lower_policy refuses what it cannot export, naming it", "[dep
   auto noisy = m::TensorDictSequential(actor, m::AdditiveGaussianModule(box));
   CHECK_THROWS_WITH(rl::deploy::lower_policy(noisy, torch::zeros({1, 3})),
                     Catch::Contains("unsupported module") && Catch::Contains("AdditiveGaussianModule") &&
-                        Catch::Contains("\"1\""));
+                        Catch::Contains("\"module.1\""));
   CHECK_THROWS_WITH(rl::deploy::lower_policy(actor, torch::zeros({1, 4})), Catch::Contains("takes 3 features, gets 4"));
   CHECK_THROWS_WITH(rl::deploy::lower_policy(actor, torch::zeros({3})), Catch::Contains("[batch, features]"));
   CHECK_THROWS_WITH(rl::deploy::lower_policy(actor, torch::zeros({1, 3}), rl::deploy::LowerOptions().out_key("act")),

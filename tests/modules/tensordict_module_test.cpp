@@ -160,7 +160,7 @@ TEST_CASE("TensorDictSequential: actor then critic", "[modules]") {
   ac(td);
   auto expected = q(actor(TensorDict({{"observation", td.get("observation")}}, {4}))).get("state_action_value");
   CHECK(torch::equal(td.get("state_action_value"), expected));
-  CHECK(ac->named_parameters().contains("1.module.0.weight"));
+  CHECK(ac->named_parameters().contains("module.1.module.0.weight"));
   auto clone = std::dynamic_pointer_cast<TensorDictSequentialImpl>(ac->clone());
   REQUIRE(clone != nullptr);
   CHECK(clone->parameters()[0].data_ptr() != ac->parameters()[0].data_ptr());

@@ -60,7 +60,7 @@ parity::Quantities run_dqn(const std::string& file, const std::string& scenario,
     auto target = loss->target_value_network()->named_parameters();
     for (int l : {4, 5}) {
       const std::string name = names()[static_cast<size_t>(l)];
-      auto& p = target["0.module." + name];
+      auto& p = target["module.0.module." + name];
       torch::Tensor canonical = rlobj_test::canonical_weight(l, p.sizes()).flip({0});
       p.copy_(layout.apply(name, canonical).to(p.scalar_type()));
     }
@@ -72,7 +72,7 @@ parity::Quantities run_dqn(const std::string& file, const std::string& scenario,
   auto record_params = [&](const std::string& prefix, bool grads, bool target) {
     auto named = target ? loss->target_value_network()->named_parameters() : mlp->named_parameters();
     for (const auto& name : names()) {
-      const torch::Tensor& p = named[target ? "0.module." + name : name];
+      const torch::Tensor& p = named[target ? "module.0.module." + name : name];
       parity::record(q, prefix + (target ? "/target.value." : "/value.") + name,
                      layout.apply(name, grads ? p.grad() : p, /*inverse=*/true));
     }

@@ -30,7 +30,10 @@ CASES = {
     "ppo": ("ppo", "generate"),
     "a2c": ("a2c", "generate"),
     "reinforce": ("reinforce", "generate"),
+    "policies": ("policies", "generate"),  # also writes policy_<name>.pt into DIR
 }
+# cases whose function takes the output folder (they write files beside their JSON)
+WRITES_FILES = {"policies"}
 
 
 def main(argv=None):
@@ -50,7 +53,7 @@ def main(argv=None):
     for case in cases:
         mod_name, fn = CASES[case]
         mod = importlib.import_module(f"cases.{mod_name}")
-        data = getattr(mod, fn)()
+        data = getattr(mod, fn)(out_dir) if case in WRITES_FILES else getattr(mod, fn)()
         text = C.dumps(data) + "\n"
         path = os.path.join(out_dir, f"{case}_torchrl.json")
         with open(path, "w") as f:

@@ -97,7 +97,7 @@ struct Op {
   int input = 0;
   /// The value it writes.
   int output = 0;
-  /// Where it comes from in the actor (`"0.module.2 (MLP layer 1)"`), for messages.
+  /// Where it comes from in the actor (`"module.0.module.2 (MLP layer 1)"`), for messages.
   std::string origin;
   /// Linear: the weight; LayerNorm: the scale; Mul/Add/Sub/Div: the constant; Clamp: low.
   torch::Tensor weight;
@@ -498,7 +498,7 @@ class Lowerer {
     const std::string where = describe(m, path);
     if (const auto* q = dynamic_cast<const QValueModuleImpl*>(&m)) return qvalue(*q, where);
     if (const auto* s = dynamic_cast<const TensorDictSequentialImpl*>(&m)) {
-      for (size_t i = 0; i < s->size(); ++i) module(*(*s)[i], join(path, std::to_string(i)));
+      for (size_t i = 0; i < s->size(); ++i) module(*(*s)[i], join(path, "module." + std::to_string(i)));
       return;
     }
     if (const auto* a = dynamic_cast<const ProbabilisticActorImpl*>(&m)) return probabilistic(*a, path, where);
@@ -639,16 +639,22 @@ class Lowerer {
     return emit(std::move(op), Value{size(x), false, false});
   }
 
+  // TorchRL's order: low + (high - low) * (tanh(x) + 1) / 2, tanh(x) clamped first with `clamp`.
   void tanh_module(const modules::TanhModuleImpl& t, const std::string& where) {
-    const auto buffers = t.named_buffers(/*recurse=*/false);
-    const torch::Tensor* scale = buffers.find("scale");
-    const torch::Tensor* shift = buffers.find("shift");
     for (size_t i = 0; i < t.in_keys().size(); ++i) {
       int x = activation(get(t.in_keys()[i].str(), where), modules::Activation::Tanh, 0, where + " tanh");
-      if (scale != nullptr && shift != nullptr) {
-        x = constant_op(OpKind::Mul, x, *scale, where + " scale");
-        x = constant_op(OpKind::Add, x, *shift, where + " shift");
+      const torch::Tensor& low = t.low(i);
+      if (t.clamp()) {
+        const double r = modules::TanhModuleImpl::resolution(low.scalar_type());
+        Op clamp(OpKind::Clamp, x, where + " clamp");
+        clamp.weight = constant(torch::full({}, -1 + r, torch::kFloat64), size(x), clamp.origin);
+        clamp.bias = constant(torch::full({}, 1 - r, torch::kFloat64), size(x), clamp.origin);
+        x = emit(std::move(clamp), Value{size(x), false, false});
       }
+      x = constant_op(OpKind::Add, x, torch::ones({}, low.options()), where + " + 1");
+      x = constant_op(OpKind::Mul, x, t.high(i) - low, where + " * (high - low)");
+      x = constant_op(OpKind::Div, x, torch::full({}, 2, low.options()), where + " / 2");
+      x = constant_op(OpKind::Add, x, low, where + " + low");
       set(t.out_keys()[i].str(), x);
     }
   }
@@ -670,7 +676,7 @@ class Lowerer {
 
   void probabilistic(const modules::ProbabilisticActorImpl& a, const std::string& path, const std::string& where) {
     using namespace modules;
-    module(*a.module(), join(path, "module"));
+    module(*a.module(), join(path, "module.0"));
     const auto& keys = a.options().in_keys();
     // The distribution's type and options, from one built on placeholder parameters.
     std::vector<torch::Tensor> placeholders;

@@ -72,7 +72,7 @@ struct NetworkPlan {
   MlpPlan mlp;
   std::vector<NestedKey> in_keys;  ///< concatenated in this order
   NestedKey out_key{"action"};
-  torch::Tensor scale, shift;      ///< TanhModule's bounds (float32 CPU, contiguous), or undefined
+  torch::Tensor low, span;         ///< TanhModule's `low` and `high - low` (float32 CPU), or undefined
 };
 
 /// The plan of `module` (a `TensorDictModule` / `Actor` / `ValueOperator` over an `MLP`, or a
@@ -104,19 +104,18 @@ inline std::optional<NetworkPlan> plan_network(torch::nn::Module& module, const 
   NetworkPlan out{*plan, td_module->in_keys(), td_module->out_keys()[0], {}, {}};
   if (tanh != nullptr) {
     if (tanh->in_keys().size() != 1 || tanh->in_keys()[0] != out.out_key) return fail("a TanhModule on another key");
-    auto buffers = tanh->named_buffers();
-    const torch::Tensor* scale = buffers.find("scale");
-    const torch::Tensor* shift = buffers.find("shift");
-    if (scale == nullptr || shift == nullptr) return fail("a TanhModule without bounds");
-    if (scale->scalar_type() != torch::kFloat || !scale->is_cpu() || shift->scalar_type() != torch::kFloat) {
+    if (tanh->clamp()) return fail("a TanhModule with clamp");
+    const torch::Tensor &low = tanh->low(), &high = tanh->high();
+    if (low.scalar_type() != torch::kFloat || !low.is_cpu() || high.scalar_type() != torch::kFloat || !high.is_cpu()) {
       return fail("TanhModule bounds that are not float32 on the CPU");
     }
     const int64_t n = plan->out_features();
-    if ((scale->numel() != 1 && scale->numel() != n) || (shift->numel() != 1 && shift->numel() != n)) {
+    if ((low.numel() != 1 && low.numel() != n) || (high.numel() != 1 && high.numel() != n)) {
       return fail("TanhModule bounds of another size than the action");
     }
-    out.scale = *scale;
-    out.shift = *shift;
+    // high - low as ATen computes it in the module's forward (float32), per feature.
+    out.low = low.reshape({-1}).expand({n}).contiguous();
+    out.span = (high - low).reshape({-1}).expand({n}).contiguous();
     out.out_key = tanh->out_keys()[0];
   }
   return out;
@@ -205,19 +204,19 @@ inline void concat_columns(float* out, const std::vector<std::pair<const float*,
   }
 }
 
-/// `a = tanh(h) * scale + shift` (TanhModule), `h` kept; `t` receives `tanh(h)`.
-inline void squash(const torch::Tensor& h, torch::Tensor& t, float* a, const torch::Tensor& scale,
-                   const torch::Tensor& shift) {
+/// `a = low + (high - low) * (tanh(h) + 1) / 2` (TanhModule, TorchRL's order of operations),
+/// `h` kept; `t` receives `tanh(h)`. `low` and `span = high - low` hold one value per column.
+inline void squash(const torch::Tensor& h, torch::Tensor& t, float* a, const torch::Tensor& low,
+                   const torch::Tensor& span) {
   at::tanh_out(t, h);
   const int64_t rows = t.size(0), cols = t.size(1);
   const float* tp = t.data_ptr<float>();
-  const float* sc = scale.data_ptr<float>();
-  const float* sh = shift.data_ptr<float>();
-  const bool scalar_scale = scale.numel() == 1, scalar_shift = shift.numel() == 1;
+  const float* lo = low.data_ptr<float>();
+  const float* sp = span.data_ptr<float>();
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < cols; ++c) {
-      const float m = tp[r * cols + c] * sc[scalar_scale ? 0 : c];
-      a[r * cols + c] = m + sh[scalar_shift ? 0 : c];
+      const float m = sp[c] * (tp[r * cols + c] + 1.0f);
+      a[r * cols + c] = lo[c] + m / 2.0f;
     }
   }
 }
@@ -723,8 +722,8 @@ class ActorCriticEngine {
   void act(const detail::NetworkPlan& net, MlpPass& pass, const torch::Tensor& flat, const float* obs,
            torch::Tensor& tanh_out, torch::Tensor& action) {
     pass.forward(net.mlp, ptr(flat), obs);
-    if (net.scale.defined()) {
-      detail::squash(pass.output(), tanh_out, action.data_ptr<float>(), net.scale, net.shift);
+    if (net.low.defined()) {
+      detail::squash(pass.output(), tanh_out, action.data_ptr<float>(), net.low, net.span);
     } else {
       std::copy(ptr(pass.output()), ptr(pass.output()) + action.numel(), action.data_ptr<float>());
     }
@@ -889,11 +888,11 @@ class ActorCriticEngine {
     float* da = da_.data_ptr<float>();
     action_gradient(da, obs_dim);
     // Back through the TanhModule.
-    if (actor_.scale.defined()) {
-      const float* sc = ptr(actor_.scale);
-      const bool scalar = actor_.scale.numel() == 1;
+    if (actor_.low.defined()) {
+      // Autograd's order: DivBackward (/ 2), MulBackward (* (high - low)), then tanh's.
+      const float* sp = ptr(actor_.span);
       for (int64_t r = 0; r < rows_; ++r) {
-        for (int64_t c = 0; c < act_dim; ++c) da[r * act_dim + c] = da[r * act_dim + c] * sc[scalar ? 0 : c];
+        for (int64_t c = 0; c < act_dim; ++c) da[r * act_dim + c] = (da[r * act_dim + c] / 2.0f) * sp[c];
       }
       kernels::tanh_backward_(da, ptr(tanh_), rows_ * act_dim);
     }

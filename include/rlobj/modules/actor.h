@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -47,9 +48,18 @@ class ActorImpl : public TensorDictModuleImpl {
   }
 };
 
-/// Squashes its inputs into a box with `tanh` (TorchRL's `TanhModule`):
-/// `out = tanh(x) * (high - low) / 2 + (high + low) / 2`, or plain `tanh` without bounds. Put it
-/// after a network that writes unbounded "param" to get actions inside the action spec.
+/// Squashes its inputs into a box with `tanh` (TorchRL's `TanhModule`), computed as TorchRL
+/// computes it: `out = low + (high - low) * (tanh(x) + 1) / 2` (with `clamp`, `tanh(x)` is first
+/// clamped to `[-1 + r, 1 - r]`, `r` the dtype's resolution: 1e-6 for float32). Without bounds,
+/// `low = -1` and `high = 1`, and the map is applied all the same (as TorchRL does), so the
+/// output is `tanh(x)` up to rounding. Put it after a network that writes unbounded "param" to get
+/// actions inside the action spec.
+///
+/// State dict: TorchRL's names, one pair of buffers per out key, `<key>_low` and `<key>_high`
+/// (a nested key's parts joined by `_`: `("agent", "action")` gives `agent_action_low`). A
+/// module saved by rlobj before 0.3 (buffers `scale = (high - low) / 2` and
+/// `shift = (high + low) / 2`) still loads, through `torch::load` or `rlobj::load_state_dict`:
+/// the bounds come back as `shift -/+ scale` (exact for bounds such as ±1 or ±2).
 ///
 /// ```
 /// auto actor = rlobj::modules::TensorDictSequential(
@@ -60,22 +70,24 @@ class TanhModuleImpl : public TensorDictModuleBase {
  public:
   /// Bounds from a `Bounded` spec; its last dim holds the action features (leading dims,
   /// such as an environment's batch dims, are assumed to repeat the same bounds).
-  TanhModuleImpl(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys, const TensorSpec& spec)
-      : TanhModuleImpl(std::move(in_keys), std::move(out_keys)) {
+  TanhModuleImpl(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys, const TensorSpec& spec,
+                 bool clamp = false)
+      : TanhModuleImpl(std::move(in_keys), std::move(out_keys), clamp, nullptr) {
     const auto [low, high] = rlobj::detail::action_bounds(spec, "TanhModule");
     set_bounds(low, high);
   }
-  /// Scalar bounds.
-  TanhModuleImpl(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys, double low, double high)
-      : TanhModuleImpl(std::move(in_keys), std::move(out_keys)) {
+  /// Scalar bounds (tensors of shape `[]`, the default dtype).
+  TanhModuleImpl(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys, double low, double high,
+                 bool clamp = false)
+      : TanhModuleImpl(std::move(in_keys), std::move(out_keys), clamp, nullptr) {
     const auto dtype = c10::get_default_dtype_as_scalartype();
     set_bounds(torch::tensor(low, torch::dtype(dtype)), torch::tensor(high, torch::dtype(dtype)));
   }
-  /// No bounds: `out = tanh(x)`.
-  TanhModuleImpl(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys)
-      : in_keys_(std::move(in_keys)), out_keys_(std::move(out_keys)) {
-    TORCH_CHECK_VALUE(!in_keys_.empty() && in_keys_.size() == out_keys_.size(),
-                      "TanhModule: needs as many out_keys as in_keys (and at least one)");
+  /// No bounds: `low = -1`, `high = 1` (TorchRL's defaults).
+  TanhModuleImpl(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys, bool clamp = false)
+      : TanhModuleImpl(std::move(in_keys), std::move(out_keys), clamp, nullptr) {
+    const auto dtype = c10::get_default_dtype_as_scalartype();
+    set_bounds(torch::tensor(-1.0, torch::dtype(dtype)), torch::tensor(1.0, torch::dtype(dtype)));
   }
 
   TensorDict forward(TensorDict td) override {
@@ -88,7 +100,11 @@ class TanhModuleImpl : public TensorDictModuleBase {
       TORCH_CHECK(x != nullptr, "TanhModule: input key \"", in_keys_[i].str(),
                   "\" not found in the TensorDict; keys present: ", rlobj::detail::keys_str(td.keys(true)));
       torch::Tensor y = x->tanh();
-      return scale_.defined() ? y * scale_ + shift_ : y;
+      if (clamp_) {
+        const double r = resolution(y.scalar_type());
+        y = y.clamp(-1 + r, 1 - r);
+      }
+      return lows_[i] + (highs_[i] - lows_[i]) * (y + 1) / 2;
     };
     if (in_keys_.size() == 1) return td.set(out_keys_[0], output(0));  // one set: all or nothing
     staged.emplace(td.batch_size(), td.device());
@@ -97,30 +113,91 @@ class TanhModuleImpl : public TensorDictModuleBase {
   }
   const std::vector<NestedKey>& in_keys() const override { return in_keys_; }
   const std::vector<NestedKey>& out_keys() const override { return out_keys_; }
+  /// The lower bounds applied to `out_keys()[i]` (the buffer `<key>_low`).
+  const torch::Tensor& low(size_t i = 0) const { return lows_.at(i); }
+  /// The upper bounds applied to `out_keys()[i]` (the buffer `<key>_high`).
+  const torch::Tensor& high(size_t i = 0) const { return highs_.at(i); }
+  /// Whether `tanh(x)` is clamped to `[-1 + r, 1 - r]` before the map.
+  bool clamp() const noexcept { return clamp_; }
+  /// TorchRL's name of the buffer holding out key `key`'s bounds: `<key>_low` / `<key>_high`.
+  static std::string bound_name(const NestedKey& key, bool high) { return key.str("_") + (high ? "_high" : "_low"); }
+  /// `torch.finfo(dtype).resolution` (the clamp's margin).
+  static double resolution(torch::Dtype dtype) {
+    switch (dtype) {
+      case torch::kDouble: return 1e-15;
+      case torch::kHalf: return 1e-3;
+      case torch::kBFloat16: return 1e-2;
+      default: return 1e-6;
+    }
+  }
 
   /// A deep copy, bounds included.
   std::shared_ptr<torch::nn::Module> clone(const c10::optional<torch::Device>& device = c10::nullopt) const override {
-    auto copy = std::make_shared<TanhModuleImpl>(in_keys_, out_keys_);
-    if (scale_.defined()) {
-      copy->scale_ = copy->register_buffer("scale", device ? scale_.to(*device) : scale_.clone());
-      copy->shift_ = copy->register_buffer("shift", device ? shift_.to(*device) : shift_.clone());
+    std::shared_ptr<TanhModuleImpl> copy(new TanhModuleImpl(in_keys_, out_keys_, clamp_, nullptr));
+    for (size_t i = 0; i < out_keys_.size(); ++i) {
+      copy->register_bounds(i, device ? lows_[i].to(*device) : lows_[i].clone(),
+                            device ? highs_[i].to(*device) : highs_[i].clone());
     }
     return copy;
   }
 
+  /// `torch::load`: TorchRL's buffer names, or the `scale`/`shift` of rlobj before 0.3.
+  void load(torch::serialize::InputArchive& archive) override {
+    torch::Tensor scale, shift, current;
+    if (!archive.try_read(bound_name(out_keys_[0], false), current, /*is_buffer=*/true) &&
+        archive.try_read("scale", scale, /*is_buffer=*/true) && archive.try_read("shift", shift, /*is_buffer=*/true)) {
+      torch::NoGradGuard no_grad;
+      const auto low = shift - scale, high = shift + scale;
+      for (size_t i = 0; i < out_keys_.size(); ++i) {
+        TORCH_CHECK_VALUE(low.sizes() == lows_[i].sizes(), "TanhModule.load: the archive's legacy bounds have shape ",
+                          rlobj::detail::shape_str(low.sizes()), " where the module's \"",
+                          bound_name(out_keys_[i], false), "\" has ", rlobj::detail::shape_str(lows_[i].sizes()));
+        lows_[i].copy_(low);
+        highs_[i].copy_(high);
+      }
+      return;
+    }
+    torch::nn::Module::load(archive);
+  }
+
  private:
+  // The keys' checks; no bounds yet (every public constructor sets them).
+  TanhModuleImpl(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys, bool clamp, std::nullptr_t)
+      : in_keys_(std::move(in_keys)), out_keys_(std::move(out_keys)), clamp_(clamp) {
+    TORCH_CHECK_VALUE(!in_keys_.empty() && in_keys_.size() == out_keys_.size(),
+                      "TanhModule: needs as many out_keys as in_keys (and at least one)");
+    for (size_t i = 0; i < out_keys_.size(); ++i) {
+      for (size_t j = 0; j < i; ++j) {
+        TORCH_CHECK_VALUE(bound_name(out_keys_[i], false) != bound_name(out_keys_[j], false), "TanhModule: out keys \"",
+                          out_keys_[j].str(), "\" and \"", out_keys_[i].str(), "\" give the same buffer name \"",
+                          bound_name(out_keys_[i], false), "\"");
+      }
+    }
+    lows_.resize(out_keys_.size());
+    highs_.resize(out_keys_.size());
+  }
+
   void set_bounds(const torch::Tensor& low, const torch::Tensor& high) {
+    TORCH_CHECK_VALUE(low.sizes() == high.sizes(), "TanhModule: low has shape ", rlobj::detail::shape_str(low.sizes()),
+                      " and high ", rlobj::detail::shape_str(high.sizes()));
     TORCH_CHECK_VALUE((low < high).all().item<bool>(), "TanhModule: low must be < high");
+    TORCH_CHECK_VALUE(torch::isfinite(low).all().item<bool>() && torch::isfinite(high).all().item<bool>(),
+                      "TanhModule: the bounds must be finite (got low ", low, ", high ", high, ")");
     // The bounds' own floating dtype (a float64 spec gives float64 bounds); integer bounds
     // take the default dtype. `loss->to(...)` / `module->to(...)` move and convert them.
     const auto dtype = low.is_floating_point() ? low.scalar_type() : c10::get_default_dtype_as_scalartype();
-    scale_ = register_buffer("scale", ((high - low) / 2).to(dtype));
-    shift_ = register_buffer("shift", ((high + low) / 2).to(dtype));
+    for (size_t i = 0; i < out_keys_.size(); ++i) register_bounds(i, low.to(dtype).clone(), high.to(dtype).clone());
+  }
+
+  void register_bounds(size_t i, torch::Tensor low, torch::Tensor high) {
+    lows_[i] = register_buffer(bound_name(out_keys_[i], false), std::move(low));
+    highs_[i] = register_buffer(bound_name(out_keys_[i], true), std::move(high));
   }
 
   std::vector<NestedKey> in_keys_;
   std::vector<NestedKey> out_keys_;
-  torch::Tensor scale_, shift_;
+  bool clamp_ = false;
+  std::vector<torch::Tensor> lows_, highs_;
 };
 
 /// Holder of `TanhModuleImpl`.
@@ -128,14 +205,16 @@ class TanhModule : public detail::TDModuleHolder<TanhModuleImpl> {
  public:
   using detail::TDModuleHolder<TanhModuleImpl>::TDModuleHolder;
   /// Bounds from a `Bounded` spec (see `TanhModuleImpl`).
-  TanhModule(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys, const TensorSpec& spec)
-      : TDModuleHolder(std::make_shared<TanhModuleImpl>(std::move(in_keys), std::move(out_keys), spec)) {}
+  TanhModule(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys, const TensorSpec& spec,
+             bool clamp = false)
+      : TDModuleHolder(std::make_shared<TanhModuleImpl>(std::move(in_keys), std::move(out_keys), spec, clamp)) {}
   /// Scalar bounds.
-  TanhModule(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys, double low, double high)
-      : TDModuleHolder(std::make_shared<TanhModuleImpl>(std::move(in_keys), std::move(out_keys), low, high)) {}
-  /// No bounds: `out = tanh(x)`.
-  TanhModule(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys)
-      : TDModuleHolder(std::make_shared<TanhModuleImpl>(std::move(in_keys), std::move(out_keys))) {}
+  TanhModule(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys, double low, double high,
+             bool clamp = false)
+      : TDModuleHolder(std::make_shared<TanhModuleImpl>(std::move(in_keys), std::move(out_keys), low, high, clamp)) {}
+  /// No bounds: `low = -1`, `high = 1`.
+  TanhModule(std::vector<NestedKey> in_keys, std::vector<NestedKey> out_keys, bool clamp = false)
+      : TDModuleHolder(std::make_shared<TanhModuleImpl>(std::move(in_keys), std::move(out_keys), clamp)) {}
 };
 
 /// Holder of `ActorImpl`.

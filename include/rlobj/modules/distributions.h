@@ -41,6 +41,7 @@
 #include <torch/nn/cloneable.h>
 #include <torch/nn/functional/activation.h>
 #include <torch/nn/pimpl.h>
+#include <torch/serialize/archive.h>
 #include <torch/types.h>
 #include <torch/utils.h>
 
@@ -630,9 +631,11 @@ TORCH_MODULE(NormalParamExtractor);
 
 /// TorchRL's `AddStateIndependentNormalScale` (scale_mapping "exp"): passes `loc` through and adds
 /// a learned scale that does not depend on the state, `max(exp(log_scale), scale_lb)`, one per
-/// action dim, starting at 1 (the parameter is named `scale`, as TorchRL's). TorchRL's PPO MuJoCo
-/// example puts it after the policy MLP; wrap it in a `TensorDictModule` reading `{"loc"}` and
-/// writing `{"loc", "scale"}`.
+/// action dim, starting at 1. The parameter is named `state_independent_scale`, as in TorchRL
+/// 0.14 (tensordict's class); an archive of rlobj before 0.2, which named it `scale`, still loads
+/// with `torch::load`, and `rlobj::load_state_dict` renames such a state dict. TorchRL's PPO
+/// MuJoCo example puts it after the policy MLP; wrap it in a `TensorDictModule` reading
+/// `{"loc"}` and writing `{"loc", "scale"}`.
 class AddStateIndependentNormalScaleImpl : public torch::nn::Cloneable<AddStateIndependentNormalScaleImpl> {
  public:
   /// `n` action dims (> 0); `scale_lb` the scale's floor (finite, >= 0).
@@ -643,7 +646,7 @@ class AddStateIndependentNormalScaleImpl : public torch::nn::Cloneable<AddStateI
     reset();
   }
   /// The log-scale back to zeros (a scale of 1).
-  void reset() override { log_scale = register_parameter("scale", torch::zeros({n_})); }
+  void reset() override { log_scale = register_parameter("state_independent_scale", torch::zeros({n_})); }
   /// `(loc, max(exp(log_scale), scale_lb))`, the scale broadcast to `loc`'s shape.
   std::tuple<torch::Tensor, torch::Tensor> forward(const torch::Tensor& loc) {
     TORCH_CHECK_VALUE(loc.dim() >= 1 && loc.size(-1) == n_, "AddStateIndependentNormalScale: expected loc with last dim ",
@@ -652,6 +655,20 @@ class AddStateIndependentNormalScaleImpl : public torch::nn::Cloneable<AddStateI
   }
   /// The learned log-scale, one per action dim.
   torch::Tensor log_scale;
+
+  /// `torch::load`: TorchRL's name, or `scale` (rlobj before 0.2).
+  void load(torch::serialize::InputArchive& archive) override {
+    torch::Tensor current, legacy;
+    if (!archive.try_read("state_independent_scale", current) && archive.try_read("scale", legacy)) {
+      TORCH_CHECK_VALUE(legacy.sizes() == log_scale.sizes(), "AddStateIndependentNormalScale.load: the archive's "
+                        "\"scale\" has shape ", rlobj::detail::shape_str(legacy.sizes()), " where the module has ",
+                        rlobj::detail::shape_str(log_scale.sizes()));
+      torch::NoGradGuard no_grad;
+      log_scale.copy_(legacy);
+      return;
+    }
+    torch::nn::Module::load(archive);
+  }
 
  private:
   int64_t n_;

@@ -32,7 +32,9 @@
 
 #include <c10/util/Exception.h>
 #include <torch/arg.h>
+#include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/pimpl.h>
+#include <torch/serialize/archive.h>
 #include <torch/types.h>
 
 #include "rlobj/detail/format.h"
@@ -61,8 +63,11 @@ struct ProbabilisticActorOptions {
 
 /// A stochastic policy: `module` (any TensorDict module) writes the distribution parameters,
 /// `factory` builds the distribution from them (`TanhNormal::factory(...)`,
-/// `IndependentNormal::factory()`, `Categorical::factory()`, ...). The module is registered as
-/// the child `"module"`. `spec` documents the action space (as TorchRL's, not used to project).
+/// `IndependentNormal::factory()`, `Categorical::factory()`, ...). As in TorchRL (a
+/// `ProbabilisticTensorDictSequential` of the module and a parameter-free sampling module), the
+/// module is the first of a list registered as `"module"`: its state-dict names are `module.0.*`
+/// (an archive of rlobj before 0.2, where they were `module.*`, still loads with `torch::load`;
+/// `rlobj::load_state_dict` renames such a state dict as well). `spec` documents the action space (as TorchRL's, not used to project).
 class ProbabilisticActorImpl : public TensorDictModuleBase {
  public:
   /// Wraps `module`, which writes the distribution's parameters (`options.in_keys()`), and the
@@ -77,7 +82,9 @@ class ProbabilisticActorImpl : public TensorDictModuleBase {
     TORCH_CHECK_VALUE(!options_.return_log_prob() || options_.log_prob_key() != options_.out_key(),
                       "ProbabilisticActor: log_prob_key and out_key are both \"", options_.out_key().str(),
                       "\" (the log-probability would overwrite the sample)");
-    module_ = register_module("module", std::move(module));
+    module_ = std::move(module);
+    list_ = register_module("module", torch::nn::ModuleList());
+    list_->push_back(module_);
     // Keys read: the module's inputs, plus any parameter the module does not write.
     in_keys_ = module_->in_keys();
     for (const auto& k : options_.in_keys()) {
@@ -158,6 +165,19 @@ class ProbabilisticActorImpl : public TensorDictModuleBase {
     return copy;
   }
 
+  /// `torch::load`: TorchRL's layout (`module/0`), or rlobj's before 0.2 (`module` the module).
+  void load(torch::serialize::InputArchive& archive) override {
+    torch::serialize::InputArchive list, first;
+    TORCH_CHECK_VALUE(archive.try_read("module", list), "ProbabilisticActor.load: the archive has no \"module\"");
+    // TorchRL's layout when "module/0" holds every tensor the module names; else rlobj's before
+    // 0.2 ("module" the module itself, whose own load reads any older layout inside it).
+    if (list.try_read("0", first) && detail::archive_holds(first, *module_)) {
+      module_->load(first);
+    } else {
+      module_->load(list);
+    }
+  }
+
   /// Prints `ProbabilisticActor(in_keys=[...], out_keys=[...])`.
   void pretty_print(std::ostream& stream) const override {
     stream << "ProbabilisticActor(in_keys=" << rlobj::detail::keys_str(in_keys_)
@@ -168,6 +188,7 @@ class ProbabilisticActorImpl : public TensorDictModuleBase {
   ProbabilisticActorOptions options_;
   DistributionFactory factory_;
   std::shared_ptr<const TensorSpec> spec_;
+  torch::nn::ModuleList list_{nullptr};  // "module": [module_], what the state dict names
   std::shared_ptr<TensorDictModuleBase> module_;
   std::vector<NestedKey> in_keys_, out_keys_;
 };

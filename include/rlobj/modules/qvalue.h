@@ -157,8 +157,8 @@ TORCH_MODULE(QValueModule);
 
 /// A Q-value policy (TorchRL's `QValueActor`): `module` maps `in_keys` to the action values,
 /// then a `QValueModule` writes `action`, `action_value` and `chosen_action_value`. It is a
-/// `TensorDictSequential` of the two (children `"0"` and `"1"`; the network's parameters are
-/// named `0.module.*`).
+/// `TensorDictSequential` of the two (`module.0` and `module.1`; the network's parameters are
+/// named `module.0.module.*`, as TorchRL's).
 ///
 /// ```
 /// auto qnet = rlobj::modules::QValueActor(

@@ -18,7 +18,9 @@
 
 #include <c10/util/Exception.h>
 #include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/pimpl.h>
+#include <torch/serialize/archive.h>
 #include <torch/types.h>
 
 #include "rlobj/specs.h"
@@ -90,6 +92,24 @@ void call_forward(M& m, const std::vector<torch::Tensor>& in, std::vector<torch:
     TORCH_CHECK(false, "TensorDictModule: the wrapped module's forward does not take ", n,
                 " tensor(s)");
   }
+}
+
+/// Whether `archive` holds every parameter and buffer of `module` under its current names
+/// (children as nested archives): how a `load` tells the current layout from an older one.
+inline bool archive_holds(torch::serialize::InputArchive& archive, const torch::nn::Module& module) {
+  for (const auto& p : module.named_parameters(/*recurse=*/false)) {
+    torch::Tensor t;  // a fresh one each time: try_read would set_ a defined one in place
+    if (p.value().defined() && !archive.try_read(p.key(), t)) return false;
+  }
+  for (const auto& b : module.named_buffers(/*recurse=*/false)) {
+    torch::Tensor t;
+    if (b.value().defined() && !archive.try_read(b.key(), t, /*is_buffer=*/true)) return false;
+  }
+  for (const auto& c : module.named_children()) {
+    torch::serialize::InputArchive child;
+    if (!archive.try_read(c.key(), child) || !archive_holds(child, *c.value())) return false;
+  }
+  return true;
 }
 
 }  // namespace detail
@@ -299,8 +319,11 @@ class TensorDictModule : public detail::TDModuleHolder<TensorDictModuleImpl> {
 
 /// Runs TensorDict modules one after the other on the same TensorDict (tensordict's
 /// `TensorDictSequential`; TorchRL's `ActorCriticWrapper` is one: actor, then critic; a policy
-/// with exploration is another: actor, then noise). Children are named `"0"`, `"1"`, ...;
-/// `in_keys` are the keys read before being written, `out_keys` everything written.
+/// with exploration is another: actor, then noise). The modules are held, as in tensordict, in a
+/// list registered as `"module"`: their state-dict names are `module.0.*`, `module.1.*`, ...,
+/// TorchRL's names. `in_keys` are the keys read before being written, `out_keys` everything
+/// written. An archive written by rlobj before 0.2 (children `"0"`, `"1"`, ... directly) still
+/// loads with `torch::load`; `rlobj::load_state_dict` renames such a state dict as well.
 class TensorDictSequentialImpl : public TensorDictModuleBase {
  public:
   /// Runs `modules` in order; `c10::ValueError` if there is none or one is null.
@@ -308,7 +331,11 @@ class TensorDictSequentialImpl : public TensorDictModuleBase {
     TORCH_CHECK_VALUE(!modules.empty(), "TensorDictSequential: needs at least one module");
     for (size_t i = 0; i < modules.size(); ++i) {
       TORCH_CHECK_VALUE(modules[i] != nullptr, "TensorDictSequential: module ", i, " is null");
-      modules_.push_back(register_module(std::to_string(i), modules[i]));
+    }
+    list_ = register_module("module", torch::nn::ModuleList());
+    for (const auto& m : modules) {
+      list_->push_back(m);
+      modules_.push_back(m);
     }
     compute_keys();
   }
@@ -345,6 +372,22 @@ class TensorDictSequentialImpl : public TensorDictModuleBase {
     return copy;
   }
 
+  /// `torch::load`: TorchRL's layout (`module/0`, `module/1`, ...), or rlobj's before 0.2
+  /// (`0`, `1`, ... directly).
+  void load(torch::serialize::InputArchive& archive) override {
+    torch::serialize::InputArchive list;
+    if (archive.try_read("module", list)) {
+      list_->load(list);
+      return;
+    }
+    for (size_t i = 0; i < modules_.size(); ++i) {
+      torch::serialize::InputArchive child;
+      TORCH_CHECK_VALUE(archive.try_read(std::to_string(i), child), "TensorDictSequential.load: the archive has "
+                        "neither \"module\" (rlobj 0.2 and TorchRL's layout) nor \"", i, "\" (rlobj before 0.2)");
+      modules_[i]->load(child);
+    }
+  }
+
   /// Prints `TensorDictSequential(in_keys=[...], out_keys=[...])`.
   void pretty_print(std::ostream& stream) const override {
     stream << "TensorDictSequential(in_keys=" << rlobj::detail::keys_str(in_keys_)
@@ -366,6 +409,7 @@ class TensorDictSequentialImpl : public TensorDictModuleBase {
     }
   }
 
+  torch::nn::ModuleList list_{nullptr};  // "module": what the state dict names
   std::vector<std::shared_ptr<TensorDictModuleBase>> modules_;
   std::vector<NestedKey> in_keys_;
   std::vector<NestedKey> out_keys_;
