@@ -6,10 +6,13 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "objectives/parity.h"
@@ -29,20 +32,27 @@ namespace parity = rlobj_test::parity;
 
 namespace {
 
-const nlohmann::json& td3_reference() { return rlobj_test::reference_file("td3_torchrl.json"); }
+/// TD3Loss (TorchRL 0.4.0's reference, the same numbers as 0.14.1's) or TD3BCLoss (0.14.1's).
+enum class Variant { TD3, TD3BC };
 
-/// A TD3Loss whose smoothing noise is given (the reference's recorded normals, in the run's row
-/// order and dtype) instead of drawn, for the perturbed runs: their permuted rows and float64
-/// draws would not line up with TorchRL's.
-class InjectedTD3 : public TD3LossImpl<> {
+const nlohmann::json& reference(Variant v) {
+  return rlobj_test::reference_file(v == Variant::TD3 ? "td3_torchrl.json" : "torchrl-0.14.1/td3_bc_torchrl.json");
+}
+const nlohmann::json& td3_reference() { return reference(Variant::TD3); }
+
+/// A TD3Loss (or TD3BCLoss) whose smoothing noise is given (the reference's recorded normals, in
+/// the run's row order and dtype) instead of drawn, for the perturbed runs: their permuted rows and
+/// float64 draws would not line up with TorchRL's.
+template <typename Impl>
+class Injected : public Impl {
  public:
-  using TD3LossImpl<>::TD3LossImpl;
+  using Impl::Impl;
   std::deque<torch::Tensor> normals;
   bool use_generator = false;  ///< draw as TorchRL does instead
 
  protected:
   torch::Tensor standard_normal_like(const torch::Tensor& action) override {
-    if (use_generator) return TD3LossImpl<>::standard_normal_like(action);
+    if (use_generator) return Impl::standard_normal_like(action);
     REQUIRE_FALSE(normals.empty());
     torch::Tensor n = normals.front();
     normals.pop_front();
@@ -59,8 +69,8 @@ torch::Tensor json_tensor(const nlohmann::json& rec) {
 }
 
 /// The reference batch (its recorded values), rows permuted and converted as `p` says.
-TensorDict td3_batch(const parity::Perturbation& p) {
-  const auto& b = td3_reference()["batch"];
+TensorDict td3_batch(const parity::Perturbation& p, Variant v = Variant::TD3) {
+  const auto& b = reference(v)["batch"];
   TensorDict td({8});
   for (const auto& item : b.items()) {
     std::vector<std::string> parts;
@@ -83,13 +93,19 @@ struct Mutation {
   std::optional<double> noise_clip;   ///< another clip of the smoothing noise
   bool done_as_mask = false;          ///< bootstrap on `done` instead of `terminated`
   bool sum_reduction = false;         ///< drop the 1/B of the mean
+  std::optional<double> alpha;        ///< TD3BCLoss: another alpha
 };
 
 /// `engine`: the update on `rlobj::engine::ActorCriticEngine` where it computes the run (float32,
 /// a mean reduction), op by op otherwise.
-parity::Quantities run_td3(const std::string& scenario, const parity::Perturbation& pert, bool inject,
-                           const Mutation& mut = {}, bool engine = false) {
-  const auto& ref = td3_reference();
+template <Variant V>
+parity::Quantities run_variant(const std::string& scenario, const parity::Perturbation& pert, bool inject,
+                               const Mutation& mut, bool engine) {
+  constexpr bool bc = V == Variant::TD3BC;
+  using Impl = Injected<std::conditional_t<bc, TD3BCLossImpl<>, TD3LossImpl<>>>;
+  using Holder = std::conditional_t<bc, TD3BCLoss<>, TD3Loss<>>;
+  using Options = std::conditional_t<bc, TD3BCLossOptions, TD3LossOptions>;
+  const auto& ref = reference(V);
   const auto& sc = ref["scenarios"][scenario];
   const auto& kw = sc["loss_kwargs"];
   parity::MlpLayout actor_layout("actor", {32, 32}, pert);
@@ -101,15 +117,15 @@ parity::Quantities run_td3(const std::string& scenario, const parity::Perturbati
   Actor actor(actor_mlp);
   ValueOperator qvalue(q_mlp, {"observation", "action"});
   rlobj::Bounded spec(-2.0, 2.0, {1}, pert.dtype);
-  const auto options = TD3LossOptions()
-                           .num_qvalue_nets(kw["num_qvalue_nets"].get<int64_t>())
-                           .policy_noise(kw["policy_noise"].get<double>())
-                           .noise_clip(kw["noise_clip"].get<double>());
-  auto mutated = options;
+  auto mutated = Options()
+                     .num_qvalue_nets(kw["num_qvalue_nets"].get<int64_t>())
+                     .policy_noise(kw["policy_noise"].get<double>())
+                     .noise_clip(kw["noise_clip"].get<double>());
+  if constexpr (bc) mutated.alpha(mut.alpha ? *mut.alpha : kw["alpha"].get<double>());
   if (mut.noise_clip) mutated.noise_clip(*mut.noise_clip);
   if (mut.sum_reduction) mutated.reduction(Reduction::Sum);
-  auto impl = std::make_shared<InjectedTD3>(actor, qvalue, spec, mutated);
-  TD3Loss<> loss(impl);
+  auto impl = std::make_shared<Impl>(actor, qvalue, spec, mutated);
+  Holder loss(impl);
   if (mut.gamma) loss->make_value_estimator(ValueEstimators::TD0, value::ValueEstimatorOptions().gamma(*mut.gamma));
   if (mut.done_as_mask) loss->set_keys({{"terminated", "done"}});
   // TorchRL redraws the critic copies; the reference overwrites them with the formula.
@@ -159,11 +175,12 @@ parity::Quantities run_td3(const std::string& scenario, const parity::Perturbati
   std::unique_ptr<rlobj::engine::ActorCriticEngine> fused;
   if (engine) {
     std::string why;
+    REQUIRE_FALSE(bc);  // the engine computes TD3Loss, not TD3BCLoss
     fused = rlobj::engine::ActorCriticEngine::make(loss, optim, optim, nullptr, updater, &why);
     INFO(why);
     REQUIRE((fused != nullptr) == (pert.dtype == torch::kFloat32 && !mut.sum_reduction));
   }
-  TensorDict batch = td3_batch(pert);
+  TensorDict batch = td3_batch(pert, V);
   const auto perm = pert.perm("batch", 8);
   const auto unpermute = torch::argsort(perm);
   for (size_t i = 0; i < sc["iterations"].size(); ++i) {
@@ -206,6 +223,12 @@ parity::Quantities run_td3(const std::string& scenario, const parity::Perturbati
     if (!fused) optim->zero_grad();  // the engine overwrites the gradients
   }
   return q;
+}
+
+parity::Quantities run_td3(const std::string& scenario, const parity::Perturbation& pert, bool inject,
+                           const Mutation& mut = {}, bool engine = false, Variant v = Variant::TD3) {
+  return v == Variant::TD3 ? run_variant<Variant::TD3>(scenario, pert, inject, mut, engine)
+                           : run_variant<Variant::TD3BC>(scenario, pert, inject, mut, engine);
 }
 
 std::map<std::string, const nlohmann::json*> td3_records(const nlohmann::json& sc) {
@@ -389,6 +412,92 @@ TEST_CASE("TD3Loss: twin critics, targets, parameters and errors", "[td3]") {
     REQUIRE_THROWS_WITH(loss(batch), Contains("TD3Loss: input key \"action\" not found"));
     REQUIRE_THROWS_WITH(loss->make_value_estimator(ValueEstimators::GAE), Contains("GAE is not implemented"));
   }
+}
+
+TEST_CASE("TD3BCLoss, Adam and SoftUpdate reproduce TorchRL 0.14.1", "[td3][td3_bc][parity]") {
+  for (const auto& scenario : reference(Variant::TD3BC)["scenarios"].items()) {
+    DYNAMIC_SECTION("scenario " << scenario.key()) {
+      const auto records = td3_records(scenario.value());
+      std::vector<parity::Quantities> spread;
+      for (const auto& p : parity::tolerance_runs()) {
+        spread.push_back(run_td3(scenario.key(), p, /*inject=*/true, {}, false, Variant::TD3BC));
+      }
+      const auto base = run_td3(scenario.key(), parity::Perturbation::none(), /*inject=*/true, {}, false, Variant::TD3BC);
+      const auto drawn = run_td3(scenario.key(), parity::Perturbation::none(), /*inject=*/false, {}, false, Variant::TD3BC);
+      const auto report = parity::compare(records, drawn, base, spread, td3_operands(scenario.value(), drawn));
+      // Every output TorchRL's TD3BCLoss writes, bc_loss and lmbd included, was compared.
+      for (const char* key : {"bc_loss", "lmbd", "loss_actor", "state_action_value_actor"}) {
+        CHECK(records.count("iterations/0/loss_out/" + std::string(key)) == 1);
+      }
+      parity::require_match(report, scenario.key());
+    }
+  }
+}
+
+TEST_CASE("TD3BCLoss: parity fails under semantic mutations", "[td3][td3_bc][parity][mutation]") {
+  struct Case {
+    const char* name;
+    Mutation mutation;
+  };
+  Mutation alpha, gamma, sum;
+  alpha.alpha = 2.0;
+  gamma.gamma = 0.98;
+  sum.sum_reduction = true;
+  const char* scenario = "alpha_2.5_policy_noise_0";
+  const auto& sc = reference(Variant::TD3BC)["scenarios"][scenario];
+  for (const auto& c : {Case{"alpha 2.0", alpha}, Case{"gamma 0.98", gamma}, Case{"a missing 1/B", sum}}) {
+    INFO(c.name);
+    const auto records = td3_records(sc);
+    std::vector<parity::Quantities> spread;
+    for (const auto& p : parity::tolerance_runs()) spread.push_back(run_td3(scenario, p, true, {}, false, Variant::TD3BC));
+    const auto base = run_td3(scenario, parity::Perturbation::none(), true, {}, false, Variant::TD3BC);
+    const auto mutated = run_td3(scenario, parity::Perturbation::none(), true, c.mutation, false, Variant::TD3BC);
+    const auto report = parity::compare(records, mutated, base, spread, td3_operands(sc, base));
+    INFO(report.mismatches.size() << " mismatches, worst |diff|/tolerance " << report.worst_ratio);
+    CHECK(report.compared > 0);
+    CHECK(report.mismatches.size() > 0);
+  }
+}
+
+TEST_CASE("TD3BCLoss: outputs, options and the engine's fallback", "[td3][td3_bc]") {
+  torch::manual_seed(0);
+  Actor actor(MLP(MLPOptions(3, 1).num_cells({8})));
+  ValueOperator qvalue(MLP(MLPOptions(4, 1).num_cells({8})), {"observation", "action"});
+  rlobj::Bounded spec(-2.0, 2.0, {1});
+  auto loss = TD3BCLoss<>(actor, qvalue, spec, TD3BCLossOptions().alpha(1.5));
+  TensorDict batch = td3_batch(parity::Perturbation::none(), Variant::TD3BC);
+  TensorDict out = loss(batch);
+  std::vector<std::string> keys;
+  for (const auto& item : out.items()) keys.push_back(item.first.str());
+  std::sort(keys.begin(), keys.end());
+  auto declared = loss->out_keys();
+  std::sort(declared.begin(), declared.end());
+  CHECK(keys == declared);
+  CHECK(out.get("state_action_value_actor").sizes() == torch::IntArrayRef({8}));  // critic 0's
+  CHECK(out.get("pred_value").sizes() == torch::IntArrayRef({2, 8}));
+  // The actor loss is -lambda * mean Q_0 + the behaviour-cloning term, lambda = alpha / mean|Q_0|.
+  const torch::Tensor q = out.get("state_action_value_actor");
+  CHECK(out.get("lmbd").item<double>() == Approx(1.5 / q.abs().mean().item<double>()));
+  TensorDict in({8});
+  in.set("observation", batch.get("observation"));
+  const torch::Tensor mu = actor(in).get("action").detach();
+  CHECK(out.get("bc_loss").item<double>() == Approx((mu - batch.get("action")).pow(2).mean().item<double>()));
+  CHECK(out.get("loss_actor").item<double>() ==
+        Approx(-out.get("lmbd").item<double>() * q.mean().item<double>() + out.get("bc_loss").item<double>()));
+  std::ostringstream printed;
+  loss->pretty_print(printed);
+  CHECK(printed.str() == "rlobj::objectives::TD3BCLoss(num_qvalue_nets=2, policy_noise=0.2, noise_clip=0.5, alpha=1.5)");
+  REQUIRE_THROWS_WITH(TD3BCLoss<>(actor, qvalue, spec, TD3BCLossOptions().alpha(-1)),
+                      Contains("TD3BCLossOptions: alpha must be finite and >= 0, got -1"));
+  REQUIRE_THROWS_WITH(TD3BCLoss<>(actor, qvalue, spec, TD3BCLossOptions().num_qvalue_nets(0)),
+                      Contains("TD3BCLossOptions: num_qvalue_nets must be >= 1, got 0"));
+  REQUIRE_THROWS_WITH(TD3BCLoss<>(actor, qvalue, rlobj::Unbounded({1})), Contains("TD3BCLoss: the action spec must be Bounded"));
+  // The fused engine computes TD3Loss only: TD3BCLoss takes the op-by-op path, saying why.
+  auto optim = std::make_shared<torch::optim::Adam>(loss->parameters(), torch::optim::AdamOptions(1e-3));
+  auto updater = std::make_shared<SoftUpdate>(loss, SoftUpdateOptions().eps(0.995));
+  std::string why;
+  CHECK(rlobj::engine::ActorCriticEngine::make(loss, optim, optim, nullptr, updater, &why) == nullptr);
+  CHECK_THAT(why, Contains("a loss the engine does not compute"));
 }
 
 }  // namespace rlobj_test_objectives_td3_test

@@ -23,6 +23,7 @@ import common as C  # noqa: E402
 CASES = {
     "ddpg": ("ddpg", "generate"),
     "td3": ("td3", "generate"),
+    "td3_bc": ("td3", "generate_bc"),
     "sac": ("sac", "generate"),
     "dqn": ("dqn", "generate_dqn"),
     "dqn_double": ("dqn", "generate_double"),

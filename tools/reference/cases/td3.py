@@ -1,11 +1,12 @@
-"""td3: TD3Loss (2 critics, action spec [-2, 2]) + SoftUpdate(eps=0.995), 2 iterations."""
+"""td3: TD3Loss (2 critics, action spec [-2, 2]) + SoftUpdate(eps=0.995), 2 iterations.
+td3_bc: the same with TD3BCLoss (TD3 + behaviour cloning, Fujimoto and Gu, 2021) and its alpha."""
 
 from collections import OrderedDict
 
 import torch
 from torchrl.data import Bounded
 from torchrl.modules import MLP, Actor, ValueOperator
-from torchrl.objectives import SoftUpdate, TD3Loss
+from torchrl.objectives import SoftUpdate, TD3BCLoss, TD3Loss
 
 import common as C
 from cases import critics
@@ -13,6 +14,8 @@ from cases import critics
 N_ITER = 2
 EPS = 0.995
 SCENARIOS = [("policy_noise_0", 0.0, None), ("policy_noise_0.2_seeded", 0.2, 21)]
+# TD3BCLoss: (name, policy_noise, seed, alpha)
+SCENARIOS_BC = [("alpha_2.5_policy_noise_0", 0.0, None, 2.5), ("alpha_0.7_policy_noise_0.2_seeded", 0.2, 23, 0.7)]
 
 
 def order():
@@ -29,16 +32,22 @@ def build():
     return actor_mlp, q_mlp, actor, qvalue
 
 
-def scenario(name, pn, seed):
+def scenario(name, pn, seed, alpha=None):
+    """TD3Loss, or with `alpha` TD3BCLoss."""
     torch.manual_seed(0)  # the critic copies' re-draw (overwritten below) consumes the generator
     actor_mlp, q_mlp, actor, qvalue = build()
     spec = Bounded(-2.0, 2.0, (1,))
-    loss = TD3Loss(actor, qvalue, action_spec=spec, num_qvalue_nets=2, policy_noise=pn, noise_clip=0.5)
+    kwargs = dict(action_spec=spec, num_qvalue_nets=2, policy_noise=pn, noise_clip=0.5)
+    if alpha is not None:
+        kwargs["alpha"] = alpha
+    loss = (TD3Loss if alpha is None else TD3BCLoss)(actor, qvalue, **kwargs)
     sc = OrderedDict()
-    sc["loss_class"] = "TD3Loss"
+    sc["loss_class"] = type(loss).__name__
     sc["loss_kwargs"] = OrderedDict(
         [("action_spec", "Bounded(-2.0, 2.0, (1,))"), ("num_qvalue_nets", 2), ("policy_noise", pn), ("noise_clip", 0.5)]
     )
+    if alpha is not None:
+        sc["loss_kwargs"]["alpha"] = alpha
     sc["effective_defaults"] = OrderedDict(
         [
             ("loss_function", loss.loss_function),
@@ -55,7 +64,7 @@ def scenario(name, pn, seed):
     sc["value_estimator"] = type(loss.value_estimator).__name__
     sc["gamma"] = C.scalar(loss.value_estimator.gamma)
     sc["out_keys_declared"] = list(loss.out_keys)
-    sc["critic_copy_initialisation"] = critics.overwrite_copies(loss, q_mlp, "TD3Loss")
+    sc["critic_copy_initialisation"] = critics.overwrite_copies(loss, q_mlp, sc["loss_class"])
     updater = SoftUpdate(loss, eps=EPS)
     table = C.ParamTable(loss, {"actor_network_params": "actor", "qvalue_network_params": "qvalue"},
                          expanded={"qvalue_network_params"}, order=order())
@@ -114,9 +123,9 @@ def scenario(name, pn, seed):
     return sc
 
 
-def generate():
+def generate(case="td3", scenarios=None):
     data = OrderedDict()
-    m = C.base_meta("td3")
+    m = C.base_meta(case)
     m["batch_formula"] = OrderedDict(C.FLAT_BATCH_FORMULA)
     m["batch_formula"]["action[i,0]"] = "0.8*cos(0.7*i + 0.3)"
     m["batch_formula"]["obs_dim"] = 3
@@ -138,5 +147,9 @@ def generate():
             entries.append((f"qvalue{c}.{n}", C.formula_tensor(6 + 6 * c + l, shape)))
     data["canonical_params"] = C.canonical_params_record(entries)
     data["batch"] = C.batch_record(C.flat_batch(3))
-    data["scenarios"] = OrderedDict((name, scenario(name, pn, seed)) for name, pn, seed in SCENARIOS)
+    data["scenarios"] = OrderedDict((s[0], scenario(*s)) for s in (scenarios or SCENARIOS))
     return data
+
+
+def generate_bc():
+    return generate("td3_bc", SCENARIOS_BC)
