@@ -16,6 +16,13 @@
 
 #include "common/app.h"
 #include "common/offpolicy.h"
+// --save-dataset where nlohmann/json is (rlobj::offline, rlobj/data/torchrl_files.h).
+#if __has_include(<nlohmann/json.hpp>)
+#include <filesystem>
+
+#include <rlobj/data/torchrl_files.h>
+#define RLOBJ_EXAMPLES_DATASET 1
+#endif
 #if RLOBJ_EXAMPLES_DISTRIBUTED
 #include "common/distributed.h"
 #endif
@@ -45,6 +52,12 @@ int run(int argc, char** argv) {
               0);
   ex::add_int(app, "--weights-every", weights_every,
               "With --collectors: push the policy to the collectors every N rounds, >= 1", 1);
+  std::string dataset;
+#if RLOBJ_EXAMPLES_DATASET
+  app.add_option("--save-dataset", dataset,
+                 "At the end, write the replay buffer (every transition it holds, exploration included) to this new "
+                 "folder in TorchRL's ReplayBuffer.dumps layout: an offline dataset for C++ or Python");
+#endif
   ex::add_real(app, "--dist-timeout", dist_timeout,
                "With --collectors: seconds any collective or message may take before the run fails, in (0, 86400]",
                ex::real([](double v) { return v > 0 && v <= 86400; }, "in (0, 86400]"));
@@ -71,10 +84,28 @@ int run(int argc, char** argv) {
         "(rank 0 learns, the others collect)", Algo::kProgram, world));
   }
   if (collectors == 0) {
+#if RLOBJ_EXAMPLES_DATASET
+    // Refused before training, not after it.
+    if (!dataset.empty() && std::filesystem::exists(dataset)) {
+      throw std::invalid_argument(fmt::format("{}: --save-dataset {}: the folder exists; remove it or pick another",
+                                              Algo::kProgram, dataset));
+    }
+#endif
     Run<Algo> r(cfg);
     ex::resume_if_asked(*r.trainer, flags);
     announce(r);
-    return ex::train_and_report(*r.trainer, report_of(r, cfg), cfg, flags, t0);
+    const int status = ex::train_and_report(*r.trainer, report_of(r, cfg), cfg, flags, t0);
+#if RLOBJ_EXAMPLES_DATASET
+    if (!dataset.empty()) {
+      rlobj::data::dump_torchrl_buffer(r.rb, dataset);
+      fmt::print("dataset: {} transitions written to {} (TorchRL's ReplayBuffer.dumps layout)\n", r.rb.size(), dataset);
+    }
+#endif
+    return status;
+  }
+  if (!dataset.empty()) {
+    throw std::invalid_argument(fmt::format("{}: --save-dataset is for one-process runs (not with --collectors)",
+                                            Algo::kProgram));
   }
 #if RLOBJ_EXAMPLES_DISTRIBUTED
   namespace dist = rlobj::distributed;

@@ -1,10 +1,12 @@
-# ctest entry interop.torchrl: TorchRL 0.14.1, in Python, loads what rlobj saves and acts as rlobj.
+# ctest entry interop.torchrl: TorchRL 0.14.1, in Python, loads what rlobj saves and acts as rlobj,
+# and loads the replay buffer rlobj dumps (then dumps it back for rlobj to read).
 #   cmake -DTESTS=<rlobj_tests> -DPYTHON=<python with torchrl 0.14.1, or empty> -DDIR=<scratch dir>
 #         -DSCRIPT=<tests/interop/check_torchrl.py> -P check_torchrl.cmake
 # 1. rlobj_tests "[.interop-torchrl-write]" saves each example policy (save_state_dict), some
 #    observations and rlobj's actions; 2. check_torchrl.py builds TorchRL's policies, loads those
 #    files strictly and acts; 3. rlobj_tests "[.interop-torchrl-read]" compares the actions
-#    within the derived tolerance. PYTHON defaults to tools/reference's virtual environment
+#    within the derived tolerance; the same three steps round-trip a replay buffer
+#    (tests/data/torchrl_files_test.cpp). PYTHON defaults to tools/reference's virtual environment
 #    ($RLOBJ_REFERENCE_VENV, else ~/.cache/rlobj/reference-venv); skipped, saying why, when it
 #    cannot import torchrl 0.14.1 (about 5 GB; tools/reference/generate.sh creates it).
 if(NOT PYTHON)
@@ -40,4 +42,5 @@ if(NOT rc EQUAL 0)
   message(FATAL_ERROR "interop.torchrl: TorchRL's actions differ from rlobj's (${rc})")
 endif()
 file(REMOVE_RECURSE ${DIR})
-message("interop.torchrl: passed (every example policy loaded strictly in TorchRL 0.14.1 and acted within the derived tolerance)")
+message("interop.torchrl: passed (every example policy loaded strictly in TorchRL 0.14.1 and acted within the derived "
+        "tolerance; rlobj's replay buffer loaded by TorchRL and back, unchanged)")

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The Python step of the ctest entry interop.torchrl: TorchRL 0.14.1 loads rlobj's policies.
+"""The Python step of the ctest entry interop.torchrl: TorchRL 0.14.1 loads rlobj's policies and
+its replay buffer.
 
     check_torchrl.py DIR
 
@@ -7,7 +8,10 @@ For each example policy of tools/reference/cases/policies.py: builds TorchRL's p
 DIR/rlobj_<name>.pt (rlobj::save_state_dict) with load_state_dict(strict=True), acts
 deterministically on DIR/rlobj_<name>_io.pt's observations and writes
 DIR/torchrl_<name>.pt = {"observation", "action"} for the C++ side to compare with rlobj's
-actions within the derived tolerance. Exit status 1 if a file does not load strictly.
+actions within the derived tolerance. Then loads DIR/rlobj_buffer (rlobj::data::dump_torchrl_buffer)
+with ReplayBuffer(storage=LazyTensorStorage(32)).loads, compares every position, the cursor and
+the batch size with DIR/rlobj_buffer_expected.pt, and dumps it to DIR/torchrl_buffer for the C++
+side to read back. Exit status 1 if a file does not load strictly or a buffer entry differs.
 """
 
 import os
@@ -39,7 +43,34 @@ def main(directory):
         action = P.act(policy, obs)
         torch.save({"observation": obs, "action": action}, os.path.join(directory, f"torchrl_{name}.pt"))
         print(f"interop.torchrl: {name}: loaded strictly ({len(state)} entries), {obs.shape[0]} actions")
+    failed += check_buffer(directory)
     return 1 if failed else 0
+
+
+def check_buffer(directory):
+    from torchrl.data import LazyTensorStorage, ReplayBuffer
+
+    expected = torch.load(os.path.join(directory, "rlobj_buffer_expected.pt"))
+    rb = ReplayBuffer(storage=LazyTensorStorage(32))
+    rb.loads(os.path.join(directory, "rlobj_buffer"))
+    storage = rb.storage._storage
+    bad = []
+    for key, value in expected.items():
+        if key == "cursor":
+            if rb._writer._cursor != int(value):
+                bad.append(f"cursor {rb._writer._cursor} != {int(value)}")
+            continue
+        got = storage.get(tuple(key.split(".")))
+        if got.dtype != value.dtype or not torch.equal(got, value):
+            bad.append(f"entry {key} differs")
+    if len(rb) != 32 or rb._batch_size != 16:
+        bad.append(f"len {len(rb)} / batch size {rb._batch_size}")
+    if bad:
+        print(f"interop.torchrl: rlobj's replay buffer in TorchRL: {bad}")
+        return ["buffer"]
+    rb.dumps(os.path.join(directory, "torchrl_buffer"))
+    print(f"interop.torchrl: rlobj's replay buffer loaded by TorchRL ({len(expected) - 1} entries, 32 positions), dumped back")
+    return []
 
 
 if __name__ == "__main__":

@@ -32,9 +32,10 @@ CASES = {
     "a2c": ("a2c", "generate"),
     "reinforce": ("reinforce", "generate"),
     "policies": ("policies", "generate"),  # also writes policy_<name>.pt into DIR
+    "replay_buffer": ("replay_buffer", "generate"),  # also writes DIR/replay_buffer/
 }
 # cases whose function takes the output folder (they write files beside their JSON)
-WRITES_FILES = {"policies"}
+WRITES_FILES = {"policies", "replay_buffer"}
 
 
 def main(argv=None):

@@ -4,7 +4,7 @@
 #   tools/reference/generate.sh [--out DIR] [CASE ...]
 #
 # Default DIR: tests/data/reference/torchrl-0.14.1; default: every case (ddpg td3 td3_bc sac dqn
-# dqn_double gae ppo a2c reinforce policies). Makes (once) a virtual environment with the pinned
+# dqn_double gae ppo a2c reinforce policies replay_buffer). Makes (once) a virtual environment with the pinned
 # requirements.txt, sets the determinism environment and runs generate.py, which writes
 # <case>_torchrl.json and DIR/README.md (provenance and checksums).
 #

@@ -135,6 +135,27 @@ class ReplayBuffer {
     return gather_rows(order);
   }
 
+  /// Replaces the contents with `rows` (batch_size `[n]`, `n <= capacity()`) at storage
+  /// positions `0 .. n-1`, the next write at `cursor` (`n` unless the buffer is full): a buffer
+  /// written elsewhere, position for position (`load_torchrl_buffer`). The layout is `rows`'s.
+  /// All or nothing: on an error the buffer is left as it was.
+  void assign(const TensorDict& rows, int64_t cursor) {
+    TORCH_CHECK_VALUE(rows.batch_dims() == 1, "ReplayBuffer.assign: expected rows with one batch dim, got batch_size ",
+                      rlobj::detail::shape_str(rows.batch_size()));
+    const int64_t n = rows.batch_size()[0];
+    TORCH_CHECK_VALUE(n <= options_.capacity() && cursor >= 0 && cursor < options_.capacity() &&
+                          (n == options_.capacity() || cursor == n),
+                      "ReplayBuffer.assign: ", n, " rows with the next write at ", cursor, " do not fit capacity ",
+                      options_.capacity());
+    ReplayBuffer fresh(options_);
+    fresh.extend(rows);
+    layout_ = std::move(fresh.layout_);
+    storage_ = std::move(fresh.storage_);
+    example_ = std::move(fresh.example_);
+    cursor_ = cursor;
+    size_ = n;
+  }
+
   /// Number of transitions stored (at most `capacity()`).
   int64_t size() const noexcept { return size_; }
   /// True when no transition is stored.
