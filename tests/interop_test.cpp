@@ -55,11 +55,8 @@ torch::Tensor json_tensor(const nlohmann::json& rec, torch::Dtype dtype = torch:
   return torch::tensor(v, torch::kFloat64).reshape(rec["shape"].get<std::vector<int64_t>>()).to(dtype);
 }
 
-fs::path scratch(const std::string& name) {
-  auto dir = fs::temp_directory_path() / ("rlobj_interop_test_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  return dir / name;
-}
+/// A file in this process's scratch folder (removed when the process ends).
+fs::path scratch(const std::string& name) { return rlobj_test::process_scratch("rlobj_interop_test") / name; }
 
 /// Bytes given by value (pickles hold NULs and opcodes that C++ string literals mangle).
 std::string raw(std::initializer_list<int> bytes) {

@@ -36,11 +36,8 @@ namespace {
 using rlobj_test::slurp;
 using rlobj_test::spit;
 
-fs::path scratch(const std::string& name) {
-  auto dir = fs::temp_directory_path() / ("rlobj_serialize_test_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  return dir / name;
-}
+/// A file in this process's scratch folder (removed when the process ends).
+fs::path scratch(const std::string& name) { return rlobj_test::process_scratch("rlobj_serialize_test") / name; }
 
 TensorDict transitions(int64_t first, int64_t n) {
   auto id = torch::arange(first, first + n, torch::kLong);

@@ -4,11 +4,15 @@
 
 #include <cstdint>
 #include <filesystem>
-#include <limits>
 #include <fstream>
 #include <iterator>
+#include <limits>
+#include <map>
 #include <string>
+#include <system_error>
 #include <vector>
+
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
@@ -16,6 +20,26 @@
 #include <rlobj/tensordict.h>
 
 namespace rlobj_test {
+
+/// This process's scratch folder `<temp>/<prefix>_<pid>`, created on first use and removed (with
+/// everything in it) when the process ends: tests leave nothing behind in /tmp.
+inline std::filesystem::path process_scratch(const std::string& prefix) {
+  struct Roots {
+    std::map<std::string, std::filesystem::path> paths;
+    ~Roots() {
+      std::error_code ec;
+      for (const auto& item : paths) std::filesystem::remove_all(item.second, ec);
+    }
+  };
+  static Roots roots;
+  auto it = roots.paths.find(prefix);
+  if (it == roots.paths.end()) {
+    it = roots.paths.emplace(prefix, std::filesystem::temp_directory_path() /
+                                         (prefix + "_" + std::to_string(::getpid()))).first;
+  }
+  std::filesystem::create_directories(it->second);
+  return it->second;
+}
 
 /// The elements of `t`, flattened, as doubles (for readable CHECKs).
 inline std::vector<double> values(const torch::Tensor& t) {

@@ -147,12 +147,12 @@ inline void legacy_entries(const torch::nn::Module& m, const std::string& curren
 }  // namespace detail
 
 /// The named migration **rlobj-0.1**: a state dict of `module` written under rlobj 0.1's names
-/// (`save_state_dict` or `state_dict` before 0.2) renamed to the current ones, TorchRL's:
-/// a `TensorDictSequential`'s children `0.*`, `1.*` become `module.0.*`, `module.1.*`; a
-/// `ProbabilisticActor`'s `module.*` becomes `module.0.*`; a `TanhModule`'s `scale` and `shift`
-/// become `<key>_low = shift - scale` and `<key>_high = shift + scale` (exact for bounds such as
-/// ±1 or ±2; to rounding otherwise); an `AddStateIndependentNormalScale`'s `scale` becomes
-/// `state_independent_scale`. Entries that are not 0.1 names of `module` pass unchanged.
+/// (`save_state_dict` or `state_dict` before 0.2) renamed to the current ones, TorchRL's: the
+/// children `0` and `1` of a `TensorDictSequential` become `module.0` and `module.1`; the child
+/// `module` of a `ProbabilisticActor` becomes `module.0`; the buffers `scale` and `shift` of a
+/// `TanhModule` become the bounds `<key>_low` (shift - scale) and `<key>_high` (shift + scale),
+/// exact for bounds such as 1 or 2 and to rounding otherwise; the parameter `scale` of an
+/// `AddStateIndependentNormalScale` becomes `state_independent_scale`. Entries that are not 0.1 names of `module` pass unchanged.
 /// `load_state_dict` applies it by itself when a state dict matches `module` only through it.
 inline StateDict migrate_state_dict_from_0_1(const StateDict& sd, const torch::nn::Module& module) {
   std::vector<detail::LegacyEntry> entries;

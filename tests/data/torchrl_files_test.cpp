@@ -14,13 +14,12 @@
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "objectives/json_reference.h"
+#include "test_utils.h"
 
 // Everything in a namespace of its own, so that a unity build can join test files.
 namespace rlobj_test_data_torchrl_files {
@@ -50,9 +49,9 @@ std::string bytes_of(const fs::path& p) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-/// A scratch folder removed when the test ends.
+/// A scratch folder, emptied when the test case starts and ends (and removed with the process's).
 struct Scratch {
-  fs::path dir = fs::temp_directory_path() / ("rlobj_torchrl_files_" + std::to_string(::getpid()));
+  fs::path dir = rlobj_test::process_scratch("rlobj_torchrl_files") / "case";
   Scratch() { fs::remove_all(dir); }
   ~Scratch() { fs::remove_all(dir); }
 };

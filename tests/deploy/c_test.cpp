@@ -15,6 +15,7 @@
 #include <torch/torch.h>
 
 #include "deploy/policies.h"
+#include "test_utils.h"
 
 // Everything in a namespace of its own, so that a unity build can join test files.
 namespace rlobj_test_deploy_c_test {
@@ -24,21 +25,9 @@ namespace fs = std::filesystem;
 
 bool have_gcc() { return std::system("gcc --version >/dev/null 2>&1") == 0; }
 
-/// This process's scratch folder, removed when the process ends.
-const fs::path& scratch_root() {
-  struct Root {
-    fs::path path = fs::temp_directory_path() / ("rlobj_deploy_c_" + std::to_string(::getpid()));
-    ~Root() {
-      std::error_code ec;
-      fs::remove_all(path, ec);
-    }
-  };
-  static const Root root;
-  return root.path;
-}
-
+/// A folder in this process's scratch folder (removed when the process ends).
 fs::path scratch(const std::string& name) {
-  fs::path dir = scratch_root() / name;
+  fs::path dir = rlobj_test::process_scratch("rlobj_deploy_c") / name;
   fs::create_directories(dir);
   return dir;
 }

@@ -243,6 +243,82 @@ TEST_CASE("Trainer checkpoints: every record round-trips, and wrong files are re
   std::remove(path.c_str());
 }
 
+TEST_CASE("Offline trainer: updates from a dataset until total_updates, resumable, errors named", "[trainers]") {
+  // A dataset of 50 transitions whose "id" says which one was sampled.
+  rl::data::ReplayBuffer dataset(rl::data::ReplayBufferOptions(64).seed(4));
+  TensorDict rows({50});
+  rows.set("id", torch::arange(50, torch::kLong).unsqueeze(-1));
+  rows.set("observation", torch::randn({50, 3}));
+  dataset.extend(rows);
+  std::vector<torch::Tensor> seen;
+  auto make = [&](int64_t total) {
+    auto t = std::make_unique<Trainer>(rl::trainers::Offline{},
+                                       [&](const TensorDict& sub) {
+                                         seen.push_back(sub.get("id").squeeze(-1).clone());
+                                         return TensorDict(TensorDict::BatchSize{});
+                                       },
+                                       TrainerOptions().optim_steps_per_batch(3).total_updates(total));
+    rl::trainers::DatasetHook(dataset, /*batch_size=*/8).register_with(*t);
+    return t;
+  };
+  auto trainer = make(7);
+  CHECK(trainer->offline());
+  int64_t steps = 0;
+  while (trainer->step()) ++steps;
+  CHECK(steps == 3);  // 3 + 3 + 1 updates
+  CHECK(trainer->updates() == 7);
+  CHECK(trainer->frames() == 0);
+  CHECK(trainer->episodes() == 0);
+  REQUIRE(seen.size() == 7);
+  for (const auto& ids : seen) CHECK(ids.numel() == 8);
+  CHECK_FALSE(trainer->step());  // done stays done
+  REQUIRE_THROWS_WITH(trainer->collector(), Contains("an offline trainer has no collector"));
+
+  SECTION("a resumed run draws the same batches") {
+    const std::string path = temp_path("offline.pt");
+    seen.clear();
+    auto first = make(6);
+    first->step();
+    first->save(path);
+    first->train();
+    const std::vector<torch::Tensor> straight(seen.begin() + 3, seen.end());
+    seen.clear();
+    auto resumed = make(6);
+    resumed->load(path);
+    CHECK(resumed->updates() == 3);
+    resumed->train();
+    REQUIRE(seen.size() == straight.size());
+    for (size_t i = 0; i < seen.size(); ++i) CHECK(torch::equal(seen[i], straight[i]));
+    // Another dataset size is refused, naming both.
+    rl::data::ReplayBuffer other(rl::data::ReplayBufferOptions(64));
+    other.extend(rows.index({torch::indexing::Slice(0, 40)}));
+    Trainer mismatched(rl::trainers::Offline{}, [](const TensorDict&) { return TensorDict(TensorDict::BatchSize{}); },
+                       TrainerOptions().total_updates(6));
+    rl::trainers::DatasetHook(other, 8).register_with(mismatched);
+    REQUIRE_THROWS_WITH(mismatched.load(path), Contains("a dataset of 50 transitions; this one holds 40"));
+    std::remove(path.c_str());
+  }
+  SECTION("a dataset smaller than a batch is an error, not an endless loop") {
+    auto big_batch = std::make_unique<Trainer>(rl::trainers::Offline{},
+                                               [](const TensorDict&) { return TensorDict(TensorDict::BatchSize{}); },
+                                               TrainerOptions().total_updates(5));
+    rl::trainers::DatasetHook(dataset, /*batch_size=*/51).register_with(*big_batch);
+    REQUIRE_THROWS_WITH(big_batch->step(), Contains("a gate is closed, so no update can ever run"));
+  }
+  SECTION("bad options") {
+    auto noop = [](const TensorDict&) { return TensorDict(TensorDict::BatchSize{}); };
+    REQUIRE_THROWS_WITH(Trainer(rl::trainers::Offline{}, noop, TrainerOptions()),
+                        Contains("total_updates must be >= 1, got 0"));
+    REQUIRE_THROWS_WITH(Trainer(rl::trainers::Offline{}, noop, TrainerOptions().total_updates(3).init_random_frames(10)),
+                        Contains("init_random_frames must be 0"));
+    REQUIRE_THROWS_WITH(Trainer(rl::trainers::Offline{}, noop, TrainerOptions().total_updates(3).optim_steps_per_batch(0)),
+                        Contains("optim_steps_per_batch must be >= 1"));
+    REQUIRE_THROWS_WITH(Trainer(rl::trainers::Offline{}, Trainer::Update(), TrainerOptions().total_updates(3)),
+                        Contains("the update is empty"));
+    REQUIRE_THROWS_WITH(rl::trainers::DatasetHook(dataset, 0), Contains("batch_size must be positive, got 0"));
+  }
+}
+
 TEST_CASE("ReturnTracker: episode returns in time order per environment, in the chosen dtype", "[trainers]") {
   // Two environments, three steps: env 0 ends an episode at t = 1, env 1 at t = 2.
   TensorDict batch({2, 3});

@@ -135,9 +135,10 @@ class ReplayBuffer {
     return gather_rows(order);
   }
 
-  /// Replaces the contents with `rows` (batch_size `[n]`, `n <= capacity()`) at storage
-  /// positions `0 .. n-1`, the next write at `cursor` (`n` unless the buffer is full): a buffer
-  /// written elsewhere, position for position (`load_torchrl_buffer`). The layout is `rows`'s.
+  /// Replaces the contents with `rows` (one batch dim of n rows, at most `capacity()`) at the
+  /// storage positions 0 to n - 1, the next write at `cursor` (n unless the buffer is full): a
+  /// buffer written elsewhere, position for position (`load_torchrl_buffer`). The layout is that
+  /// of `rows`.
   /// All or nothing: on an error the buffer is left as it was.
   void assign(const TensorDict& rows, int64_t cursor) {
     TORCH_CHECK_VALUE(rows.batch_dims() == 1, "ReplayBuffer.assign: expected rows with one batch dim, got batch_size ",

@@ -45,7 +45,7 @@
 namespace rlobj {
 namespace data {
 
-namespace files_detail {
+namespace detail_files {
 
 namespace fs = std::filesystem;
 
@@ -190,25 +190,25 @@ void write_folder_atomic(const std::string& path, const char* who, Fill&& fill) 
   }
 }
 
-}  // namespace files_detail
+}  // namespace detail_files
 
 /// Reads a TensorDict saved in tensordict's memory-mapped layout (`td.memmap(path)` in Python):
 /// every tensor into memory, on the CPU, with the batch size `meta.json` gives. Nested
 /// TensorDicts come back as nested keys; non-tensor entries and nested (jagged) tensors are
 /// refused, naming them.
 inline TensorDict load_memmap(const std::string& dir) {
-  const nlohmann::ordered_json meta = files_detail::read_json(files_detail::fs::path(dir) / "meta.json");
-  const std::vector<int64_t> batch = files_detail::meta_shape(meta, files_detail::fs::path(dir) / "meta.json", "(the TensorDict)");
+  const nlohmann::ordered_json meta = detail_files::read_json(detail_files::fs::path(dir) / "meta.json");
+  const std::vector<int64_t> batch = detail_files::meta_shape(meta, detail_files::fs::path(dir) / "meta.json", "(the TensorDict)");
   TensorDict out(batch);
-  files_detail::load_memmap_into(out, {}, dir);
+  detail_files::load_memmap_into(out, {}, dir);
   return out;
 }
 
 /// Writes `td` in tensordict's memory-mapped layout (what `TensorDict.load_memmap(dir)` reads in
 /// Python): CPU copies, C order. `dir` must not exist; it appears when complete.
 inline void save_memmap(const TensorDict& td, const std::string& dir) {
-  files_detail::write_folder_atomic(dir, "save_memmap", [&](const files_detail::fs::path& tmp) {
-    files_detail::save_memmap_into(td, tmp, {});
+  detail_files::write_folder_atomic(dir, "save_memmap", [&](const detail_files::fs::path& tmp) {
+    detail_files::save_memmap_into(td, tmp, {});
   });
 }
 
@@ -218,12 +218,12 @@ inline void save_memmap(const TensorDict& td, const std::string& dir) {
 /// put it, and the default batch size is the buffer's. Sampling is rlobj's (uniform, seeded
 /// with `seed`); a sampler's saved state (priorities) is not read.
 inline ReplayBuffer load_torchrl_buffer(const std::string& path, uint64_t seed = 0) {
-  const files_detail::fs::path root(path);
-  const nlohmann::ordered_json storage_meta = files_detail::read_json(root / "storage" / "storage_metadata.json");
+  const detail_files::fs::path root(path);
+  const nlohmann::ordered_json storage_meta = detail_files::read_json(root / "storage" / "storage_metadata.json");
   TORCH_CHECK(!storage_meta.value("is_pytree", false), "load_torchrl_buffer: \"", path,
               "\" holds a storage of plain tensors (pytree); rlobj reads storages of TensorDicts");
-  const nlohmann::ordered_json writer = files_detail::read_json(root / "writer" / "metadata.json");
-  const nlohmann::ordered_json buffer = files_detail::read_json(root / "buffer_metadata.json");
+  const nlohmann::ordered_json writer = detail_files::read_json(root / "writer" / "metadata.json");
+  const nlohmann::ordered_json buffer = detail_files::read_json(root / "buffer_metadata.json");
   TensorDict storage = load_memmap((root / "storage").string());
   TORCH_CHECK(storage.batch_dims() == 1, "load_torchrl_buffer: \"", path, "\": the storage has batch size ",
               rlobj::detail::shape_str(storage.batch_size()), "; rlobj reads one batch dim (the buffer's positions)");
@@ -261,8 +261,8 @@ inline void dump_torchrl_buffer(ReplayBuffer& rb, const std::string& path) {
     t.narrow(0, 0, len).copy_(item.second.tensor());
     full.set(item.first, t);
   }
-  files_detail::write_folder_atomic(path, "dump_torchrl_buffer", [&](const files_detail::fs::path& tmp) {
-    files_detail::save_memmap_into(full, tmp / "storage", {});
+  detail_files::write_folder_atomic(path, "dump_torchrl_buffer", [&](const detail_files::fs::path& tmp) {
+    detail_files::save_memmap_into(full, tmp / "storage", {});
     nlohmann::ordered_json storage_meta = {{"metadata", nlohmann::ordered_json::object()}, {"is_pytree", false},
                                            {"len", len}};
     nlohmann::ordered_json writer = {{"cursor", rb.cursor()}, {"write_count", len}};
@@ -281,10 +281,10 @@ inline void dump_torchrl_buffer(ReplayBuffer& rb, const std::string& path) {
       }
       return out;
     };
-    files_detail::write_text(tmp / "storage" / "storage_metadata.json", python_json(storage_meta));
-    files_detail::fs::create_directories(tmp / "writer");
-    files_detail::write_text(tmp / "writer" / "metadata.json", python_json(writer));
-    files_detail::write_text(tmp / "buffer_metadata.json", python_json(buffer));
+    detail_files::write_text(tmp / "storage" / "storage_metadata.json", python_json(storage_meta));
+    detail_files::fs::create_directories(tmp / "writer");
+    detail_files::write_text(tmp / "writer" / "metadata.json", python_json(writer));
+    detail_files::write_text(tmp / "buffer_metadata.json", python_json(buffer));
   });
 }
 

@@ -8,6 +8,7 @@
 /// | hook | TorchRL | stages |
 /// |---|---|---|
 /// | `ReplayBufferHook` | `ReplayBufferTrainer` | extends at `batch_process`, samples at `process_optim_batch`, gates the updates |
+/// | `DatasetHook` | an offline loop's `replay_buffer.sample()` | samples a fixed dataset at `process_optim_batch`, gates the updates (offline trainers) |
 /// | `MiniBatchHook` | `BatchSubSampler` (on-policy epochs) | a minibatch per `process_optim_batch`, epochs over each batch |
 /// | `ReturnTracker` | `LogReward` | training episodes' returns at `batch_process` |
 /// | `LossTracker` | `LogScalar` of the losses | the last value of chosen loss entries at `post_loss` |
@@ -76,6 +77,60 @@ class ReplayBufferHook {
   data::ReplayBuffer* rb_;
   int64_t batch_size_;
   std::vector<NestedKey> keys_;
+  torch::Device device_;
+};
+
+/// Offline RL: each update trains on a sample of `dataset`, a replay buffer of logged transitions
+/// (`data::load_torchrl_buffer`) that the run never extends. Registers the gate (the dataset holds
+/// a batch), the sample (at ProcessOptimBatch, moved to `device`) and the record
+/// `dataset_sampler`: the dataset's sampling generator and size (the data is the dataset's, not
+/// the checkpoint's; resuming with a dataset of another size is refused, naming both).
+///
+/// ```
+/// auto dataset = data::load_torchrl_buffer("pendulum_dataset");
+/// trainers::Trainer trainer(trainers::Offline{}, update, trainers::TrainerOptions().total_updates(20000));
+/// trainers::DatasetHook(dataset, /*batch_size=*/256).register_with(trainer);
+/// trainer.train();
+/// ```
+class DatasetHook {
+ public:
+  /// `dataset` must outlive the trainer.
+  DatasetHook(data::ReplayBuffer& dataset, int64_t batch_size, torch::Device device = torch::kCPU)
+      : rb_(&dataset), batch_size_(batch_size), device_(device) {
+    TORCH_CHECK_VALUE(batch_size_ > 0, "DatasetHook: batch_size must be positive, got ", batch_size_);
+  }
+
+  /// Registers the gate, the sample and the record.
+  void register_with(Trainer& trainer) const {
+    data::ReplayBuffer* rb = rb_;
+    const int64_t batch_size = batch_size_;
+    const torch::Device device = device_;
+    trainer.add_gate([rb, batch_size] { return rb->size() >= batch_size; });
+    trainer.register_op(Stage::ProcessOptimBatch, [rb, batch_size, device](StepContext& c) {
+      c.sub_batch = rb->sample(batch_size);
+      if (!device.is_cpu()) c.sub_batch = c.sub_batch.to(device);
+    });
+    trainer.records().add(
+        "dataset_sampler",
+        [rb](torch::serialize::OutputArchive& a) {
+          a.write("generator", rb->generator().get_state());
+          a.write("size", torch::tensor(rb->size(), torch::kInt64));
+        },
+        [rb](torch::serialize::InputArchive& a) {
+          torch::Tensor state, size;
+          a.read("generator", state);
+          a.read("size", size);
+          TORCH_CHECK_VALUE(size.numel() == 1 && size.scalar_type() == torch::kLong,
+                            "the dataset sampler's record is corrupt");
+          TORCH_CHECK_VALUE(size.item<int64_t>() == rb->size(), "the checkpoint was made with a dataset of ",
+                            size.item<int64_t>(), " transitions; this one holds ", rb->size());
+          rb->generator().set_state(state);
+        });
+  }
+
+ private:
+  data::ReplayBuffer* rb_;
+  int64_t batch_size_;
   torch::Device device_;
 };
 

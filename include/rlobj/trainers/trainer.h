@@ -20,7 +20,13 @@
 ///     PostLoss(), PostOptim(), PostOptimLog()
 /// PostSteps(), PostStepsLog(batch)              // e.g. evaluate, log, checkpoint
 /// ```
+///
+/// Offline (`Trainer(Offline{}, update, options)`, TorchRL's offline loops): no collector; each
+/// step makes `optim_steps_per_batch` updates on what the ProcessOptimBatch hooks give (a
+/// dataset's samples: `DatasetHook`) until `total_updates`, with an empty batch for the other
+/// stages.
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -88,7 +94,13 @@ struct TrainerOptions {
   TORCH_ARG(int64_t, optim_steps_per_batch) = 1;
   /// Updates start once this many frames are collected (and every gate is open).
   TORCH_ARG(int64_t, init_random_frames) = 0;
+  /// Offline trainers: the number of updates the run makes (the last step makes fewer than
+  /// `optim_steps_per_batch` if that is what is left).
+  TORCH_ARG(int64_t, total_updates) = 0;
 };
+
+/// Tag of the offline `Trainer` constructor: `Trainer(Offline{}, update, options)`.
+struct Offline {};
 
 /// The training loop (see the file comment). The collector and the update are the trainer's;
 /// hooks are callables registered per stage and run in registration order.
@@ -112,7 +124,6 @@ class Trainer {
   Trainer(std::shared_ptr<collectors::DataCollectorBase> collector, Update update, TrainerOptions options = {})
       : collector_(std::move(collector)), update_(std::move(update)), options_(options) {
     TORCH_CHECK_VALUE(collector_ != nullptr, "Trainer: the collector is empty");
-    TORCH_CHECK_VALUE(static_cast<bool>(update_), "Trainer: the update is empty");
     TORCH_CHECK_VALUE(options_.optim_steps_per_batch() >= 0, "Trainer: optim_steps_per_batch must be >= 0, got ",
                       options_.optim_steps_per_batch());
     TORCH_CHECK_VALUE(options_.init_random_frames() >= 0, "Trainer: init_random_frames must be >= 0, got ",
@@ -120,6 +131,115 @@ class Trainer {
     records_.add(
         "collector", [this](torch::serialize::OutputArchive& a) { collector_->save(a); },
         [this](torch::serialize::InputArchive& a) { collector_->load(a); });
+    add_counters();
+  }
+
+  /// Offline: no collector, no environment. Each `step()` makes `optim_steps_per_batch` (>= 1)
+  /// updates, on the sub-batches the ProcessOptimBatch hooks set (`DatasetHook`), until
+  /// `options.total_updates()` (>= 1) updates are made; the batch the other stages see is empty,
+  /// and `frames()` and `episodes()` stay 0. A gate that is closed (a dataset smaller than a
+  /// batch) is an error, not an endless loop. The trainer's own record is "trainer_counters".
+  Trainer(Offline, Update update, TrainerOptions options) : update_(std::move(update)), options_(options) {
+    TORCH_CHECK_VALUE(options_.optim_steps_per_batch() >= 1,
+                      "Trainer (offline): optim_steps_per_batch must be >= 1, got ", options_.optim_steps_per_batch());
+    TORCH_CHECK_VALUE(options_.total_updates() >= 1, "Trainer (offline): total_updates must be >= 1, got ",
+                      options_.total_updates());
+    TORCH_CHECK_VALUE(options_.init_random_frames() == 0, "Trainer (offline): init_random_frames must be 0 (there "
+                      "are no frames), got ", options_.init_random_frames());
+    add_counters();
+  }
+
+  /// Registers `op` to run at `stage`, after the ops already registered there.
+  /// Registers `op` to run at `stage`, after the ops already registered there.
+  void register_op(Stage stage, Op op) {
+    TORCH_CHECK_VALUE(static_cast<bool>(op), "Trainer.register_op(", stage_name(stage), "): the op is empty");
+    ops_[static_cast<size_t>(stage)].push_back(std::move(op));
+  }
+  /// Adds a condition the optimisation steps wait for (a replay buffer holding a full batch).
+  void add_gate(std::function<bool()> gate) {
+    TORCH_CHECK_VALUE(static_cast<bool>(gate), "Trainer.add_gate: the gate is empty");
+    gates_.push_back(std::move(gate));
+  }
+
+  /// Collects one batch and trains on it; false once the collector is exhausted.
+  bool step() {
+    StepContext context;
+    int64_t steps = options_.optim_steps_per_batch();
+    if (collector_) {
+      std::optional<TensorDict> collected = collector_->next();
+      if (!collected) return false;
+      context.batch = std::move(*collected);
+    } else {
+      if (updates_ >= options_.total_updates()) return false;
+      steps = std::min(steps, options_.total_updates() - updates_);
+    }
+    run(Stage::BatchProcess, context);
+    run(Stage::PreStepsLog, context);
+    const bool go = ready();
+    TORCH_CHECK(go || collector_ != nullptr, "Trainer (offline): a gate is closed, so no update can ever run (a "
+                "dataset holding fewer transitions than a batch?)");
+    if (go) {
+      run(Stage::PreOptimSteps, context);
+      for (int64_t i = 0; i < steps; ++i) {
+        context.optim_step = i;
+        context.sub_batch = context.batch;
+        run(Stage::ProcessOptimBatch, context);
+        context.losses = update_(context.sub_batch);
+        ++updates_;
+        run(Stage::PostLoss, context);
+        run(Stage::PostOptim, context);
+        run(Stage::PostOptimLog, context);
+      }
+    }
+    ++batches_;
+    run(Stage::PostSteps, context);
+    run(Stage::PostStepsLog, context);
+    return true;
+  }
+
+  /// Runs `step()` until the collector is exhausted (offline: until `total_updates`).
+  void train() {
+    while (step()) {
+    }
+  }
+
+  /// Frames collected so far (the collector's count, restored with it; 0 offline).
+  int64_t frames() const { return collector_ ? collector_->frames() : 0; }
+  /// Episodes finished so far (0 offline).
+  int64_t episodes() const { return collector_ ? collector_->episodes() : 0; }
+  /// Whether the trainer has no collector (`Trainer(Offline{}, ...)`).
+  bool offline() const noexcept { return collector_ == nullptr; }
+  /// Updates (optimisation steps) so far.
+  int64_t updates() const noexcept { return updates_; }
+  /// Batches trained on so far.
+  int64_t batches() const noexcept { return batches_; }
+  /// The trainer's options.
+  const TrainerOptions& options() const noexcept { return options_; }
+  /// The collector (`c10::Error` for an offline trainer, which has none).
+  collectors::DataCollectorBase& collector() {
+    TORCH_CHECK(collector_ != nullptr, "Trainer.collector: an offline trainer has no collector");
+    return *collector_;
+  }
+
+  /// The records a checkpoint holds; hooks and users add theirs.
+  CheckpointRegistry& records() noexcept { return records_; }
+  /// Writes a checkpoint of every record (atomically).
+  void save(const std::string& path) const { records_.save(path); }
+  /// Restores a checkpoint written by `save` (see `CheckpointRegistry::load`).
+  void load(const std::string& path) { records_.load(path); }
+
+ private:
+  bool ready() const {
+    if (frames() < options_.init_random_frames()) return false;
+    for (const auto& gate : gates_) {
+      if (!gate()) return false;
+    }
+    return true;
+  }
+
+  // The trainer's own record: its counters.
+  void add_counters() {
+    TORCH_CHECK_VALUE(static_cast<bool>(update_), "Trainer: the update is empty");
     records_.add(
         "trainer_counters",
         [this](torch::serialize::OutputArchive& a) {
@@ -138,79 +258,6 @@ class Trainer {
           updates_ = updates;
           batches_ = batches;
         });
-  }
-
-  /// Registers `op` to run at `stage`, after the ops already registered there.
-  void register_op(Stage stage, Op op) {
-    TORCH_CHECK_VALUE(static_cast<bool>(op), "Trainer.register_op(", stage_name(stage), "): the op is empty");
-    ops_[static_cast<size_t>(stage)].push_back(std::move(op));
-  }
-  /// Adds a condition the optimisation steps wait for (a replay buffer holding a full batch).
-  void add_gate(std::function<bool()> gate) {
-    TORCH_CHECK_VALUE(static_cast<bool>(gate), "Trainer.add_gate: the gate is empty");
-    gates_.push_back(std::move(gate));
-  }
-
-  /// Collects one batch and trains on it; false once the collector is exhausted.
-  bool step() {
-    std::optional<TensorDict> collected = collector_->next();
-    if (!collected) return false;
-    StepContext context;
-    context.batch = std::move(*collected);
-    run(Stage::BatchProcess, context);
-    run(Stage::PreStepsLog, context);
-    if (ready()) {
-      run(Stage::PreOptimSteps, context);
-      for (int64_t i = 0; i < options_.optim_steps_per_batch(); ++i) {
-        context.optim_step = i;
-        context.sub_batch = context.batch;
-        run(Stage::ProcessOptimBatch, context);
-        context.losses = update_(context.sub_batch);
-        ++updates_;
-        run(Stage::PostLoss, context);
-        run(Stage::PostOptim, context);
-        run(Stage::PostOptimLog, context);
-      }
-    }
-    ++batches_;
-    run(Stage::PostSteps, context);
-    run(Stage::PostStepsLog, context);
-    return true;
-  }
-
-  /// Runs `step()` until the collector is exhausted.
-  void train() {
-    while (step()) {
-    }
-  }
-
-  /// Frames collected so far (the collector's count, restored with it).
-  int64_t frames() const { return collector_->frames(); }
-  /// Episodes finished so far.
-  int64_t episodes() const { return collector_->episodes(); }
-  /// Updates (optimisation steps) so far.
-  int64_t updates() const noexcept { return updates_; }
-  /// Batches trained on so far.
-  int64_t batches() const noexcept { return batches_; }
-  /// The trainer's options.
-  const TrainerOptions& options() const noexcept { return options_; }
-  /// The collector.
-  collectors::DataCollectorBase& collector() noexcept { return *collector_; }
-
-  /// The records a checkpoint holds; hooks and users add theirs.
-  CheckpointRegistry& records() noexcept { return records_; }
-  /// Writes a checkpoint of every record (atomically).
-  void save(const std::string& path) const { records_.save(path); }
-  /// Restores a checkpoint written by `save` (see `CheckpointRegistry::load`).
-  void load(const std::string& path) { records_.load(path); }
-
- private:
-  bool ready() const {
-    if (frames() < options_.init_random_frames()) return false;
-    for (const auto& gate : gates_) {
-      if (!gate()) return false;
-    }
-    return true;
   }
 
   void run(Stage stage, StepContext& context) {
