@@ -30,20 +30,6 @@ using rlobj::TensorDict;
 
 const std::string kDir = std::string(RLOBJ_TEST_DATA_DIR) + "/reference/torchrl-0.14.1";
 
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream in(path);
-  REQUIRE(in.good());
-  return nlohmann::json::parse(in);
-}
-
-torch::Tensor record(const nlohmann::json& rec) {
-  const std::string dtype = rec["dtype"];
-  const torch::Tensor t = rlobj_test::json_tensor(rec);
-  if (dtype == "int64") return t.to(torch::kLong);
-  if (dtype == "bool") return t.to(torch::kBool);
-  return dtype == "float32" ? t.to(torch::kFloat32) : t;
-}
-
 std::string bytes_of(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), {});
@@ -57,7 +43,7 @@ struct Scratch {
 };
 
 TEST_CASE("A replay buffer TorchRL 0.14.1 dumped loads position for position", "[data][torchrl_files]") {
-  const auto ref = read_json(kDir + "/replay_buffer_torchrl.json");
+  const auto ref = rlobj_test::read_json_file(kDir + "/replay_buffer_torchrl.json");
   auto rb = rlobj::data::load_torchrl_buffer(kDir + "/replay_buffer", /*seed=*/3);
   CHECK(rb.capacity() == ref["capacity"].get<int64_t>());
   CHECK(rb.size() == ref["len"].get<int64_t>());
@@ -67,7 +53,7 @@ TEST_CASE("A replay buffer TorchRL 0.14.1 dumped loads position for position", "
   size_t compared = 0;
   for (const auto& item : ref["storage"].items()) {
     INFO("entry " << item.key());
-    const torch::Tensor want = record(item.value());
+    const torch::Tensor want = rlobj_test::json_tensor_typed(item.value());
     const torch::Tensor got = rows.get(rlobj_test::dotted_key(item.key()));
     CHECK(got.scalar_type() == want.scalar_type());
     CHECK(torch::equal(got, want));  // bit for bit
@@ -147,7 +133,7 @@ TEST_CASE("TorchRL's files: damaged or unsupported folders are clear errors", "[
                         Contains("reward.memmap\" holds 40 bytes; entry \"next.reward\" (torch.float64 [12, 1]) needs 96"));
   }
   SECTION("an unknown dtype") {
-    auto meta = read_json((out / "storage" / "meta.json").string());
+    auto meta = rlobj_test::read_json_file((out / "storage" / "meta.json").string());
     meta["action"]["dtype"] = "torch.complex64";
     std::ofstream((out / "storage" / "meta.json").string()) << meta.dump();
     REQUIRE_THROWS_WITH(rlobj::data::load_torchrl_buffer(out.string()),

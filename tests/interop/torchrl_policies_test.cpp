@@ -36,21 +36,6 @@ namespace fs = std::filesystem;
 const std::string kTorchRLDir = std::string(RLOBJ_TEST_DATA_DIR) + "/reference/torchrl-0.14.1";
 const std::string kLegacyDir = std::string(RLOBJ_TEST_DATA_DIR) + "/reference/rlobj-0.1";
 
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream in(path);
-  REQUIRE(in.good());
-  return nlohmann::json::parse(in);
-}
-
-/// A JSON record in its own dtype.
-torch::Tensor record(const nlohmann::json& rec) {
-  const std::string dtype = rec["dtype"];
-  const torch::Tensor t = rlobj_test::json_tensor(rec);
-  if (dtype == "int64") return t.to(torch::kLong);
-  if (dtype == "bool") return t.to(torch::kBool);
-  return dtype == "float32" ? t.to(torch::kFloat32) : t;
-}
-
 PolicyCase find_case(const std::string& name) {
   for (auto& c : policy_cases()) {
     if (c.name == name) return c;
@@ -60,7 +45,7 @@ PolicyCase find_case(const std::string& name) {
 }
 
 TEST_CASE("TorchRL 0.14.1's example policies: same state-dict keys, strict load, the same actions", "[interop][torchrl]") {
-  const auto ref = read_json(kTorchRLDir + "/policies_torchrl.json");
+  const auto ref = rlobj_test::read_json_file(kTorchRLDir + "/policies_torchrl.json");
   REQUIRE(ref["policies"].size() == 7);
   for (const auto& item : ref["policies"].items()) {
     const std::string name = item.key();
@@ -79,8 +64,8 @@ TEST_CASE("TorchRL 0.14.1's example policies: same state-dict keys, strict load,
     // TorchRL's torch.save file, strictly.
     const auto r = rlobj::load_state_dict(*pc.actor, kTorchRLDir + "/" + c["file"].get<std::string>());
     REQUIRE(r.ok());
-    const torch::Tensor obs = record(c["observation"]);
-    const torch::Tensor theirs = record(c["action"]);
+    const torch::Tensor obs = rlobj_test::json_tensor_typed(c["observation"]);
+    const torch::Tensor theirs = rlobj_test::json_tensor_typed(c["action"]);
     const torch::Tensor ours = actor_action(pc, obs);
     CHECK(ours.sizes() == theirs.sizes());
     const auto program = rlobj::deploy::lower_policy(*pc.actor, obs);
@@ -133,7 +118,7 @@ TEST_CASE("TanhModule computes TorchRL's low + (high - low) * (tanh(x) + 1) / 2,
 
 TEST_CASE("rlobj 0.1's state dicts and archives load into today's modules (migration rlobj-0.1)", "[interop][torchrl]") {
   namespace m = rlobj::modules;
-  const auto ref = read_json(kLegacyDir + "/actions.json");
+  const auto ref = rlobj_test::read_json_file(kLegacyDir + "/actions.json");
   REQUIRE(ref["rlobj_version"] == "0.1.0");
   const torch::Tensor obs = torch::tensor(ref["observation"].get<std::vector<double>>()).reshape({8, 3}).to(torch::kFloat32);
   const rlobj::Bounded box(-2.0, 2.0, {1});
@@ -204,7 +189,7 @@ std::string torchrl_dir() {
 }
 
 TEST_CASE("interop.torchrl: rlobj's policies for TorchRL", "[.interop-torchrl-write]") {
-  const auto ref = read_json(kTorchRLDir + "/policies_torchrl.json");
+  const auto ref = rlobj_test::read_json_file(kTorchRLDir + "/policies_torchrl.json");
   for (const auto& item : ref["policies"].items()) {
     PolicyCase pc = find_case(item.key());  // seeded: not TorchRL's weights
     const torch::Tensor obs = observations(pc, 64, 11);
@@ -217,7 +202,7 @@ TEST_CASE("interop.torchrl: rlobj's policies for TorchRL", "[.interop-torchrl-wr
 }
 
 TEST_CASE("interop.torchrl: TorchRL's actions with rlobj's weights", "[.interop-torchrl-read]") {
-  const auto ref = read_json(kTorchRLDir + "/policies_torchrl.json");
+  const auto ref = rlobj_test::read_json_file(kTorchRLDir + "/policies_torchrl.json");
   for (const auto& item : ref["policies"].items()) {
     INFO("policy " << item.key());
     PolicyCase pc = find_case(item.key());

@@ -3,6 +3,7 @@
 // Helpers for the reference files whose batches and records are stored as JSON tensors
 // (`{"shape": [...], "dtype": "...", "values": [...]}`): DQN and the on-policy losses.
 
+#include <fstream>
 #include <map>
 #include <set>
 #include <string>
@@ -23,6 +24,22 @@ inline torch::Tensor json_tensor(const nlohmann::json& rec) {
   for (const auto& x : rec["values"]) v.push_back(x.is_boolean() ? (x.get<bool>() ? 1.0 : 0.0) : x.get<double>());
   std::vector<int64_t> shape = rec["shape"].get<std::vector<int64_t>>();
   return torch::tensor(v, torch::kFloat64).view(shape);
+}
+
+/// A JSON tensor record in its own dtype: int64, bool, float32 (float64 otherwise).
+inline torch::Tensor json_tensor_typed(const nlohmann::json& rec) {
+  const std::string dtype = rec["dtype"];
+  const torch::Tensor t = json_tensor(rec);
+  if (dtype == "int64") return t.to(torch::kLong);
+  if (dtype == "bool") return t.to(torch::kBool);
+  return dtype == "float32" ? t.to(torch::kFloat32) : t;
+}
+
+/// A JSON file, parsed (the test fails if it cannot be opened).
+inline nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  REQUIRE(in.good());
+  return nlohmann::json::parse(in);
 }
 
 /// "next.observation" -> {"next", "observation"}.
